@@ -1,0 +1,26 @@
+//! Durable workflow state machines with retries, crash recovery and Markov
+//! analysis of their history (the paper's §5 and figure 2).
+//!
+//! * [`spec`]: the TOML form of `W = (S, A, T, s0)`, validated with
+//!   file:line:column errors; [`Spec::default_spec`] is figure 2.
+//! * [`action`]: built-in tasks in a [`TaskRegistry`] that other crates
+//!   extend, and external commands; every attempt gets a stable idempotency
+//!   key.
+//! * [`store`]: the SQLite run store (WAL, `synchronous=FULL`), with leases
+//!   and fencing, an append-only event log and forward migrations.
+//! * [`runner`]: drives a run to a terminal state and resumes it after a
+//!   crash from the last recorded state.
+//! * [`markov`] and [`report`]: §5.2's estimated transition matrix and
+//!   §5.3's absorption analysis, as tables, JSON and Mermaid diagrams.
+
+pub mod action;
+pub mod markov;
+pub mod report;
+pub mod runner;
+pub mod spec;
+pub mod store;
+
+pub use action::{Task, TaskContext, TaskOutput, TaskRegistry};
+pub use runner::{Progress, RunError, Runner};
+pub use spec::{Outcome, Spec, SpecError};
+pub use store::{RunRecord, RunStatus, Store, StoreError};

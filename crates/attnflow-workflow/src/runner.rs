@@ -1,0 +1,396 @@
+//! The executor: drives one run through its states, durably.
+//!
+//! Recovery follows from the store's records alone:
+//! * a step marked completed is never run again (its transition was
+//!   committed with it);
+//! * an attempt recorded as started but without a result is re-executed
+//!   with the same idempotency key (at-least-once);
+//! * a retry waiting on its backoff waits only for what is left of it.
+//!
+//! External commands are tied to the executor's thread with
+//! `PR_SET_PDEATHSIG` on Linux, so drive runs from a thread that lives as
+//! long as the run (the CLI uses its main thread).
+
+use std::time::{Duration, Instant};
+
+use crate::action::{Poll, RunningAction, TaskContext, TaskOutput, TaskRegistry};
+use crate::spec::{Action, ActiveState, Outcome, Spec, SpecError};
+use crate::store::{new_owner_id, AttemptDecision, Lease, RunRecord, RunStatus, Store, StoreError};
+
+/// Why a run could not be driven.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The spec (given, or stored with the run) is invalid.
+    #[error(transparent)]
+    Spec(#[from] Box<SpecError>),
+    /// The store refused, or this executor lost its lease.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store holds a state the run's spec does not declare.
+    #[error("run {run} is in state `{state}`, which its spec does not declare")]
+    UnknownState {
+        /// The run.
+        run: i64,
+        /// The stored state.
+        state: String,
+    },
+}
+
+impl From<SpecError> for RunError {
+    fn from(error: SpecError) -> Self {
+        RunError::Spec(Box::new(error))
+    }
+}
+
+/// What the runner reports while it works (for progress displays).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// A step began.
+    StepStarted {
+        /// Step number.
+        step: i64,
+        /// The state.
+        state: String,
+    },
+    /// An attempt is about to run.
+    AttemptStarted {
+        /// The state.
+        state: String,
+        /// Attempt number.
+        attempt: i64,
+        /// Its idempotency key.
+        key: String,
+        /// Whether it is a re-execution after a crash.
+        rerun: bool,
+    },
+    /// An attempt returned.
+    AttemptFinished {
+        /// The state.
+        state: String,
+        /// Attempt number.
+        attempt: i64,
+        /// Its output.
+        output: TaskOutput,
+    },
+    /// Waiting before the next attempt.
+    Backoff {
+        /// The state.
+        state: String,
+        /// How long.
+        delay: Duration,
+    },
+    /// The run moved on.
+    Transition {
+        /// From.
+        from: String,
+        /// To.
+        to: String,
+        /// Why.
+        outcome: Outcome,
+    },
+}
+
+/// Drives runs of workflows using one store and one task registry.
+pub struct Runner<'a> {
+    store: &'a mut Store,
+    registry: &'a TaskRegistry,
+    owner: String,
+    observer: Box<dyn FnMut(&Progress) + 'a>,
+}
+
+impl<'a> Runner<'a> {
+    /// A runner with a fresh executor identity.
+    pub fn new(store: &'a mut Store, registry: &'a TaskRegistry) -> Self {
+        Runner {
+            store,
+            registry,
+            owner: new_owner_id(),
+            observer: Box::new(|_| {}),
+        }
+    }
+
+    /// Calls `observer` with every step, attempt and transition.
+    pub fn with_observer(mut self, observer: impl FnMut(&Progress) + 'a) -> Self {
+        self.observer = Box::new(observer);
+        self
+    }
+
+    /// Uses `owner` as the executor identity (tests use it to tell
+    /// executors apart).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
+    }
+
+    /// Creates a run of `spec` and drives it to a terminal state.
+    pub fn start(&mut self, spec: &Spec) -> Result<RunRecord, RunError> {
+        spec.check_tasks(self.registry)?;
+        let run_id = self.store.create_run(spec)?;
+        self.drive(run_id, spec)
+    }
+
+    /// Creates a run of `spec` without driving it; returns its id.
+    pub fn create(&mut self, spec: &Spec) -> Result<i64, RunError> {
+        spec.check_tasks(self.registry)?;
+        Ok(self.store.create_run(spec)?)
+    }
+
+    /// Continues run `run_id` from its last recorded state, following the
+    /// spec stored with it.
+    pub fn resume(&mut self, run_id: i64) -> Result<RunRecord, RunError> {
+        let run = self.store.run(run_id)?;
+        let spec = Spec::parse(&run.spec_origin, &run.spec_source)?;
+        spec.check_tasks(self.registry)?;
+        self.drive(run_id, &spec)
+    }
+
+    /// Restarts a failed or crashed run (see [`Store::restart`]) and drives
+    /// it again.
+    pub fn restart(&mut self, run_id: i64) -> Result<RunRecord, RunError> {
+        let run = self.store.run(run_id)?;
+        let spec = Spec::parse(&run.spec_origin, &run.spec_source)?;
+        spec.check_tasks(self.registry)?;
+        self.store.restart(run_id)?;
+        self.drive(run_id, &spec)
+    }
+
+    fn drive(&mut self, run_id: i64, spec: &Spec) -> Result<RunRecord, RunError> {
+        let lease = self
+            .store
+            .acquire_lease(run_id, &self.owner, spec.lease, spec.max_crashes)?;
+        let result = self.drive_with_lease(&lease, spec);
+        if let Err(error) = &result {
+            // Hand the lease back on an orderly failure so the next executor
+            // does not count a crash; a lost lease has nothing to hand back.
+            if !matches!(error, RunError::Store(StoreError::LeaseLost { .. })) {
+                let _ = self
+                    .store
+                    .release_lease(&lease, &format!("executor stopped: {error}"));
+            }
+        }
+        result
+    }
+
+    fn drive_with_lease(&mut self, lease: &Lease, spec: &Spec) -> Result<RunRecord, RunError> {
+        let run_id = lease.run_id;
+        loop {
+            let run = self.store.run(run_id)?;
+            if run.status != RunStatus::Running {
+                return Ok(run);
+            }
+            let unknown = || RunError::UnknownState {
+                run: run_id,
+                state: run.current_state.clone(),
+            };
+            let state = spec.state(&run.current_state).ok_or_else(unknown)?;
+            let Some(active) = state.active() else {
+                // Reaching a terminal state finishes the run in the same
+                // transaction, so a running run in one is corrupt.
+                return Err(StoreError::Corrupt {
+                    path: self.store.path().to_string(),
+                    detail: format!("run {run_id} is running in terminal state `{}`", state.name),
+                }
+                .into());
+            };
+
+            let step = match self.store.open_step(run_id)? {
+                Some(step) if step.state == state.name => step,
+                Some(step) => {
+                    return Err(StoreError::Corrupt {
+                        path: self.store.path().to_string(),
+                        detail: format!(
+                            "run {run_id} is in state `{}` but its open step {} is in `{}`",
+                            state.name, step.seq, step.state
+                        ),
+                    }
+                    .into())
+                }
+                None => {
+                    let step = self.store.begin_step(lease, &state.name, run.epoch)?;
+                    (self.observer)(&Progress::StepStarted {
+                        step: step.seq,
+                        state: state.name.clone(),
+                    });
+                    step
+                }
+            };
+
+            // Decided from the records (visits include this step), so a
+            // crash between beginning the step and completing it as
+            // exhausted decides the same way on resume.
+            if let (Some(maximum), 0) = (active.max_visits, step.attempt) {
+                let visits = self.store.visits(run_id, &state.name, step.epoch)?;
+                if visits > i64::from(maximum) {
+                    let next = active
+                        .next_state(Outcome::Exhausted)
+                        .ok_or_else(unknown)?
+                        .to_string();
+                    let terminal = spec.state(&next).and_then(|target| target.terminal());
+                    self.store
+                        .complete_exhausted(lease, &step, &next, terminal)?;
+                    (self.observer)(&Progress::Transition {
+                        from: state.name.clone(),
+                        to: next,
+                        outcome: Outcome::Exhausted,
+                    });
+                    continue;
+                }
+            }
+
+            let (attempt, rerun) = if step.attempt == 0 {
+                (1, false)
+            } else if step.attempt_open {
+                (step.attempt, true)
+            } else {
+                if let Some(retry_at) = step.retry_at_ms {
+                    let delay =
+                        Duration::from_millis((retry_at - self.store.now_ms()).max(0) as u64);
+                    if !delay.is_zero() {
+                        (self.observer)(&Progress::Backoff {
+                            state: state.name.clone(),
+                            delay,
+                        });
+                        self.wait(lease, delay)?;
+                    }
+                }
+                (step.attempt + 1, false)
+            };
+            let key = TaskContext::idempotency_key_for(run_id, step.seq, attempt as u32);
+            self.store
+                .start_attempt(lease, &step, attempt, &key, rerun)?;
+            (self.observer)(&Progress::AttemptStarted {
+                state: state.name.clone(),
+                attempt,
+                key: key.clone(),
+                rerun,
+            });
+            let context = TaskContext {
+                run_id,
+                step: step.seq,
+                attempt: attempt as u32,
+                state: state.name.clone(),
+                idempotency_key: key.clone(),
+                args: serde_json::Value::Null,
+                cancelled: Default::default(),
+            };
+            let output = self.execute(lease, active, context)?;
+            (self.observer)(&Progress::AttemptFinished {
+                state: state.name.clone(),
+                attempt,
+                output: output.clone(),
+            });
+
+            let decision =
+                if output.outcome.is_retryable() && attempt < i64::from(active.retry.attempts) {
+                    let unit = crate::action::unit_from_text(&key, 0x6a69_7474_6572);
+                    let delay = active.retry.delay_before(attempt as u32 + 1, unit);
+                    AttemptDecision::Retry {
+                        at_ms: self.store.now_ms() + delay.as_millis() as i64,
+                    }
+                } else {
+                    let next = active
+                        .next_state(output.outcome)
+                        .ok_or_else(unknown)?
+                        .to_string();
+                    let terminal = spec.state(&next).and_then(|target| target.terminal());
+                    AttemptDecision::Complete {
+                        outcome: output.outcome,
+                        next_state: next,
+                        terminal,
+                    }
+                };
+            self.store.finish_attempt(
+                lease,
+                &step,
+                attempt,
+                output.outcome,
+                &output.detail,
+                &decision,
+            )?;
+            if let AttemptDecision::Complete {
+                outcome,
+                next_state,
+                ..
+            } = decision
+            {
+                (self.observer)(&Progress::Transition {
+                    from: state.name.clone(),
+                    to: next_state,
+                    outcome,
+                });
+            }
+        }
+    }
+
+    /// Sleeps `delay` while keeping the lease alive.
+    fn wait(&mut self, lease: &Lease, delay: Duration) -> Result<(), RunError> {
+        let until = Instant::now() + delay;
+        let beat = heartbeat_interval(lease);
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            std::thread::sleep(beat.min(until - now));
+            self.store.heartbeat(lease)?;
+        }
+    }
+
+    /// Runs one attempt, renewing the lease while it runs and enforcing the
+    /// state's timeout. Losing the lease stops the action and the executor.
+    fn execute(
+        &mut self,
+        lease: &Lease,
+        active: &ActiveState,
+        mut context: TaskContext,
+    ) -> Result<TaskOutput, RunError> {
+        let started = match &active.action {
+            Action::Task { name, args } => {
+                let task = self
+                    .registry
+                    .get(name)
+                    .ok_or_else(|| RunError::UnknownState {
+                        run: context.run_id,
+                        state: format!("{} (task `{name}` is not registered)", context.state),
+                    })?;
+                context.args = args.clone();
+                Ok(RunningAction::start_task(task, context))
+            }
+            Action::Command { argv, env } => RunningAction::start_command(argv, env, &context),
+        };
+        let mut running = match started {
+            Ok(running) => running,
+            Err(output) => return Ok(output),
+        };
+        let deadline = active.timeout.map(|timeout| Instant::now() + timeout);
+        let beat = heartbeat_interval(lease);
+        loop {
+            let wait = match deadline {
+                Some(deadline) => beat.min(deadline.saturating_duration_since(Instant::now())),
+                None => beat,
+            };
+            if let Poll::Done(output) = running.poll(wait) {
+                return Ok(output);
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                running.cancel();
+                let limit = active.timeout.unwrap_or_default();
+                return Ok(TaskOutput::with(
+                    Outcome::Timeout,
+                    format!(
+                        "stopped after the state's timeout of {} ms",
+                        limit.as_millis()
+                    ),
+                ));
+            }
+            if let Err(error) = self.store.heartbeat(lease) {
+                running.cancel();
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+fn heartbeat_interval(lease: &Lease) -> Duration {
+    (lease.duration / 3).max(Duration::from_millis(10))
+}
