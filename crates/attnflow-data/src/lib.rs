@@ -1,0 +1,15 @@
+//! Data management for attnflow (paper §6): streaming ingestion of CSV,
+//! JSON Lines and Parquet; schema-driven quality checks `I(d) ∈ {0,1}` that
+//! send every record either to the processing queue or, with its reason, to
+//! quarantine; per-field profiles; and budgeted selection of items.
+//!
+//! The invariant every run asserts: records read = accepted + quarantined.
+
+pub mod error;
+pub mod rule;
+pub mod schema;
+pub mod source;
+pub mod value;
+
+pub use error::{DataError, DataResult};
+pub use schema::Schema;

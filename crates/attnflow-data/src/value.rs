@@ -1,0 +1,177 @@
+//! Typed field values, borrowed from the record being checked so that the
+//! hot path of a check allocates nothing per cell.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// The declared type of a schema field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldType {
+    /// A 64-bit signed integer.
+    Int,
+    /// A 64-bit float (finite or not; use `min`/`max` to exclude infinities).
+    Float,
+    /// `true`/`false` (CSV also accepts `1`/`0`, `yes`/`no`, any case).
+    Bool,
+    /// UTF-8 text.
+    String,
+    /// A list of tokens: a JSON array of strings, or text split on a separator.
+    Tokens,
+}
+
+impl FieldType {
+    /// Parses the schema spelling of a type.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "int" | "integer" => FieldType::Int,
+            "float" | "number" => FieldType::Float,
+            "bool" | "boolean" => FieldType::Bool,
+            "string" | "str" | "text" => FieldType::String,
+            "tokens" | "token_list" => FieldType::Tokens,
+            _ => return None,
+        })
+    }
+
+    /// The schema spelling of the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            FieldType::Int => "int",
+            FieldType::Float => "float",
+            FieldType::Bool => "bool",
+            FieldType::String => "string",
+            FieldType::Tokens => "tokens",
+        }
+    }
+}
+
+/// A typed value of one field of one record, borrowing its text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueRef<'a> {
+    /// Absent, empty or a declared null marker.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Text.
+    Str(&'a str),
+    /// A token list.
+    Tokens(Vec<&'a str>),
+}
+
+impl ValueRef<'_> {
+    /// The value as f64 when it is numeric (used by rules and profiles).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            ValueRef::Int(value) => Some(*value as f64),
+            ValueRef::Float(value) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// Appends the value as JSON to `out` (the queue stores records as JSON
+    /// objects; writing by hand avoids building a `serde_json::Value`).
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            ValueRef::Null => out.push_str("null"),
+            ValueRef::Int(value) => {
+                let _ = write!(out, "{value}");
+            }
+            ValueRef::Float(value) => {
+                if value.is_finite() {
+                    let _ = write!(out, "{value:?}");
+                } else {
+                    // JSON has no infinities or NaN; keep them as strings
+                    // rather than lose them.
+                    write_json_string(out, &value.to_string());
+                }
+            }
+            ValueRef::Bool(value) => out.push_str(if *value { "true" } else { "false" }),
+            ValueRef::Str(text) => write_json_string(out, text),
+            ValueRef::Tokens(tokens) => {
+                out.push('[');
+                for (index, token) in tokens.iter().enumerate() {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    write_json_string(out, token);
+                }
+                out.push(']');
+            }
+        }
+    }
+
+    /// A short human-readable rendering for reports and quarantine entries.
+    pub fn display(&self) -> String {
+        match self {
+            ValueRef::Null => "null".to_owned(),
+            ValueRef::Int(value) => value.to_string(),
+            ValueRef::Float(value) => value.to_string(),
+            ValueRef::Bool(value) => value.to_string(),
+            ValueRef::Str(text) => (*text).to_owned(),
+            ValueRef::Tokens(tokens) => tokens.join(" "),
+        }
+    }
+}
+
+/// Writes `text` as a JSON string literal.
+pub fn write_json_string(out: &mut String, text: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (index, byte) in text.bytes().enumerate() {
+        let escape: Option<&str> = match byte {
+            b'"' => Some("\\\""),
+            b'\\' => Some("\\\\"),
+            b'\n' => Some("\\n"),
+            b'\r' => Some("\\r"),
+            b'\t' => Some("\\t"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.push_str(&text[start..index]);
+        match escape {
+            Some(escape) => out.push_str(escape),
+            None => {
+                let _ = write!(out, "\\u{byte:04x}");
+            }
+        }
+        start = index + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_writing_round_trips_through_serde_json() {
+        let values = [
+            ValueRef::Null,
+            ValueRef::Int(-42),
+            ValueRef::Float(0.1),
+            ValueRef::Float(f64::INFINITY),
+            ValueRef::Bool(true),
+            ValueRef::Str("quote \" back \\ nl \n tab \t bell \u{7} é"),
+            ValueRef::Tokens(vec!["a", "b\"c"]),
+        ];
+        for value in values {
+            let mut out = String::new();
+            value.write_json(&mut out);
+            let parsed: serde_json::Value = serde_json::from_str(&out).expect(&out);
+            match value {
+                ValueRef::Str(text) => assert_eq!(parsed, serde_json::json!(text)),
+                ValueRef::Float(number) if number.is_finite() => {
+                    assert_eq!(parsed.as_f64(), Some(number))
+                }
+                ValueRef::Int(number) => assert_eq!(parsed.as_i64(), Some(number)),
+                _ => {}
+            }
+        }
+    }
+}
