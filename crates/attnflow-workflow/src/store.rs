@@ -78,6 +78,8 @@ CREATE TABLE wf_events (
     detail          TEXT    NOT NULL DEFAULT '',
     PRIMARY KEY (run_id, seq)
 );
+-- At most one step of a run is open at a time.
+CREATE UNIQUE INDEX wf_steps_one_open ON wf_steps(run_id) WHERE status = 'running';
 CREATE INDEX wf_events_by_kind ON wf_events(kind, run_id);
 CREATE TRIGGER wf_events_no_update BEFORE UPDATE ON wf_events
 BEGIN SELECT RAISE(ABORT, 'wf_events is append-only'); END;
