@@ -1,0 +1,72 @@
+//! The example blueprints check, and their parameter counts equal the
+//! published ones exactly.
+
+use std::path::PathBuf;
+
+use attnflow_blueprint::cost::non_embedding_params;
+use attnflow_blueprint::{account, Blueprint, Convention, CostOptions, Counting};
+
+fn example(name: &str) -> Blueprint {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/blueprints")
+        .join(name);
+    Blueprint::from_file(&path, &[]).unwrap_or_else(|error| panic!("{name}: {error}"))
+}
+
+fn params(name: &str) -> u128 {
+    account(&example(name), CostOptions::default()).total.params
+}
+
+#[test]
+fn published_parameter_counts() {
+    assert_eq!(params("gpt2-small.toml"), 124_439_808);
+    assert_eq!(params("bert-base.toml"), 109_482_240);
+    assert_eq!(params("all-MiniLM-L6-v2.toml"), 22_713_216);
+    // TinyLlama-1.1B's config.
+    assert_eq!(params("llama-style.toml"), 1_100_048_384);
+    // timm vit_base_patch16_224.
+    assert_eq!(params("vit-b16.toml"), 86_567_656);
+    assert!(params("tiny.toml") > 0);
+}
+
+#[test]
+fn kaplan_reproduces_the_closed_form_for_gpt2() {
+    let blueprint = example("gpt2-small.toml");
+    let n = non_embedding_params(&blueprint);
+    // All parameters minus token (50257·768) and position (1024·768) tables.
+    assert_eq!(n, 124_439_808 - 50_257 * 768 - 1_024 * 768);
+    let options = CostOptions {
+        convention: Convention::Kaplan,
+        ..CostOptions::default()
+    };
+    let cost = account(&blueprint, options).total;
+    let (n_layer, n_ctx, d_attn, tokens) = (12u128, 1024u128, 768u128, 1024u128);
+    // Kaplan et al. 2020, Table 1: C_forward = 2N + 2·n_layer·n_ctx·d_attn per token.
+    assert_eq!(
+        cost.forward_flops,
+        tokens * (2 * n + 2 * n_layer * n_ctx * d_attn)
+    );
+    assert_eq!(cost.training_flops, 3 * cost.forward_flops);
+}
+
+#[test]
+fn exact_causal_counting_is_cheaper_than_dense() {
+    let blueprint = example("gpt2-small.toml");
+    let dense = account(&blueprint, CostOptions::default());
+    let exact = account(
+        &blueprint,
+        CostOptions {
+            counting: Counting::Exact,
+            ..CostOptions::default()
+        },
+    );
+    let attention = |account: &attnflow_blueprint::Account| account.by_op["attention"].macs;
+    let projections = 12u128 * 4 * 1024 * 768 * 768;
+    // Dense: two n×n×d products per layer; exact: n(n+1)/2 entries each.
+    assert_eq!(attention(&dense) - projections, 12 * 2 * 1024 * 1024 * 768);
+    assert_eq!(
+        attention(&exact) - projections,
+        12 * 2 * (1024 * 1025 / 2) * 768
+    );
+    assert_eq!(dense.total.params, exact.total.params);
+}
