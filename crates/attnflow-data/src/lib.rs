@@ -5,10 +5,14 @@
 //!
 //! The invariant every run asserts: records read = accepted + quarantined.
 
+pub mod check;
 pub mod error;
 pub mod rule;
 pub mod schema;
+pub mod run;
 pub mod source;
+pub mod store;
+pub mod unique;
 pub mod value;
 
 pub use error::{DataError, DataResult};
