@@ -1,0 +1,43 @@
+//! The `attnflow` binary: argument parsing and wiring only.
+//!
+//! Each subcommand group lives in `commands/<group>.rs` and calls into a
+//! library crate; nothing here computes. Exit codes follow CONVENTIONS.md:
+//! 0 success, 1 the work failed, 2 bad input or usage.
+
+mod commands;
+mod error;
+mod files;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Design, train and inspect attention-based neural networks.
+#[derive(Debug, Parser)]
+#[command(name = "attnflow", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the attention engine on your own tensors.
+    #[command(subcommand)]
+    Attention(commands::attention::AttentionCommand),
+}
+
+fn main() -> ExitCode {
+    // Whole lines keep messages greppable and file paths unbroken.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Attention(command) => commands::attention::run(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => error.report_and_exit_code(),
+    }
+}
