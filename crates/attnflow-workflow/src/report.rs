@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::markov::{Absorption, ChainError, TransitionCounts, ABSORPTION_CONDITION};
 use crate::spec::{Action, Outcome, Spec, StateKind, TerminalKind};
-use crate::store::{Store, StoreError};
+use crate::store::{EventRecord, RunRecord, StepRecord, Store, StoreError};
 
 /// Why an analysis could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,9 @@ pub fn analyze(
     Ok(analyses)
 }
 
-fn table(headers: &[String], rows: &[Vec<String>]) -> String {
+/// Renders rows under headers as an aligned plain-text table (first column
+/// left-aligned, the others right-aligned).
+pub fn render_table(headers: &[String], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers
         .iter()
         .map(|header| header.chars().count())
@@ -228,7 +230,7 @@ pub fn render_analysis(analysis: &WorkflowAnalysis) -> String {
             cells
         })
         .collect();
-    text.push_str(&table(&headers, &rows));
+    text.push_str(&render_table(&headers, &rows));
 
     let absorption = &analysis.absorption;
     let _ = writeln!(
@@ -271,7 +273,7 @@ pub fn render_analysis(analysis: &WorkflowAnalysis) -> String {
             cells
         })
         .collect();
-    text.push_str(&table(&headers, &rows));
+    text.push_str(&render_table(&headers, &rows));
 
     if !absorption.fundamental_states.is_empty() {
         let _ = writeln!(
@@ -290,7 +292,7 @@ pub fn render_analysis(analysis: &WorkflowAnalysis) -> String {
                 cells
             })
             .collect();
-        text.push_str(&table(&headers, &rows));
+        text.push_str(&render_table(&headers, &rows));
     }
 
     let verdict = if absorption.certain {
@@ -312,6 +314,127 @@ fn list(names: &[String]) -> String {
     } else {
         names.join(", ")
     }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for milliseconds since the Unix epoch.
+pub fn format_time(milliseconds: i64) -> String {
+    let seconds = milliseconds.div_euclid(1000);
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    // Civil-from-days (H. Hinnant's algorithm), valid for the proleptic
+    // Gregorian calendar.
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+/// The runs as a table: id, workflow, status, state, steps so far, crashes,
+/// creation time.
+pub fn render_runs(runs: &[RunRecord]) -> String {
+    let headers: Vec<String> = ["run", "workflow", "status", "state", "epoch", "crashes", "created (UTC)", "spec"]
+        .iter()
+        .map(|header| header.to_string())
+        .collect();
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|run| {
+            vec![
+                run.id.to_string(),
+                run.workflow.clone(),
+                run.status.to_string(),
+                run.current_state.clone(),
+                run.epoch.to_string(),
+                run.crash_count.to_string(),
+                format_time(run.created_ms),
+                run.spec_origin.clone(),
+            ]
+        })
+        .collect();
+    render_table(&headers, &rows)
+}
+
+/// One run in detail: its record, steps and event log.
+pub fn render_run(run: &RunRecord, steps: &[StepRecord], events: &[EventRecord]) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "run {} of workflow `{}` ({}): {} in state `{}`",
+        run.id, run.workflow, run.spec_origin, run.status, run.current_state
+    );
+    let _ = writeln!(
+        text,
+        "created {} UTC; epoch {}; crashes {}; lease {}",
+        format_time(run.created_ms),
+        run.epoch,
+        run.crash_count,
+        match &run.lease_owner {
+            Some(owner) => format!("held by {owner} (token {})", run.lease_token),
+            None => format!("free (last token {})", run.lease_token),
+        }
+    );
+    let _ = writeln!(text, "\nsteps");
+    let headers: Vec<String> = ["step", "state", "epoch", "attempts", "outcome", "next", "seconds"]
+        .iter()
+        .map(|header| header.to_string())
+        .collect();
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|step| {
+            vec![
+                step.seq.to_string(),
+                step.state.clone(),
+                step.epoch.to_string(),
+                step.attempt.to_string(),
+                step.outcome
+                    .clone()
+                    .unwrap_or_else(|| if step.attempt_open { "(running)" } else { "(open)" }.to_string()),
+                step.next_state.clone().unwrap_or_default(),
+                step.finished_ms
+                    .map(|finished| format!("{:.3}", (finished - step.started_ms) as f64 / 1000.0))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    text.push_str(&render_table(&headers, &rows));
+    let _ = writeln!(text, "\nevents");
+    let headers: Vec<String> = ["#", "+seconds", "event", "step", "state", "attempt", "outcome", "to", "token", "detail"]
+        .iter()
+        .map(|header| header.to_string())
+        .collect();
+    let optional = |value: Option<i64>| value.map(|value| value.to_string()).unwrap_or_default();
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|event| {
+            let detail: String = event.detail.replace('\n', " ").chars().take(100).collect();
+            vec![
+                event.seq.to_string(),
+                format!("{:.3}", (event.at_ms - run.created_ms) as f64 / 1000.0),
+                event.kind.as_str().to_string(),
+                optional(event.step),
+                event.state.clone().unwrap_or_default(),
+                optional(event.attempt),
+                event.outcome.clone().unwrap_or_default(),
+                event.to_state.clone().unwrap_or_default(),
+                optional(event.lease_token),
+                detail,
+            ]
+        })
+        .collect();
+    text.push_str(&render_table(&headers, &rows));
+    text
 }
 
 /// A Mermaid state diagram of the estimated chain, with `T_ij` (and the
@@ -424,6 +547,13 @@ pub fn spec_mermaid(spec: &Spec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_format_as_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_time(1_795_872_896_789), "2026-11-28 13:34:56");
+    }
 
     #[test]
     fn default_spec_diagram_has_figure_two_edges() {
