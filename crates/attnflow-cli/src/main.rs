@@ -25,6 +25,9 @@ enum Command {
     /// Run the attention engine on your own tensors.
     #[command(subcommand)]
     Attention(commands::attention::AttentionCommand),
+    /// Run durable workflows and analyse their history as a Markov chain (§5).
+    #[command(subcommand)]
+    Workflow(commands::workflow::WorkflowCommand),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Attention(command) => commands::attention::run(command),
+        Command::Workflow(command) => commands::workflow::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,349 @@
+//! `attnflow workflow ...`: run, resume and inspect durable workflows, and
+//! analyse their history as a Markov chain (§5). The logic lives in
+//! `attnflow-workflow`; this module parses arguments and prints.
+
+use std::path::{Path, PathBuf};
+
+use attnflow_workflow::report::{self, AnalysisError};
+use attnflow_workflow::runner::Progress;
+use attnflow_workflow::{
+    RunError, RunRecord, RunStatus, Runner, Spec, SpecError, Store, StoreError, TaskRegistry,
+};
+use clap::{Args, Subcommand};
+use miette::{miette, LabeledSpan, NamedSource};
+
+use crate::error::{CliError, CliResult};
+
+/// Subcommands of `attnflow workflow`.
+#[derive(Debug, Subcommand)]
+pub enum WorkflowCommand {
+    /// Start a run of a workflow spec and drive it to a terminal state.
+    ///
+    /// Without SPEC (or with --default) runs the embedded default, the
+    /// paper's figure 2. Exits 0 when the run ends in a success state, 1
+    /// when it ends in a failure state.
+    Run(RunArgs),
+    /// Continue a run from its last recorded state (after a crash or kill).
+    Resume(RunIdArgs),
+    /// Restart a failed or crashed run from its failed step.
+    Restart(RunIdArgs),
+    /// List the runs in a store.
+    Runs(StoreArgs),
+    /// Show one run: its steps and its event log.
+    Show(RunIdArgs),
+    /// Estimate the transition matrix from recorded runs (§5.2) and analyse
+    /// absorption (§5.3).
+    Analyze(AnalyzeArgs),
+    /// Print a spec's state diagram (Mermaid); the default spec is figure 2.
+    Diagram(SpecArgs),
+    /// Check a spec without running it.
+    Check(SpecArgs),
+}
+
+/// The store option shared by every subcommand.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The SQLite file holding runs (created by `run` when missing).
+    #[arg(long, default_value = "attnflow.db")]
+    db: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `attnflow workflow run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workflow spec (TOML); omit it to run the embedded default.
+    spec: Option<PathBuf>,
+    /// Run the embedded default spec (figure 2).
+    #[arg(long, conflicts_with = "spec")]
+    default: bool,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print nothing while the run proceeds.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Arguments naming one run.
+#[derive(Debug, Args)]
+pub struct RunIdArgs {
+    /// The run id (see `attnflow workflow runs`).
+    run: i64,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print nothing while the run proceeds.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// Arguments of `attnflow workflow analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Analyse only this workflow (by its `[workflow] name`).
+    #[arg(long)]
+    workflow: Option<String>,
+    /// Print the Mermaid state diagram with estimated probabilities instead
+    /// of tables.
+    #[arg(long, conflicts_with = "json")]
+    mermaid: bool,
+}
+
+/// Arguments naming a spec.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The workflow spec (TOML); omit it for the embedded default.
+    spec: Option<PathBuf>,
+    /// Use the embedded default spec (figure 2).
+    #[arg(long, conflicts_with = "spec")]
+    default: bool,
+}
+
+/// Runs an `attnflow workflow` subcommand.
+pub fn run(command: WorkflowCommand) -> CliResult {
+    match command {
+        WorkflowCommand::Run(args) => start(&args),
+        WorkflowCommand::Resume(args) => continue_run(&args, false),
+        WorkflowCommand::Restart(args) => continue_run(&args, true),
+        WorkflowCommand::Runs(args) => list(&args),
+        WorkflowCommand::Show(args) => show(&args),
+        WorkflowCommand::Analyze(args) => analyze(&args),
+        WorkflowCommand::Diagram(args) => {
+            let spec = load_spec(args.spec.as_deref())?;
+            print!("{}", report::spec_mermaid(&spec));
+            Ok(())
+        }
+        WorkflowCommand::Check(args) => {
+            let spec = load_spec(args.spec.as_deref())?;
+            spec.check_tasks(&TaskRegistry::with_builtins())
+                .map_err(|error| CliError::bad_input(spec_report(error)))?;
+            println!(
+                "{}: workflow `{}` is valid: {} states, initial `{}`",
+                spec.origin(),
+                spec.name,
+                spec.states.len(),
+                spec.initial
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A spec error as a miette report with the offending span labelled.
+fn spec_report(error: SpecError) -> miette::Report {
+    let message = format!("{}:{}:{}: {}", error.origin, error.line, error.column, error.message);
+    if error.source_text.is_empty() {
+        return miette!("{message}");
+    }
+    let length = (error.span.end - error.span.start).max(1);
+    miette!(
+        labels = vec![LabeledSpan::at(error.span.start..error.span.start + length, "here")],
+        "{message}"
+    )
+    .with_source_code(NamedSource::new(error.origin, error.source_text))
+}
+
+fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
+    match path {
+        Some(path) => Spec::from_file(path).map_err(|error| CliError::bad_input(spec_report(error))),
+        None => Ok(Spec::default_spec()),
+    }
+}
+
+fn store_error(error: StoreError) -> CliError {
+    match error {
+        StoreError::UnknownRun { .. } => CliError::bad_input(miette!("{error}")),
+        other => CliError::failed(miette!("{other}")),
+    }
+}
+
+fn run_error(error: RunError) -> CliError {
+    match error {
+        RunError::Spec(error) => CliError::bad_input(spec_report(*error)),
+        RunError::Store(error) => store_error(error),
+        other => CliError::failed(miette!("{other}")),
+    }
+}
+
+/// Opens an existing store; reading commands never create one.
+fn open_existing(path: &Path) -> Result<Store, CliError> {
+    if !path.exists() {
+        return Err(CliError::bad_input(miette!(
+            "{}: no workflow store here (start one with `attnflow workflow run --db {}`)",
+            path.display(),
+            path.display()
+        )));
+    }
+    Store::open(path).map_err(store_error)
+}
+
+/// Prints progress lines to stderr as the run moves.
+fn progress_printer(quiet: bool) -> impl FnMut(&Progress) {
+    move |progress: &Progress| {
+        if quiet {
+            return;
+        }
+        match progress {
+            Progress::AttemptStarted {
+                state,
+                attempt,
+                key,
+                rerun,
+            } => {
+                let note = if *rerun { " (re-executed after a crash)" } else { "" };
+                eprintln!("  {state}: attempt {attempt} [{key}]{note}");
+            }
+            Progress::AttemptFinished {
+                state,
+                attempt,
+                output,
+            } if output.outcome != attnflow_workflow::Outcome::Ok => {
+                let detail: String = output.detail.chars().take(200).collect();
+                eprintln!("  {state}: attempt {attempt} {}: {detail}", output.outcome);
+            }
+            Progress::Backoff { state, delay } => {
+                eprintln!("  {state}: retrying in {} ms", delay.as_millis());
+            }
+            Progress::Transition { from, to, outcome } => {
+                eprintln!("{from} --{outcome}--> {to}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reports a finished run and turns its status into the exit code.
+fn finish(run: &RunRecord, json: bool) -> CliResult {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(run).map_err(|error| CliError::failed(miette!("{error}")))?
+        );
+    } else {
+        println!(
+            "run {}: {} in state `{}` (see `attnflow workflow show {}`)",
+            run.id, run.status, run.current_state, run.id
+        );
+    }
+    match run.status {
+        RunStatus::Succeeded => Ok(()),
+        RunStatus::Failed => Err(CliError::failed(miette!(
+            "run {} ended in failure state `{}`; `attnflow workflow restart {}` retries it from the failed step",
+            run.id,
+            run.current_state,
+            run.id
+        ))),
+        RunStatus::Crashed => Err(CliError::failed(miette!(
+            "run {} is marked crashed; `attnflow workflow restart {}` restarts it",
+            run.id,
+            run.id
+        ))),
+        RunStatus::Running => Err(CliError::failed(miette!(
+            "run {} stopped while still running; `attnflow workflow resume {}` continues it",
+            run.id,
+            run.id
+        ))),
+    }
+}
+
+fn start(args: &RunArgs) -> CliResult {
+    let spec = load_spec(args.spec.as_deref())?;
+    let registry = TaskRegistry::with_builtins();
+    spec.check_tasks(&registry)
+        .map_err(|error| CliError::bad_input(spec_report(error)))?;
+    let mut store = Store::open(&args.store.db).map_err(store_error)?;
+    let mut runner = Runner::new(&mut store, &registry).with_observer(progress_printer(args.quiet));
+    let run_id = runner.create(&spec).map_err(run_error)?;
+    if !args.quiet {
+        eprintln!(
+            "run {run_id} of workflow `{}` in {} (resume with `attnflow workflow resume {run_id} --db {}`)",
+            spec.name,
+            args.store.db.display(),
+            args.store.db.display()
+        );
+    }
+    let run = runner.resume(run_id).map_err(run_error)?;
+    finish(&run, args.store.json)
+}
+
+fn continue_run(args: &RunIdArgs, restart: bool) -> CliResult {
+    let mut store = open_existing(&args.store.db)?;
+    let registry = TaskRegistry::with_builtins();
+    let result = {
+        let mut runner =
+            Runner::new(&mut store, &registry).with_observer(progress_printer(args.quiet));
+        if restart {
+            runner.restart(args.run)
+        } else {
+            runner.resume(args.run)
+        }
+    };
+    let run = match result {
+        Ok(run) => run,
+        // Resuming a finished run is not an error: it reports the outcome,
+        // so a resume after a kill that came too late is harmless.
+        Err(RunError::Store(StoreError::Finished { .. })) if !restart => {
+            store.run(args.run).map_err(store_error)?
+        }
+        Err(error) => return Err(run_error(error)),
+    };
+    finish(&run, args.store.json)
+}
+
+fn list(args: &StoreArgs) -> CliResult {
+    let store = open_existing(&args.db)?;
+    let runs = store.runs().map_err(store_error)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runs).map_err(|error| CliError::failed(miette!("{error}")))?
+        );
+    } else if runs.is_empty() {
+        println!("{}: no runs yet", args.db.display());
+    } else {
+        print!("{}", report::render_runs(&runs));
+    }
+    Ok(())
+}
+
+fn show(args: &RunIdArgs) -> CliResult {
+    let store = open_existing(&args.store.db)?;
+    let run = store.run(args.run).map_err(store_error)?;
+    let steps = store.steps(args.run).map_err(store_error)?;
+    let events = store.events(args.run).map_err(store_error)?;
+    if args.store.json {
+        let value = serde_json::json!({ "run": run, "steps": steps, "events": events });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).map_err(|error| CliError::failed(miette!("{error}")))?
+        );
+    } else {
+        print!("{}", report::render_run(&run, &steps, &events));
+    }
+    Ok(())
+}
+
+fn analyze(args: &AnalyzeArgs) -> CliResult {
+    let store = open_existing(&args.store.db)?;
+    let analyses = report::analyze(&store, args.workflow.as_deref()).map_err(|error| match error {
+        AnalysisError::Empty(message) => CliError::bad_input(miette!("{message}")),
+        other => CliError::failed(miette!("{other}")),
+    })?;
+    if args.store.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&analyses).map_err(|error| CliError::failed(miette!("{error}")))?
+        );
+    } else if args.mermaid {
+        for analysis in &analyses {
+            print!("{}", report::analysis_mermaid(analysis));
+        }
+    } else {
+        let texts: Vec<String> = analyses.iter().map(report::render_analysis).collect();
+        print!("{}", texts.join("\n"));
+    }
+    Ok(())
+}
