@@ -127,26 +127,7 @@ impl<'s> Checker<'s> {
         let schema = self.schema;
         let mut values = Vec::with_capacity(schema.fields.len());
         let mut violations = Vec::new();
-        for (index, field) in schema.fields.iter().enumerate() {
-            let cell = match (&record.body, binding) {
-                (Body::Text { .. }, Binding::Columns(columns)) => match columns.get(index).copied().flatten() {
-                    Some(column) => record.text_field(column).map_or(Cell::Missing, Cell::Text),
-                    None => Cell::Missing,
-                },
-                (Body::Json(map), _) => map.get(&field.name).map_or(Cell::Missing, Cell::Json),
-                _ => Cell::Missing,
-            };
-            let typed = match cell {
-                Cell::Missing => Ok(ValueRef::Null),
-                Cell::Text(text) => {
-                    if schema.source.null_values.iter().any(|null| null == text) {
-                        Ok(ValueRef::Null)
-                    } else {
-                        type_text(field, text)
-                    }
-                }
-                Cell::Json(value) => type_json(field, value),
-            };
+        for (field, typed) in schema.fields.iter().zip(typed_cells(schema, record, binding)) {
             match typed {
                 Ok(value) => {
                     check_field(field, &value, &mut violations);
@@ -216,6 +197,33 @@ impl<'s> Checker<'s> {
         }
         Ok(values)
     }
+}
+
+/// Converts each schema field of a parsed (not malformed) record to its
+/// declared type: the typed value, or the `type` violation. Shared by the
+/// check and the profile so both read cells the same way.
+pub fn typed_cells<'r, 'a>(schema: &'a Schema, record: &'r Record, binding: &'a Binding) -> impl Iterator<Item = Result<ValueRef<'r>, Violation>> + use<'r, 'a> {
+    schema.fields.iter().enumerate().map(move |(index, field)| {
+        let cell = match (&record.body, binding) {
+            (Body::Text { .. }, Binding::Columns(columns)) => match columns.get(index).copied().flatten() {
+                Some(column) => record.text_field(column).map_or(Cell::Missing, Cell::Text),
+                None => Cell::Missing,
+            },
+            (Body::Json(map), _) => map.get(&field.name).map_or(Cell::Missing, Cell::Json),
+            _ => Cell::Missing,
+        };
+        match cell {
+            Cell::Missing => Ok(ValueRef::Null),
+            Cell::Text(text) => {
+                if schema.source.null_values.iter().any(|null| null == text) {
+                    Ok(ValueRef::Null)
+                } else {
+                    type_text(field, text)
+                }
+            }
+            Cell::Json(value) => type_json(field, value),
+        }
+    })
 }
 
 fn contains_word(text: &str, word: &str) -> bool {

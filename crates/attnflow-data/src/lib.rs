@@ -9,6 +9,7 @@ pub mod check;
 pub mod error;
 pub mod rule;
 pub mod schema;
+pub mod profile;
 pub mod run;
 pub mod source;
 pub mod store;
