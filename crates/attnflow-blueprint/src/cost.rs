@@ -354,16 +354,26 @@ fn clipped_sum(first: i128, last: i128, cap: i128) -> u128 {
     total as u128
 }
 
-/// Score entries per (batch, head) that the mask keeps. Queries are aligned
-/// to the end of the keys (query i sees keys up to i + keys - queries).
+/// Score entries per (batch, head) that the mask keeps. Masks are aligned
+/// top-left, as PyTorch's SDPA and attnflow-core do when the lengths differ:
+/// query i sees keys `0..=i` (causal) or `i−w+1..=i` (window of w), within
+/// the `keys` that exist.
 pub fn visible_entries(queries: u64, keys: u64, mask: Mask) -> u128 {
     let (queries, keys) = (i128::from(queries), i128::from(keys));
-    let offset = keys - queries;
     match mask {
         Mask::None => (queries * keys) as u128,
-        Mask::Causal => clipped_sum(offset + 1, offset + queries, keys),
+        Mask::Causal => clipped_sum(1, queries, keys),
         Mask::Window { size } => {
-            clipped_sum(offset + 1, offset + queries, i128::from(size).min(keys))
+            let size = i128::from(size);
+            // Queries that have every key of their window available...
+            let inside = clipped_sum(1, queries.min(keys), size);
+            // ...and queries past the last key, whose windows run off its end.
+            let past = if queries > keys {
+                clipped_sum(keys + size - queries, size - 1, keys)
+            } else {
+                0
+            };
+            inside + past
         }
     }
 }
@@ -438,8 +448,8 @@ fn attention_work(
         // Building the mask compares a query and a key index per entry.
         core.compare += dense_entries;
     }
+    // 1/√d_k is a constant of the model, computed once: no per-entry sqrt.
     work.granular += core.times(per_head);
-    work.granular.sqrt += 1;
     // Kaplan Table 1: 2·n_ctx·d_attn per token per attention layer.
     work.kaplan_attention = 2 * work.rows * m * heads * head_dim;
     work.activation_elements = batch
@@ -673,15 +683,13 @@ mod tests {
     use super::*;
 
     fn brute_force(queries: u64, keys: u64, mask: Mask) -> u128 {
-        let offset = keys as i64 - queries as i64;
         let mut count = 0;
         for query in 0..queries as i64 {
             for key in 0..keys as i64 {
-                let last = query + offset;
                 let visible = match mask {
                     Mask::None => true,
-                    Mask::Causal => key <= last,
-                    Mask::Window { size } => key <= last && key > last - size as i64,
+                    Mask::Causal => key <= query,
+                    Mask::Window { size } => key <= query && key > query - size as i64,
                 };
                 count += u128::from(visible);
             }

@@ -80,7 +80,8 @@ impl Activation {
 pub enum Mask {
     /// Every query sees every key.
     None,
-    /// Query `i` sees keys `0..=i` (keys aligned to the end when longer).
+    /// Query `i` sees keys `0..=i` (top-left aligned, as PyTorch's SDPA,
+    /// when query and key lengths differ).
     Causal,
     /// Query `i` sees the `size` most recent keys up to and including `i`.
     Window {

@@ -70,3 +70,38 @@ fn exact_causal_counting_is_cheaper_than_dense() {
     );
     assert_eq!(dense.total.params, exact.total.params);
 }
+
+/// The fixture comes from `tools/blueprint_flop_fixture.py`, which runs
+/// PyTorch's FlopCounterMode on equivalent torch models (and checks the
+/// result against a hand derivation before writing it).
+#[test]
+fn matmul_convention_equals_pytorch_flop_counter() {
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/flop_counter.json")).unwrap();
+    let models = fixture["models"].as_object().unwrap();
+    assert_eq!(models.len(), 2);
+    for (name, model) in models {
+        let spec = model["spec"].as_str().unwrap();
+        let overrides: Vec<(String, String)> = model["set"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(dim, value)| (dim.clone(), value.to_string()))
+            .collect();
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(spec);
+        let blueprint = Blueprint::from_file(&path, &overrides).unwrap();
+        let options = CostOptions {
+            convention: Convention::Matmul,
+            ..CostOptions::default()
+        };
+        let cost = account(&blueprint, options).total;
+        let expected = model["flops"].as_u64().unwrap();
+        assert_eq!(cost.forward_flops, u128::from(expected), "{name}");
+        assert_eq!(cost.forward_flops, 2 * cost.macs, "{name}");
+        if let Some(params) = model.get("torch_params") {
+            assert_eq!(cost.params, u128::from(params.as_u64().unwrap()), "{name}");
+        }
+    }
+}
