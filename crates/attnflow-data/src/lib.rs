@@ -5,10 +5,12 @@
 //!
 //! The invariant every run asserts: records read = accepted + quarantined.
 
+pub mod bench;
 pub mod check;
 pub mod error;
 pub mod rule;
 pub mod schema;
+pub mod select;
 pub mod profile;
 pub mod run;
 pub mod source;
