@@ -331,7 +331,11 @@ pub fn format_time(milliseconds: i64) -> String {
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
@@ -344,10 +348,19 @@ pub fn format_time(milliseconds: i64) -> String {
 /// The runs as a table: id, workflow, status, state, steps so far, crashes,
 /// creation time.
 pub fn render_runs(runs: &[RunRecord]) -> String {
-    let headers: Vec<String> = ["run", "workflow", "status", "state", "epoch", "crashes", "created (UTC)", "spec"]
-        .iter()
-        .map(|header| header.to_string())
-        .collect();
+    let headers: Vec<String> = [
+        "run",
+        "workflow",
+        "status",
+        "state",
+        "epoch",
+        "crashes",
+        "created (UTC)",
+        "spec",
+    ]
+    .iter()
+    .map(|header| header.to_string())
+    .collect();
     let rows: Vec<Vec<String>> = runs
         .iter()
         .map(|run| {
@@ -386,10 +399,12 @@ pub fn render_run(run: &RunRecord, steps: &[StepRecord], events: &[EventRecord])
         }
     );
     let _ = writeln!(text, "\nsteps");
-    let headers: Vec<String> = ["step", "state", "epoch", "attempts", "outcome", "next", "seconds"]
-        .iter()
-        .map(|header| header.to_string())
-        .collect();
+    let headers: Vec<String> = [
+        "step", "state", "epoch", "attempts", "outcome", "next", "seconds",
+    ]
+    .iter()
+    .map(|header| header.to_string())
+    .collect();
     let rows: Vec<Vec<String>> = steps
         .iter()
         .map(|step| {
@@ -398,9 +413,14 @@ pub fn render_run(run: &RunRecord, steps: &[StepRecord], events: &[EventRecord])
                 step.state.clone(),
                 step.epoch.to_string(),
                 step.attempt.to_string(),
-                step.outcome
-                    .clone()
-                    .unwrap_or_else(|| if step.attempt_open { "(running)" } else { "(open)" }.to_string()),
+                step.outcome.clone().unwrap_or_else(|| {
+                    if step.attempt_open {
+                        "(running)"
+                    } else {
+                        "(open)"
+                    }
+                    .to_string()
+                }),
                 step.next_state.clone().unwrap_or_default(),
                 step.finished_ms
                     .map(|finished| format!("{:.3}", (finished - step.started_ms) as f64 / 1000.0))
@@ -410,10 +430,12 @@ pub fn render_run(run: &RunRecord, steps: &[StepRecord], events: &[EventRecord])
         .collect();
     text.push_str(&render_table(&headers, &rows));
     let _ = writeln!(text, "\nevents");
-    let headers: Vec<String> = ["#", "+seconds", "event", "step", "state", "attempt", "outcome", "to", "token", "detail"]
-        .iter()
-        .map(|header| header.to_string())
-        .collect();
+    let headers: Vec<String> = [
+        "#", "+seconds", "event", "step", "state", "attempt", "outcome", "to", "token", "detail",
+    ]
+    .iter()
+    .map(|header| header.to_string())
+    .collect();
     let optional = |value: Option<i64>| value.map(|value| value.to_string()).unwrap_or_default();
     let rows: Vec<Vec<String>> = events
         .iter()
