@@ -134,13 +134,19 @@ pub fn run(command: WorkflowCommand) -> CliResult {
 
 /// A spec error as a miette report with the offending span labelled.
 fn spec_report(error: SpecError) -> miette::Report {
-    let message = format!("{}:{}:{}: {}", error.origin, error.line, error.column, error.message);
+    let message = format!(
+        "{}:{}:{}: {}",
+        error.origin, error.line, error.column, error.message
+    );
     if error.source_text.is_empty() {
         return miette!("{message}");
     }
     let length = (error.span.end - error.span.start).max(1);
     miette!(
-        labels = vec![LabeledSpan::at(error.span.start..error.span.start + length, "here")],
+        labels = vec![LabeledSpan::at(
+            error.span.start..error.span.start + length,
+            "here"
+        )],
         "{message}"
     )
     .with_source_code(NamedSource::new(error.origin, error.source_text))
@@ -148,7 +154,9 @@ fn spec_report(error: SpecError) -> miette::Report {
 
 fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
     match path {
-        Some(path) => Spec::from_file(path).map_err(|error| CliError::bad_input(spec_report(error))),
+        Some(path) => {
+            Spec::from_file(path).map_err(|error| CliError::bad_input(spec_report(error)))
+        }
         None => Ok(Spec::default_spec()),
     }
 }
@@ -193,7 +201,11 @@ fn progress_printer(quiet: bool) -> impl FnMut(&Progress) {
                 key,
                 rerun,
             } => {
-                let note = if *rerun { " (re-executed after a crash)" } else { "" };
+                let note = if *rerun {
+                    " (re-executed after a crash)"
+                } else {
+                    ""
+                };
                 eprintln!("  {state}: attempt {attempt} [{key}]{note}");
             }
             Progress::AttemptFinished {
@@ -220,7 +232,8 @@ fn finish(run: &RunRecord, json: bool) -> CliResult {
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(run).map_err(|error| CliError::failed(miette!("{error}")))?
+            serde_json::to_string_pretty(run)
+                .map_err(|error| CliError::failed(miette!("{error}")))?
         );
     } else {
         println!(
@@ -299,7 +312,8 @@ fn list(args: &StoreArgs) -> CliResult {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&runs).map_err(|error| CliError::failed(miette!("{error}")))?
+            serde_json::to_string_pretty(&runs)
+                .map_err(|error| CliError::failed(miette!("{error}")))?
         );
     } else if runs.is_empty() {
         println!("{}: no runs yet", args.db.display());
@@ -318,7 +332,8 @@ fn show(args: &RunIdArgs) -> CliResult {
         let value = serde_json::json!({ "run": run, "steps": steps, "events": events });
         println!(
             "{}",
-            serde_json::to_string_pretty(&value).map_err(|error| CliError::failed(miette!("{error}")))?
+            serde_json::to_string_pretty(&value)
+                .map_err(|error| CliError::failed(miette!("{error}")))?
         );
     } else {
         print!("{}", report::render_run(&run, &steps, &events));
@@ -328,14 +343,16 @@ fn show(args: &RunIdArgs) -> CliResult {
 
 fn analyze(args: &AnalyzeArgs) -> CliResult {
     let store = open_existing(&args.store.db)?;
-    let analyses = report::analyze(&store, args.workflow.as_deref()).map_err(|error| match error {
-        AnalysisError::Empty(message) => CliError::bad_input(miette!("{message}")),
-        other => CliError::failed(miette!("{other}")),
-    })?;
+    let analyses =
+        report::analyze(&store, args.workflow.as_deref()).map_err(|error| match error {
+            AnalysisError::Empty(message) => CliError::bad_input(miette!("{message}")),
+            other => CliError::failed(miette!("{other}")),
+        })?;
     if args.store.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&analyses).map_err(|error| CliError::failed(miette!("{error}")))?
+            serde_json::to_string_pretty(&analyses)
+                .map_err(|error| CliError::failed(miette!("{error}")))?
         );
     } else if args.mermaid {
         for analysis in &analyses {
