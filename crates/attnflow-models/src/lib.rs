@@ -1,0 +1,44 @@
+//! Pretrained model loaders: Hugging Face BERT-family encoders on candle.
+//!
+//! A model directory (`config.json`, `model.safetensors`, `tokenizer.json`,
+//! and optionally the sentence-transformers files) becomes a
+//! [`PretrainedBert`]: a checked configuration, an encoder whose attention
+//! is attnflow-core's exact attention (§3.2) so every layer returns its
+//! weights per head `(batch, heads, n, n)`, the word-piece tokenizer (ids
+//! identical to Python's), and the sentence-embedding recipe (mean pooling
+//! over real tokens, unit length). [`blueprint_of_directory`] derives the
+//! model's blueprint from its configuration, so its cost can be accounted
+//! without reading the weights.
+//!
+//! Inference only: the encoder's LayerNorms use candle-nn's fused kernel,
+//! which records no backward.
+//!
+//! ```no_run
+//! use attnflow_models::PretrainedBert;
+//! use candle_core::Device;
+//!
+//! let model = PretrainedBert::open("all-MiniLM-L6-v2".as_ref(), &Device::Cpu)?;
+//! let embedded = model.embed(&["A man is eating food."], 32, |_| {})?;
+//! assert_eq!(embedded.embeddings.dims(), &[1, 384]);
+//! let inspection = model.inspect("The cat sat on the mat.")?;
+//! assert_eq!(inspection.output.attentions.len(), 6);
+//! # Ok::<(), attnflow_models::ModelError>(())
+//! ```
+
+mod bert;
+mod blueprint;
+mod config;
+mod error;
+mod pretrained;
+mod sentence;
+mod tokenizer;
+mod weights;
+
+pub use bert::{BertModel, BertOutput, ForwardOptions};
+pub use blueprint::{blueprint_of_directory, blueprint_text};
+pub use config::BertConfig;
+pub use error::{ModelError, Result};
+pub use pretrained::{check_directory, Embeddings, Inspection, PretrainedBert, REQUIRED_FILES};
+pub use sentence::{normalize, pool, Pooling, SentenceConfig};
+pub use tokenizer::{Batch, BertTokenizer, Encoding};
+pub use weights::{tensor_names, Weights};

@@ -1,0 +1,222 @@
+//! A Hugging Face model directory, loaded whole: configuration, weights,
+//! tokenizer and sentence-embedding recipe.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::bert::{BertModel, BertOutput, ForwardOptions, PROBE_TENSOR};
+use crate::config::BertConfig;
+use crate::error::{read_json, ModelError, Result};
+use crate::sentence::{normalize, pool, SentenceConfig};
+use crate::tokenizer::{BertTokenizer, Encoding};
+use crate::weights::Weights;
+
+/// The files a model directory must hold, with what each is for.
+pub const REQUIRED_FILES: [(&str, &str); 3] = [
+    ("config.json", "config.json holds the model's hyper-parameters"),
+    ("tokenizer.json", "tokenizer.json holds the word-piece vocabulary and rules (save it with the Python tokenizer's `save_pretrained`)"),
+    ("model.safetensors", "model.safetensors holds the weights (save them with `save_pretrained(..., safe_serialization=True)`)"),
+];
+
+/// Checks that `directory` is a directory with every file of
+/// [`REQUIRED_FILES`], before anything large is read.
+pub fn check_directory(directory: &Path) -> Result<()> {
+    if !directory.is_dir() {
+        let reason = if directory.exists() {
+            "it is a file; give the directory that holds config.json"
+        } else {
+            "it does not exist"
+        };
+        return Err(ModelError::NotADirectory {
+            path: directory.to_path_buf(),
+            reason: reason.to_string(),
+        });
+    }
+    for (file, what) in REQUIRED_FILES {
+        let path = directory.join(file);
+        if !path.is_file() {
+            return Err(ModelError::MissingFile {
+                path,
+                what: what.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A BERT checkpoint loaded from a Hugging Face model directory.
+#[derive(Clone, Debug)]
+pub struct PretrainedBert {
+    /// The directory it was loaded from.
+    pub directory: PathBuf,
+    /// Its `config.json`.
+    pub config: BertConfig,
+    /// The encoder with its weights.
+    pub model: BertModel,
+    /// The tokenizer, cutting texts at the model's longest input.
+    pub tokenizer: BertTokenizer,
+    /// How sentence embeddings are made.
+    pub sentence: SentenceConfig,
+}
+
+/// One text run through the model with everything kept, for inspection.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// The text's tokens, `[CLS]` and `[SEP]` included.
+    pub encoding: Encoding,
+    /// Hidden states of every layer and attention of every layer and head,
+    /// batch size one.
+    pub output: BertOutput,
+}
+
+/// Sentence embeddings of a list of texts, in the order given.
+#[derive(Clone, Debug)]
+pub struct Embeddings {
+    /// `(texts, d)` f32.
+    pub embeddings: Tensor,
+    /// Tokens each text became, special tokens included (after cutting).
+    pub token_counts: Vec<usize>,
+    /// Whether each text was cut to the maximum length.
+    pub truncated: Vec<bool>,
+}
+
+impl PretrainedBert {
+    /// Loads `directory`: `config.json`, `model.safetensors` and
+    /// `tokenizer.json` (required), plus the optional `tokenizer_config.json`
+    /// and sentence-transformers files.
+    pub fn open(directory: &Path, device: &Device) -> Result<Self> {
+        check_directory(directory)?;
+        let config = BertConfig::from_file(&directory.join("config.json"))?;
+        let model_max_length = model_max_length(directory, &config)?;
+        let tokenizer = BertTokenizer::from_file(
+            &directory.join("tokenizer.json"),
+            model_max_length,
+            config.pad_token_id,
+        )?;
+        let sentence = SentenceConfig::from_directory(directory, model_max_length)?;
+        let weights =
+            Weights::from_file(&directory.join("model.safetensors"), PROBE_TENSOR, device)?;
+        let model = BertModel::load(&config, &weights, device)?;
+        Ok(Self {
+            directory: directory.to_path_buf(),
+            config,
+            model,
+            tokenizer,
+            sentence,
+        })
+    }
+
+    /// Runs one text through the model keeping every layer's hidden states
+    /// and attention weights.
+    pub fn inspect(&self, text: &str) -> Result<Inspection> {
+        let encoding = self
+            .tokenizer
+            .encode(&[text], 1)?
+            .pop()
+            .expect("one text gives one encoding");
+        let batch = self
+            .tokenizer
+            .batch(std::slice::from_ref(&encoding), self.model.device())?;
+        let output = self.model.forward(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            &batch.attention_mask,
+            ForwardOptions::everything(),
+        )?;
+        Ok(Inspection { encoding, output })
+    }
+
+    /// Sentence embeddings of `texts`, `batch_size` at a time, following
+    /// [`PretrainedBert::sentence`]. `progress` is called with the number
+    /// of texts done after each batch.
+    ///
+    /// Texts are batched in order of length so that little compute goes to
+    /// padding (as sentence-transformers does); the result is in the order
+    /// given. Padding never changes a text's embedding beyond float
+    /// rounding, since padded keys get zero attention and are left out of
+    /// the pooling.
+    pub fn embed(
+        &self,
+        texts: &[&str],
+        batch_size: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Embeddings> {
+        if batch_size == 0 {
+            return Err(ModelError::input("batch size", "must be at least 1"));
+        }
+        let d = self.config.hidden_size;
+        let device = self.model.device();
+        if texts.is_empty() {
+            return Ok(Embeddings {
+                embeddings: Tensor::zeros((0, d), candle_core::DType::F32, device)?,
+                token_counts: Vec::new(),
+                truncated: Vec::new(),
+            });
+        }
+        let tokenizer = self.tokenizer.with_max_length(self.sentence.max_length)?;
+        let encodings = tokenizer.encode(texts, 1)?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&index| std::cmp::Reverse(encodings[index].ids.len()));
+
+        let mut rows: Vec<Option<Tensor>> = vec![None; texts.len()];
+        let mut done = 0;
+        for chunk in order.chunks(batch_size) {
+            let batch_encodings: Vec<Encoding> = chunk
+                .iter()
+                .map(|&index| encodings[index].clone())
+                .collect();
+            let batch = tokenizer.batch(&batch_encodings, device)?;
+            let output = self.model.forward(
+                &batch.input_ids,
+                &batch.token_type_ids,
+                &batch.attention_mask,
+                ForwardOptions::default(),
+            )?;
+            let mut pooled = pool(
+                &output.last_hidden_state,
+                &batch.attention_mask,
+                self.sentence.pooling,
+            )?;
+            if self.sentence.normalize {
+                pooled = normalize(&pooled)?;
+            }
+            for (row, &index) in chunk.iter().enumerate() {
+                rows[index] = Some(pooled.get(row)?);
+            }
+            done += chunk.len();
+            progress(done);
+        }
+        let rows: Vec<Tensor> = rows
+            .into_iter()
+            .map(|row| row.expect("every text is in exactly one batch"))
+            .collect();
+        Ok(Embeddings {
+            embeddings: Tensor::stack(&rows, 0)?,
+            token_counts: encodings.iter().map(|e| e.ids.len()).collect(),
+            truncated: encodings.iter().map(|e| e.truncated).collect(),
+        })
+    }
+}
+
+/// The longest input: `max_position_embeddings`, lowered to
+/// `tokenizer_config.json`'s `model_max_length` when that is smaller
+/// (transformers stores a huge sentinel when it has no limit).
+fn model_max_length(directory: &Path, config: &BertConfig) -> Result<usize> {
+    let path = directory.join("tokenizer_config.json");
+    if !path.is_file() {
+        return Ok(config.max_position_embeddings);
+    }
+    let value = read_json(&path, "tokenizer settings")?;
+    Ok(
+        match value
+            .get("model_max_length")
+            .and_then(serde_json::Value::as_f64)
+        {
+            Some(limit) if limit >= 2.0 && limit < config.max_position_embeddings as f64 => {
+                limit as usize
+            }
+            _ => config.max_position_embeddings,
+        },
+    )
+}
