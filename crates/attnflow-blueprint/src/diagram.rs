@@ -64,7 +64,7 @@ pub struct Drawing {
 }
 
 fn op_detail(op: &Op) -> String {
-    let activation_name = |function: &Activation| format!("{function:?}").to_lowercase();
+    let activation_name = |function: &Activation| function.name().to_string();
     match op {
         Op::Input { element, .. } => format!("input ({})", format!("{element:?}").to_lowercase()),
         Op::Embedding { vocab, tie, .. } => match tie {
@@ -376,6 +376,8 @@ const PADDING: f64 = 10.0;
 const ROW_GAP: f64 = 34.0;
 const COLUMN_GAP: f64 = 24.0;
 const MARGIN: f64 = 30.0;
+/// Room on the left for edges that skip rows (residual connections).
+const SKIP_LANE: f64 = 60.0;
 
 /// A self-contained SVG: boxes layered top to bottom by longest path from
 /// the inputs, frames around repeated blocks, straight arrows for data, a
@@ -429,14 +431,14 @@ pub fn svg(drawing: &Drawing) -> String {
             .iter()
             .map(|index| sizes[*index].1)
             .fold(0.0, f64::max);
-        let mut x = MARGIN + (content_width - row_widths[row]) / 2.0;
+        let mut x = MARGIN + SKIP_LANE + (content_width - row_widths[row]) / 2.0;
         for index in members {
             position[*index] = (x, y);
             x += sizes[*index].0 + COLUMN_GAP;
         }
         y += height + ROW_GAP;
     }
-    let width = content_width + 2.0 * MARGIN + 80.0;
+    let width = content_width + 2.0 * MARGIN + SKIP_LANE + 80.0;
     let height = y + MARGIN;
     let mut out = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" viewBox=\"0 0 {width:.0} {height:.0}\" font-family=\"Helvetica, Arial, sans-serif\" font-size=\"11\">\n\
@@ -512,6 +514,19 @@ pub fn svg(drawing: &Drawing) -> String {
                 from_y + from_height / 2.0,
                 to_x,
                 to_y + to_height / 2.0
+            );
+        } else if rank[edge.to] > rank[edge.from] + 1 {
+            // A skip over rows (a residual connection): route it round the
+            // left so that it does not hide behind the boxes in between.
+            let start = (from_x, from_y + from_height * 0.7);
+            let end = (to_x, to_y + to_height * 0.3);
+            let lane = start.0.min(end.0)
+                - 18.0
+                - 8.0 * ((rank[edge.to] - rank[edge.from]) as f64).min(5.0);
+            let _ = writeln!(
+                out,
+                "<path d=\"M {:.1} {:.1} C {lane:.1} {:.1}, {lane:.1} {:.1}, {:.1} {:.1}\" fill=\"none\" stroke=\"#555\" marker-end=\"url(#arrow)\"/>",
+                start.0, start.1, start.1, end.1, end.0, end.1
             );
         } else {
             let _ = writeln!(

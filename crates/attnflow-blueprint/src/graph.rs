@@ -655,7 +655,12 @@ impl Spec {
                 .expect("an unfinished node has an unfinished input");
             if let Some(at) = path.iter().position(|seen| *seen == next) {
                 let mut cycle: Vec<usize> = path[at..].to_vec();
+                // Data-flow direction, starting at the node declared first.
                 cycle.reverse();
+                let earliest = (0..cycle.len())
+                    .min_by_key(|at| pending[cycle[*at]].order)
+                    .expect("a cycle has nodes");
+                cycle.rotate_left(earliest);
                 let first = cycle[0];
                 let mut names: Vec<String> = cycle
                     .iter()

@@ -61,6 +61,18 @@ impl Activation {
     const NAMES: &'static [&'static str] =
         &["relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh"];
 
+    /// The name used in specs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
+            Activation::Silu => "silu",
+            Activation::Sigmoid => "sigmoid",
+            Activation::Tanh => "tanh",
+        }
+    }
+
     fn from_name(name: &str) -> Option<Activation> {
         Some(match name {
             "relu" => Activation::Relu,

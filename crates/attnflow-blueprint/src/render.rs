@@ -328,10 +328,7 @@ pub fn summary_text(summary: &Summary, style: Style) -> String {
 
 fn fit_text(name: &str, fit: &Option<Fit>) -> String {
     match fit {
-        Some(fit) => format!(
-            "{name} grows as {}^{:.3} (R² = {:.4})",
-            "x", fit.exponent, fit.r_squared
-        ),
+        Some(fit) => format!("{name} ∝ x^{:.3} (R² = {:.4})", fit.exponent, fit.r_squared),
         None => format!("{name}: no fit (needs two distinct positive points)"),
     }
 }

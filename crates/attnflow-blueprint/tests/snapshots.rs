@@ -9,7 +9,8 @@ use attnflow_blueprint::render::{self, Style};
 use attnflow_blueprint::{account, summary, Blueprint, CostOptions};
 
 fn tiny() -> Blueprint {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/blueprints/tiny.toml");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/blueprints/tiny.toml");
     let mut blueprint = Blueprint::from_file(&path, &[]).unwrap();
     // The file name as a user would type it, independent of the checkout path.
     blueprint.file = "examples/blueprints/tiny.toml".into();
@@ -19,13 +20,22 @@ fn tiny() -> Blueprint {
 #[test]
 fn cost_table() {
     let account = account(&tiny(), CostOptions::default());
-    insta::assert_snapshot!("cost_table", render::account_table(&account, false, Style::Text));
-    insta::assert_snapshot!("cost_markdown", render::account_table(&account, false, Style::Markdown));
+    insta::assert_snapshot!(
+        "cost_table",
+        render::account_table(&account, false, Style::Text)
+    );
+    insta::assert_snapshot!(
+        "cost_markdown",
+        render::account_table(&account, false, Style::Markdown)
+    );
 }
 
 #[test]
 fn summary_text() {
-    insta::assert_snapshot!("summary", render::summary_text(&summary(&tiny()), Style::Text));
+    insta::assert_snapshot!(
+        "summary",
+        render::summary_text(&summary(&tiny()), Style::Text)
+    );
 }
 
 #[test]
@@ -34,7 +44,10 @@ fn mermaid() {
         shapes: true,
         ..DiagramOptions::default()
     };
-    insta::assert_snapshot!("mermaid", diagram::mermaid(&diagram::drawing(&tiny(), options)));
+    insta::assert_snapshot!(
+        "mermaid",
+        diagram::mermaid(&diagram::drawing(&tiny(), options))
+    );
 }
 
 #[test]

@@ -1,0 +1,376 @@
+//! `attnflow blueprint ...`: check an architecture spec, show its
+//! `M = (I, O, F, R)`, account its arithmetic, scale it over one dimension
+//! and draw it. The logic lives in `attnflow-blueprint`; this module parses
+//! arguments and prints.
+
+use std::path::{Path, PathBuf};
+
+use attnflow_blueprint::diagram::{self, DiagramOptions};
+use attnflow_blueprint::render::{self, Style};
+use attnflow_blueprint::{
+    account, parse_override, scale, summary, Blueprint, Convention, CostOptions, Counting, Dtype,
+    Error, Spec, SpecError,
+};
+use clap::{Args, Subcommand, ValueEnum};
+use miette::{miette, LabeledSpan, NamedSource};
+
+use crate::error::{CliError, CliResult};
+
+/// Subcommands of `attnflow blueprint`.
+#[derive(Debug, Subcommand)]
+pub enum BlueprintCommand {
+    /// Check a spec: dims, names, cycles and every shape. Prints a one-line
+    /// summary (or, with --json, the checked graph).
+    Check(CheckArgs),
+    /// Show M = (I, O, F, R): inputs, outputs, the forward graph in
+    /// topological order, and the receptive field (§3.1).
+    Show(ShowArgs),
+    /// Account parameters, FLOPs by kind, MACs, activation memory and
+    /// training FLOPs per node and in total (§9).
+    Cost(CostArgs),
+    /// Cost over a list of values of one dimension and fit the growth
+    /// exponent of time and memory (§9).
+    Scale(ScaleArgs),
+    /// Draw the data-flow graph (§4.1, figure 1) as Mermaid, DOT or SVG.
+    Diagram(DiagramArgs),
+}
+
+/// The spec and its dimension overrides.
+#[derive(Debug, Args)]
+pub struct SpecArgs {
+    /// The blueprint spec (TOML), such as examples/blueprints/gpt2-small.toml.
+    spec: PathBuf,
+    /// Override a dimension: --set seq=2048 (repeatable; the value may be an
+    /// expression over other dims).
+    #[arg(long = "set", value_name = "DIM=VALUE")]
+    set: Vec<String>,
+}
+
+/// Counting conventions (see `attnflow-blueprint`'s `Convention`).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ConventionArg {
+    /// Every scalar operation, split by kind.
+    Granular,
+    /// Matrix products only, 2 FLOPs per MAC (PyTorch FlopCounterMode).
+    Matmul,
+    /// Kaplan et al. 2020: 2N + 2·n_layer·n_ctx·d_attn per token.
+    Kaplan,
+}
+
+/// Dense or exact counting of masked attention.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CountingArg {
+    /// Count the whole score matrix, masked entries included.
+    Dense,
+    /// Count only unmasked entries (causal: n(n+1)/2 per head).
+    Exact,
+}
+
+/// Activation number types.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F64,
+    F32,
+    F16,
+    Bf16,
+}
+
+/// How to count.
+#[derive(Debug, Args)]
+pub struct CountArgs {
+    /// Which operations count.
+    #[arg(long, value_enum, default_value = "granular")]
+    convention: ConventionArg,
+    /// Dense or exact counting of masked attention entries.
+    #[arg(long, value_enum, default_value = "dense")]
+    counting: CountingArg,
+    /// Number type of activations, for memory.
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DtypeArg,
+}
+
+impl CountArgs {
+    fn options(&self) -> CostOptions {
+        CostOptions {
+            convention: match self.convention {
+                ConventionArg::Granular => Convention::Granular,
+                ConventionArg::Matmul => Convention::Matmul,
+                ConventionArg::Kaplan => Convention::Kaplan,
+            },
+            counting: match self.counting {
+                CountingArg::Dense => Counting::Dense,
+                CountingArg::Exact => Counting::Exact,
+            },
+            dtype: match self.dtype {
+                DtypeArg::F64 => Dtype::F64,
+                DtypeArg::F32 => Dtype::F32,
+                DtypeArg::F16 => Dtype::F16,
+                DtypeArg::Bf16 => Dtype::Bf16,
+            },
+        }
+    }
+}
+
+/// Text, Markdown or JSON.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON for machines.
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
+    /// Print Markdown tables.
+    #[arg(long)]
+    markdown: bool,
+}
+
+impl OutputArgs {
+    fn style(&self) -> Style {
+        if self.markdown {
+            Style::Markdown
+        } else {
+            Style::Text
+        }
+    }
+}
+
+/// Arguments of `attnflow blueprint check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Print the checked graph (nodes in topological order with ops,
+    /// inputs and shapes) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `attnflow blueprint show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `attnflow blueprint cost`.
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    #[command(flatten)]
+    count: CountArgs,
+    /// One row per layer of repeated blocks instead of one row per block node.
+    #[arg(long)]
+    expand: bool,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Arguments of `attnflow blueprint scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// The dimension to vary, such as seq.
+    #[arg(long)]
+    dim: String,
+    /// Comma-separated values, such as 128,256,512,1024.
+    #[arg(long, value_delimiter = ',', required = true)]
+    values: Vec<u64>,
+    #[command(flatten)]
+    count: CountArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Diagram formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum FormatArg {
+    /// A Mermaid flowchart (renders on GitHub and in many editors).
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+    /// A self-contained SVG drawn without Graphviz.
+    Svg,
+}
+
+/// Arguments of `attnflow blueprint diagram`.
+#[derive(Debug, Args)]
+pub struct DiagramArgs {
+    #[command(flatten)]
+    spec: SpecArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "mermaid")]
+    format: FormatArg,
+    /// Draw every layer of repeated blocks instead of one box marked ×L.
+    #[arg(long)]
+    expand: bool,
+    /// Show output shapes on nodes.
+    #[arg(long)]
+    shapes: bool,
+    /// Show parameters and forward FLOPs on nodes.
+    #[arg(long)]
+    cost: bool,
+    #[command(flatten)]
+    count: CountArgs,
+    /// Write to this file (atomically) instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+/// Runs one `attnflow blueprint` subcommand.
+pub fn run(command: BlueprintCommand) -> CliResult {
+    match command {
+        BlueprintCommand::Check(args) => {
+            let blueprint = load(&args.spec)?;
+            if args.json {
+                return print_json(&blueprint);
+            }
+            let total = account(&blueprint, CostOptions::default()).total;
+            let tensors = |list: Vec<&attnflow_blueprint::Node>| {
+                list.iter()
+                    .map(|node| format!("{} {:?}", node.name, node.shape))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let blocks: Vec<String> = blueprint
+                .blocks
+                .iter()
+                .map(|block| format!("{} ×{}", block.name, block.repeat))
+                .collect();
+            println!(
+                "ok: {} ({}): {} nodes{}, {} parameters; inputs {}; outputs {}",
+                blueprint.name,
+                blueprint.file,
+                blueprint.nodes.len(),
+                if blocks.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (blocks {})", blocks.join(", "))
+                },
+                render::grouped(total.params),
+                tensors(blueprint.inputs().collect()),
+                tensors(blueprint.outputs()),
+            );
+            Ok(())
+        }
+        BlueprintCommand::Show(args) => {
+            let summary = summary(&load(&args.spec)?);
+            if args.output.json {
+                return print_json(&summary);
+            }
+            print!("{}", render::summary_text(&summary, args.output.style()));
+            Ok(())
+        }
+        BlueprintCommand::Cost(args) => {
+            let account = account(&load(&args.spec)?, args.count.options());
+            if args.output.json {
+                return print_json(&account);
+            }
+            print!(
+                "{}",
+                render::account_table(&account, args.expand, args.output.style())
+            );
+            Ok(())
+        }
+        BlueprintCommand::Scale(args) => {
+            let (spec, text) = read_spec(&args.spec.spec)?;
+            let overrides = overrides(&args.spec.set)?;
+            let report = scale(
+                &spec,
+                &args.dim,
+                &args.values,
+                &overrides,
+                args.count.options(),
+                |_| {},
+            )
+            .map_err(|error| blueprint_error(error, &spec.file, &text))?;
+            if args.output.json {
+                return print_json(&report);
+            }
+            print!("{}", render::scale_table(&report, args.output.style()));
+            Ok(())
+        }
+        BlueprintCommand::Diagram(args) => {
+            let blueprint = load(&args.spec)?;
+            let options = DiagramOptions {
+                expand: args.expand,
+                shapes: args.shapes,
+                cost: args.cost.then(|| args.count.options()),
+            };
+            let drawing = diagram::drawing(&blueprint, options);
+            let text = match args.format {
+                FormatArg::Mermaid => diagram::mermaid(&drawing),
+                FormatArg::Dot => diagram::dot(&drawing),
+                FormatArg::Svg => diagram::svg(&drawing),
+            };
+            match args.output {
+                Some(path) => {
+                    crate::files::write_atomically(&path, text.as_bytes()).map_err(|error| {
+                        CliError::failed(miette!("cannot write {}: {error}", path.display()))
+                    })?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> CliResult {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn read_spec(path: &Path) -> Result<(Spec, String), CliError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| CliError::bad_input(miette!("cannot read {}: {error}", path.display())))?;
+    let file = path.display().to_string();
+    let spec = Spec::parse(&file, &text)
+        .map_err(|error| CliError::bad_input(spec_report(*error, &file, &text)))?;
+    Ok((spec, text))
+}
+
+fn overrides(set: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    set.iter()
+        .map(|text| parse_override(text).map_err(|error| CliError::bad_input(miette!("{error}"))))
+        .collect()
+}
+
+fn load(args: &SpecArgs) -> Result<Blueprint, CliError> {
+    let (spec, text) = read_spec(&args.spec)?;
+    let overrides = overrides(&args.set)?;
+    spec.check(&overrides)
+        .map_err(|error| blueprint_error(error, &spec.file, &text))
+}
+
+fn blueprint_error(error: Error, file: &str, text: &str) -> CliError {
+    match error {
+        Error::Spec(error) => CliError::bad_input(spec_report(*error, file, text)),
+        Error::Io { .. } | Error::Request(_) => CliError::bad_input(miette!("{error}")),
+    }
+}
+
+/// A spec fault as a miette report: the message names file:line:col and
+/// the node, and the snippet underlines the offending text.
+fn spec_report(error: SpecError, file: &str, text: &str) -> miette::Report {
+    let message = error.to_string();
+    let span = error.location.span.clone();
+    let start = span.start.min(text.len());
+    let length = span
+        .end
+        .saturating_sub(start)
+        .max(usize::from(start < text.len()));
+    let label = match &error.node {
+        Some(node) => format!("in node `{node}`"),
+        None => "here".to_string(),
+    };
+    miette!(
+        labels = vec![LabeledSpan::at(start..start + length, label)],
+        "{message}"
+    )
+    .with_source_code(NamedSource::new(file, text.to_string()))
+}
