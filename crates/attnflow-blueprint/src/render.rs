@@ -111,7 +111,7 @@ pub fn table(headers: &[&str], rows: &[Vec<String>], left: usize, style: Style) 
             }
         }
         Style::Markdown => {
-            let escape = |text: &str| text.replace('|', "\\|");
+            let escape = |text: &str| text.replace('|', "\\|").replace('*', "\\*");
             out.push_str(&format!(
                 "| {} |\n",
                 headers
