@@ -1,0 +1,293 @@
+//! Gradient flow (§2.3): per-parameter gradient L2 norms, a per-layer
+//! summary over training, and flags for vanishing, exploding and
+//! non-finite gradients.
+
+use std::collections::BTreeMap;
+
+use attnflow_blueprint::Blueprint;
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// A gradient norm below this is flagged as vanishing.
+pub const VANISHING: f64 = 1e-7;
+/// A gradient norm above this is flagged as exploding.
+pub const EXPLODING: f64 = 1e3;
+
+/// The gradient of each parameter (`None` when the backward pass reached it
+/// not at all) and its L2 norm, computed in f64 (0 when absent).
+pub fn gradient_norms(
+    parameters: &[(String, Var)],
+    gradients: &GradStore,
+) -> Result<Vec<(Option<Tensor>, f64)>> {
+    parameters
+        .iter()
+        .map(|(_, var)| match gradients.get(var.as_tensor()) {
+            Some(gradient) => {
+                let norm = gradient
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?
+                    .sqrt();
+                Ok((Some(gradient.clone()), norm))
+            }
+            None => Ok((None, 0.0)),
+        })
+        .collect()
+}
+
+/// The global norm `sqrt(Σ ‖g‖²)` of per-parameter norms.
+pub fn global_norm(norms: &[f64]) -> f64 {
+    norms.iter().map(|norm| norm * norm).sum::<f64>().sqrt()
+}
+
+/// One line of `grad_norms.jsonl`: every parameter's gradient norm at a
+/// logged step (before clipping).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GradientRecord {
+    /// The update this gradient was used for (1-based).
+    pub step: u64,
+    /// The global norm before clipping.
+    pub total_norm: f64,
+    /// Each parameter's norm, by name.
+    pub norms: BTreeMap<String, f64>,
+    /// Parameters the backward pass did not reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+/// What a flag says about a gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlagKind {
+    /// Norm below [`VANISHING`] (a parameter that is barely trained).
+    Vanishing,
+    /// Norm above [`EXPLODING`].
+    Exploding,
+    /// NaN or infinite.
+    NonFinite,
+    /// No gradient at all: the loss does not depend on the parameter
+    /// (or an op on its path records no backward).
+    Missing,
+}
+
+/// A flagged parameter: when it was first flagged and how often.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GradientFlag {
+    /// The parameter.
+    pub parameter: String,
+    /// What is wrong.
+    pub kind: FlagKind,
+    /// First logged step with the fault.
+    pub first_step: u64,
+    /// Logged steps with the fault.
+    pub count: u64,
+    /// The norm at the first such step (0 when missing).
+    pub norm: f64,
+}
+
+/// One layer's gradient norms over training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerSummary {
+    /// `block.layer` for repeated blocks, the node's name otherwise.
+    pub layer: String,
+    /// Its parameters.
+    pub parameters: Vec<String>,
+    /// Norms summarised (parameters × logged steps).
+    pub samples: usize,
+    /// Smallest norm.
+    pub min: f64,
+    /// Median norm.
+    pub median: f64,
+    /// Largest norm.
+    pub max: f64,
+}
+
+/// The gradient-flow report of a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GradientFlowReport {
+    /// Logged steps summarised.
+    pub logged_steps: usize,
+    /// Per-layer summaries in model order.
+    pub layers: Vec<LayerSummary>,
+    /// Every flagged parameter.
+    pub flags: Vec<GradientFlag>,
+}
+
+/// The layer a parameter belongs to: the node whose name is the longest
+/// prefix of the parameter's, as `block.layer` when in a repeated block.
+pub fn layer_of(blueprint: &Blueprint, parameter: &str) -> String {
+    let owner = blueprint
+        .nodes
+        .iter()
+        .filter(|node| {
+            parameter
+                .strip_prefix(node.name.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+        .max_by_key(|node| node.name.len());
+    match owner {
+        Some(node) => match &node.block {
+            Some(position) => format!("{}.{}", position.block, position.layer),
+            None => node.name.clone(),
+        },
+        None => parameter.to_string(),
+    }
+}
+
+/// Collects logged gradient records and turns them into the report.
+#[derive(Clone, Debug, Default)]
+pub struct GradientFlow {
+    records: Vec<GradientRecord>,
+}
+
+impl GradientFlow {
+    /// The flags a record raises (for deciding whether to log a step).
+    pub fn flags_of(record: &GradientRecord) -> Vec<(String, FlagKind, f64)> {
+        let mut flags: Vec<(String, FlagKind, f64)> = record
+            .norms
+            .iter()
+            .filter(|(name, _)| !record.missing.contains(name))
+            .filter_map(|(name, norm)| {
+                let kind = if !norm.is_finite() {
+                    FlagKind::NonFinite
+                } else if *norm < VANISHING {
+                    FlagKind::Vanishing
+                } else if *norm > EXPLODING {
+                    FlagKind::Exploding
+                } else {
+                    return None;
+                };
+                Some((name.clone(), kind, *norm))
+            })
+            .collect();
+        flags.extend(
+            record
+                .missing
+                .iter()
+                .map(|name| (name.clone(), FlagKind::Missing, 0.0)),
+        );
+        flags
+    }
+
+    /// Adds a logged record.
+    pub fn push(&mut self, record: GradientRecord) {
+        self.records.push(record);
+    }
+
+    /// The records so far.
+    pub fn records(&self) -> &[GradientRecord] {
+        &self.records
+    }
+
+    /// Summaries per layer (in the order of `parameters`) and all flags.
+    pub fn report(&self, blueprint: &Blueprint, parameters: &[String]) -> GradientFlowReport {
+        let mut layers: Vec<(String, Vec<String>, Vec<f64>)> = Vec::new();
+        for name in parameters {
+            let layer = layer_of(blueprint, name);
+            let norms = self
+                .records
+                .iter()
+                .filter_map(|record| record.norms.get(name).copied())
+                .filter(|norm| norm.is_finite());
+            match layers
+                .iter_mut()
+                .find(|(existing, _, _)| *existing == layer)
+            {
+                Some((_, names, values)) => {
+                    names.push(name.clone());
+                    values.extend(norms);
+                }
+                None => layers.push((layer, vec![name.clone()], norms.collect())),
+            }
+        }
+        let layers = layers
+            .into_iter()
+            .map(|(layer, parameters, mut values)| {
+                values.sort_by(f64::total_cmp);
+                let median = match values.len() {
+                    0 => f64::NAN,
+                    count if count % 2 == 1 => values[count / 2],
+                    count => 0.5 * (values[count / 2 - 1] + values[count / 2]),
+                };
+                LayerSummary {
+                    layer,
+                    parameters,
+                    samples: values.len(),
+                    min: values.first().copied().unwrap_or(f64::NAN),
+                    median,
+                    max: values.last().copied().unwrap_or(f64::NAN),
+                }
+            })
+            .collect();
+        let mut flags: BTreeMap<(String, FlagKind), GradientFlag> = BTreeMap::new();
+        for record in &self.records {
+            for (parameter, kind, norm) in Self::flags_of(record) {
+                flags
+                    .entry((parameter.clone(), kind))
+                    .and_modify(|flag| flag.count += 1)
+                    .or_insert(GradientFlag {
+                        parameter,
+                        kind,
+                        first_step: record.step,
+                        count: 1,
+                        norm,
+                    });
+            }
+        }
+        GradientFlowReport {
+            logged_steps: self.records.len(),
+            layers,
+            flags: flags.into_values().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_and_medians() {
+        let blueprint = Blueprint::from_text(
+            "t.toml",
+            "[dims]\nb = 1\ns = 4\nd = 4\n[[node]]\nname = \"x\"\nop = \"input\"\nshape = [\"b\", \"s\", \"d\"]\n[[block]]\nname = \"layer\"\nrepeat = 2\ninput = \"x\"\noutput = \"lin\"\n[[block.node]]\nname = \"lin\"\nop = \"linear\"\ninput = \"in\"\nout = 4\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(layer_of(&blueprint, "layer.1.lin.weight"), "layer.1");
+        let mut flow = GradientFlow::default();
+        let names = [
+            "layer.0.lin.weight",
+            "layer.0.lin.bias",
+            "layer.1.lin.weight",
+        ];
+        for (step, values) in [(1, [1.0, 1e-9, 2.0]), (2, [3.0, 5.0, f64::NAN])] {
+            flow.push(GradientRecord {
+                step,
+                total_norm: 0.0,
+                norms: names.iter().map(|n| n.to_string()).zip(values).collect(),
+                missing: vec![],
+            });
+        }
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let report = flow.report(&blueprint, &names);
+        assert_eq!(report.layers.len(), 2);
+        assert_eq!(report.layers[0].layer, "layer.0");
+        assert_eq!(report.layers[0].min, 1e-9);
+        assert_eq!(report.layers[0].median, 2.0);
+        assert_eq!(report.layers[0].max, 5.0);
+        assert_eq!(report.layers[1].samples, 1);
+        let kinds: Vec<_> = report
+            .flags
+            .iter()
+            .map(|f| (f.parameter.as_str(), f.kind, f.first_step))
+            .collect();
+        assert!(kinds.contains(&("layer.0.lin.bias", FlagKind::Vanishing, 1)));
+        assert!(kinds.contains(&("layer.1.lin.weight", FlagKind::NonFinite, 2)));
+        assert_eq!(global_norm(&[3.0, 4.0]), 5.0);
+    }
+}
