@@ -25,6 +25,8 @@ enum Command {
     /// Run the attention engine on your own tensors.
     #[command(subcommand)]
     Attention(commands::attention::AttentionCommand),
+    /// Sentence embeddings of a text file with a pretrained BERT-family model.
+    Embed(commands::embed::EmbedArgs),
     /// Run durable workflows and analyse their history as a Markov chain (§5).
     #[command(subcommand)]
     Workflow(commands::workflow::WorkflowCommand),
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Attention(command) => commands::attention::run(command),
+        Command::Embed(args) => commands::embed::run(args),
         Command::Workflow(command) => commands::workflow::run(command),
     };
     match result {

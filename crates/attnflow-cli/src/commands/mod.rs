@@ -1,4 +1,5 @@
 //! One module per subcommand group.
 
 pub mod attention;
+pub mod embed;
 pub mod workflow;
