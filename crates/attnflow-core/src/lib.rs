@@ -9,7 +9,9 @@
 //! The exact path here is the reference every faster kernel is checked
 //! against: it materialises the full `(batch, heads, n, m)` weight tensor.
 
+pub mod analysis;
 mod attention;
+pub mod claims;
 mod error;
 mod mask;
 mod multi_head;
