@@ -199,8 +199,8 @@ pub enum SpecErrorKind {
         /// What is wrong.
         message: String,
     },
-    /// A count overflowed 64-bit sizes.
-    #[error("`{expression}` overflows")]
+    /// A size or tensor beyond [`crate::ops::MAX_ELEMENTS`].
+    #[error("too large: `{expression}` (sizes and tensors are limited to 2^48 elements)")]
     Overflow {
         /// What overflowed.
         expression: String,

@@ -272,6 +272,12 @@ pub const OP_NAMES: &[&str] = &[
     "class_token",
 ];
 
+/// The largest tensor (in elements) and the largest size attnflow accepts:
+/// 2^48 (about 2.8·10^14). Far beyond any real model, and small enough that
+/// every product in the account (elements × size × a small constant, summed
+/// over nodes) fits in 128 bits.
+pub const MAX_ELEMENTS: u64 = 1 << 48;
+
 /// Keys every node may carry besides its op's attributes.
 const COMMON_KEYS: &[&str] = &["doc"];
 
@@ -364,8 +370,13 @@ pub fn resolve_size(value: &Sp<AttrValue>, dims: &BTreeMap<String, i128>) -> Res
             },
         ));
     }
-    u64::try_from(number)
-        .map_err(|_| Fault::new(span, SpecErrorKind::Overflow { expression: text }))
+    match u64::try_from(number) {
+        Ok(size) if size <= MAX_ELEMENTS => Ok(size),
+        _ => Err(Fault::new(
+            span,
+            SpecErrorKind::Overflow { expression: text },
+        )),
+    }
 }
 
 /// Converts an expression error into a fault at `span`.
@@ -1119,18 +1130,76 @@ pub fn resolve(
         }
         _ => unreachable!("op names were checked above"),
     };
-    let elements = resolved
-        .1
-        .shape
-        .iter()
-        .try_fold(1u64, |product, size| product.checked_mul(*size));
-    if elements.is_none() {
-        return Err(Fault::new(
-            node_span,
-            SpecErrorKind::Overflow {
-                expression: format!("elements of {}", shape_text(&resolved.1.shape)),
-            },
-        ));
+    // Every tensor the node materialises, weights included, must stay below
+    // MAX_ELEMENTS so that the account's products cannot overflow.
+    let mut tensors: Vec<(String, Vec<u64>)> = vec![("output".into(), resolved.1.shape.clone())];
+    let width = inputs
+        .first()
+        .and_then(|input| input.shape.last().copied())
+        .unwrap_or(1);
+    let rows: Vec<u64> = inputs
+        .first()
+        .map(|input| input.shape[..input.shape.len().saturating_sub(1)].to_vec())
+        .unwrap_or_default();
+    let with =
+        |base: &[u64], extra: &[u64]| -> Vec<u64> { base.iter().chain(extra).copied().collect() };
+    match &resolved.0 {
+        Op::Embedding { vocab, dim, .. } => tensors.push(("weight".into(), vec![*vocab, *dim])),
+        Op::Positional {
+            max_len: Some(max_len),
+            ..
+        } => tensors.push(("table".into(), vec![*max_len, width])),
+        Op::Linear { out, .. } | Op::Head { out, .. } => {
+            tensors.push(("weight".into(), vec![width, *out]))
+        }
+        Op::FeedForward { hidden, out, .. } => {
+            tensors.push(("hidden".into(), with(&rows, &[*hidden])));
+            tensors.push(("weight".into(), vec![width.max(*out), *hidden]));
+        }
+        Op::PatchEmbedding { patch, dim, .. } => tensors.push((
+            "weight".into(),
+            vec![inputs[0].shape[1], *patch, *patch, *dim],
+        )),
+        Op::Attention(attention) => {
+            let memory = inputs.get(1).unwrap_or(&inputs[0]);
+            let rank = memory.shape.len();
+            let batch = &inputs[0].shape[..rank - 2];
+            let (queries, keys) = (inputs[0].shape[rank - 2], memory.shape[rank - 2]);
+            tensors.push((
+                "queries".into(),
+                with(batch, &[queries, attention.heads, attention.head_dim]),
+            ));
+            tensors.push((
+                "keys".into(),
+                with(batch, &[keys, attention.kv_heads, attention.head_dim]),
+            ));
+            tensors.push((
+                "scores".into(),
+                with(batch, &[attention.heads, queries, keys]),
+            ));
+            tensors.push((
+                "weight".into(),
+                vec![
+                    width.max(memory.shape[rank - 1]).max(attention.out),
+                    attention.heads,
+                    attention.head_dim,
+                ],
+            ));
+        }
+        _ => {}
+    }
+    for (what, shape) in tensors {
+        let elements = shape
+            .iter()
+            .try_fold(1u64, |product, size| product.checked_mul(*size));
+        if elements.is_none_or(|count| count > MAX_ELEMENTS) {
+            return Err(Fault::new(
+                node_span,
+                SpecErrorKind::Overflow {
+                    expression: format!("{what} {}", shape_text(&shape)),
+                },
+            ));
+        }
     }
     Ok(resolved)
 }

@@ -350,3 +350,26 @@ fn block_faults() {
         "{error}"
     );
 }
+
+#[test]
+fn huge_sizes_are_refused_not_overflowed() {
+    let spec = attnflow_blueprint::Spec::parse("case.toml", BASE).unwrap();
+    for (dim, value) in [
+        ("seq", "1000000000000000000"),
+        ("seq", "100000000"),
+        ("d_model", "4 * 1000000000000"),
+    ] {
+        let error = spec.check(&[(dim.into(), value.into())]).unwrap_err();
+        assert!(
+            matches!(
+                error.spec().map(|error| &error.kind),
+                Some(SpecErrorKind::Overflow { .. })
+            ),
+            "{dim}={value}: {error}"
+        );
+    }
+    // A large but real model is fine: one million tokens.
+    let blueprint = spec.check(&[("seq".into(), "1000000".into())]).unwrap();
+    let cost = attnflow_blueprint::account(&blueprint, Default::default());
+    assert!(cost.total.forward_flops > 0);
+}

@@ -105,3 +105,59 @@ fn matmul_convention_equals_pytorch_flop_counter() {
         }
     }
 }
+
+/// Cross attention: queries from the decoder, keys and values from the
+/// encoder's memory of a different length and width.
+#[test]
+fn cross_attention_shapes_params_and_reach() {
+    let text = r#"[dims]
+batch = 3
+source = 10
+target = 7
+d_encoder = 24
+d_model = 16
+heads = 4
+
+[[node]]
+name = "memory"
+op = "input"
+shape = ["batch", "source", "d_encoder"]
+
+[[node]]
+name = "queries"
+op = "input"
+shape = ["batch", "target", "d_model"]
+
+[[node]]
+name = "cross"
+op = "attention"
+input = ["queries", "memory"]
+heads = "heads"
+bias = false
+"#;
+    let blueprint = Blueprint::from_text("cross.toml", text, &[]).unwrap();
+    assert_eq!(blueprint.node("cross").unwrap().shape, vec![3, 7, 16]);
+    let cost = account(&blueprint, CostOptions::default()).total;
+    // W_Q 16×16, W_K and W_V 24×16, W_O 16×16, no biases.
+    assert_eq!(cost.params, 16 * 16 + 2 * 24 * 16 + 16 * 16);
+    // Projections plus two products over 7×10 scores of head width 4.
+    let projections = 3 * (7 * 16 * 16 + 2 * 10 * 24 * 16 + 7 * 16 * 16);
+    assert_eq!(cost.macs, projections + 3 * 4 * 2 * 7 * 10 * 4);
+    let summary = attnflow_blueprint::summary(&blueprint);
+    let memory = summary
+        .receptive
+        .iter()
+        .find(|entry| entry.input == "memory")
+        .unwrap();
+    assert_eq!((memory.seen_by_first, memory.seen_by_last), (10, 10));
+    let queries = summary
+        .receptive
+        .iter()
+        .find(|entry| entry.input == "queries")
+        .unwrap();
+    assert_eq!((queries.seen_by_first, queries.seen_by_last), (1, 1));
+    let json = serde_json::to_value(&blueprint).unwrap();
+    assert_eq!(json["nodes"][2]["op"], "attention");
+    assert_eq!(json["nodes"][2]["cross"], true);
+    assert_eq!(json["nodes"][2]["inputs"][1], "memory");
+}
