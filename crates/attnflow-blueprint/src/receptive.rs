@@ -285,12 +285,16 @@ pub struct Summary {
     pub receptive: Vec<Receptive>,
 }
 
-/// Sequence length of an input: its last axis for index tensors
-/// (`[batch, seq]`), the second-to-last for activations (`[batch, seq, d]`).
+/// Number of positions of an input: its last axis for index tensors
+/// (`[batch, seq]`), the second-to-last for activations (`[batch, seq, d]`),
+/// height × width pixels for images (`[batch, channels, height, width]`).
+/// For images only "all positions" is exact: a relative reach that passes a
+/// patch embedding is counted in patches, not pixels.
 fn sequence_length(shape: &[u64], element: Element) -> u64 {
     match (element, shape.len()) {
         (_, 0) => 1,
         (Element::Index, rank) | (Element::Float, rank @ 1) => shape[rank - 1],
+        (Element::Float, 4) => shape[2] * shape[3],
         (Element::Float, rank) => shape[rank - 2],
     }
 }
