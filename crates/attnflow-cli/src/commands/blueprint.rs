@@ -38,7 +38,8 @@ pub enum BlueprintCommand {
 /// The spec and its dimension overrides.
 #[derive(Debug, Args)]
 pub struct SpecArgs {
-    /// The blueprint spec (TOML), such as examples/blueprints/gpt2-small.toml.
+    /// The blueprint spec (TOML), such as examples/blueprints/gpt2-small.toml,
+    /// or a Hugging Face BERT model directory (its config.json is read).
     spec: PathBuf,
     /// Override a dimension: --set seq=2048 (repeatable; the value may be an
     /// expression over other dims).
@@ -81,7 +82,8 @@ pub struct CountArgs {
     /// Which operations count.
     #[arg(long, value_enum, default_value = "granular")]
     convention: ConventionArg,
-    /// Dense or exact counting of masked attention entries.
+    /// Dense or exact counting of masked attention entries (kaplan's
+    /// formula is dense by definition and ignores this).
     #[arg(long, value_enum, default_value = "dense")]
     counting: CountingArg,
     /// Number type of activations, for memory.
@@ -326,9 +328,21 @@ fn print_json(value: &impl serde::Serialize) -> CliResult {
 }
 
 fn read_spec(path: &Path) -> Result<(Spec, String), CliError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| CliError::bad_input(miette!("cannot read {}: {error}", path.display())))?;
-    let file = path.display().to_string();
+    // A Hugging Face model directory: its spec is derived from config.json.
+    let (file, text) = if path.is_dir() {
+        attnflow_models::blueprint_spec_of_directory(path).map_err(|error| {
+            if error.is_input_fault() {
+                CliError::bad_input(miette!("{error}"))
+            } else {
+                CliError::failed(miette!("{error}"))
+            }
+        })?
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            CliError::bad_input(miette!("cannot read {}: {error}", path.display()))
+        })?;
+        (path.display().to_string(), text)
+    };
     let spec = Spec::parse(&file, &text)
         .map_err(|error| CliError::bad_input(spec_report(*error, &file, &text)))?;
     Ok((spec, text))
