@@ -79,7 +79,7 @@ fn matmul_convention_equals_pytorch_flop_counter() {
     let fixture: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/flop_counter.json")).unwrap();
     let models = fixture["models"].as_object().unwrap();
-    assert_eq!(models.len(), 2);
+    assert_eq!(models.len(), 4);
     for (name, model) in models {
         let spec = model["spec"].as_str().unwrap();
         let overrides: Vec<(String, String)> = model["set"]
