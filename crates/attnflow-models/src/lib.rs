@@ -35,7 +35,7 @@ mod tokenizer;
 mod weights;
 
 pub use bert::{BertModel, BertOutput, ForwardOptions};
-pub use blueprint::{blueprint_of_directory, blueprint_text};
+pub use blueprint::{blueprint_of_directory, blueprint_spec_of_directory, blueprint_text};
 pub use config::BertConfig;
 pub use error::{ModelError, Result};
 pub use pretrained::{check_directory, Embeddings, Inspection, PretrainedBert, REQUIRED_FILES};
