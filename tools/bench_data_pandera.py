@@ -31,7 +31,7 @@ def main() -> int:
             "score": pa.Column(float, [pa.Check.ge(0.0), pa.Check.le(100.0)], nullable=True),
             "count": pa.Column(int, [pa.Check.ge(0), pa.Check.le(1000)], nullable=True),
             "active": pa.Column(bool, nullable=True),
-            "code": pa.Column(str, pa.Check.str_fullmatch(r"[A-Z]{3}-[0-9]{4}"), nullable=True),
+            "code": pa.Column(str, pa.Check.str_matches(r"^[A-Z]{3}-[0-9]{4}$"), nullable=True),
         },
         strict=False,
     )

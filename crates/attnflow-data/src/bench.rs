@@ -58,7 +58,9 @@ pub const PANDERA_SCRIPT: &str = include_str!("../../../tools/bench_data_pandera
 /// score is above the maximum, every 1009th row's code breaks the pattern,
 /// every 1013th row's count is negative.
 pub fn expected_invalid(rows: u64) -> u64 {
-    (1..=rows).filter(|row| row % 997 == 0 || row % 1009 == 0 || row % 1013 == 0).count() as u64
+    (1..=rows)
+        .filter(|row| row % 997 == 0 || row % 1009 == 0 || row % 1013 == 0)
+        .count() as u64
 }
 
 /// Writes the bench CSV: `rows` rows of six columns, deterministic.
@@ -73,25 +75,54 @@ pub fn generate_csv(path: &Path, rows: u64) -> DataResult<u64> {
         state
     };
     let categories = ["alpha", "beta", "gamma", "delta"];
-    let write = |out: &mut BufWriter<std::fs::File>, text: std::fmt::Arguments<'_>| out.write_fmt(text).map_err(|error| DataError::io(path, error));
-    write(&mut out, format_args!("id,category,score,count,active,code\n"))?;
+    let write = |out: &mut BufWriter<std::fs::File>, text: std::fmt::Arguments<'_>| {
+        out.write_fmt(text)
+            .map_err(|error| DataError::io(path, error))
+    };
+    write(
+        &mut out,
+        format_args!("id,category,score,count,active,code\n"),
+    )?;
     for row in 1..=rows {
         let random = next();
         let category = categories[(random % 4) as usize];
-        let score = if row % 997 == 0 { 150.5 } else { (random >> 8) as f64 % 10_000.0 / 100.0 };
-        let count: i64 = if row % 1013 == 0 { -5 } else { ((random >> 24) % 1001) as i64 };
+        let score = if row % 997 == 0 {
+            150.5
+        } else {
+            (random >> 8) as f64 % 10_000.0 / 100.0
+        };
+        let count: i64 = if row % 1013 == 0 {
+            -5
+        } else {
+            ((random >> 24) % 1001) as i64
+        };
         let active = (random >> 40) & 1 == 1;
-        let letters = [b'A' + ((random >> 42) % 26) as u8, b'A' + ((random >> 47) % 26) as u8, b'A' + ((random >> 52) % 26) as u8];
+        let letters = [
+            b'A' + ((random >> 42) % 26) as u8,
+            b'A' + ((random >> 47) % 26) as u8,
+            b'A' + ((random >> 52) % 26) as u8,
+        ];
         let letters = std::str::from_utf8(&letters).unwrap_or("AAA");
         let digits = (random >> 20) % 10_000;
         if row % 1009 == 0 {
-            write(&mut out, format_args!("{row},{category},{score},{count},{active},{}-{digits:04}\n", letters.to_lowercase()))?;
+            write(
+                &mut out,
+                format_args!(
+                    "{row},{category},{score},{count},{active},{}-{digits:04}\n",
+                    letters.to_lowercase()
+                ),
+            )?;
         } else {
-            write(&mut out, format_args!("{row},{category},{score},{count},{active},{letters}-{digits:04}\n"))?;
+            write(
+                &mut out,
+                format_args!("{row},{category},{score},{count},{active},{letters}-{digits:04}\n"),
+            )?;
         }
     }
     out.flush().map_err(|error| DataError::io(path, error))?;
-    Ok(std::fs::metadata(path).map(|metadata| metadata.len()).unwrap_or(0))
+    Ok(std::fs::metadata(path)
+        .map(|metadata| metadata.len())
+        .unwrap_or(0))
 }
 
 /// One engine's measurement.
@@ -154,7 +185,10 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 fn pandera_available() -> Result<(), String> {
-    match Command::new("python3").args(["-c", "import pandas, pandera"]).output() {
+    match Command::new("python3")
+        .args(["-c", "import pandas, pandera"])
+        .output()
+    {
         Ok(output) if output.status.success() => Ok(()),
         Ok(_) => Err("pandas or pandera is not installed (pip install pandas pandera)".to_owned()),
         Err(error) => Err(format!("python3 cannot be run: {error}")),
@@ -165,13 +199,23 @@ fn run_pandera(directory: &Path, csv: &Path, rows: u64) -> Result<EngineResult, 
     pandera_available()?;
     let script = directory.join("bench_data_pandera.py");
     std::fs::write(&script, PANDERA_SCRIPT).map_err(|error| error.to_string())?;
-    let output = Command::new("python3").arg(&script).arg(csv).output().map_err(|error| error.to_string())?;
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(csv)
+        .output()
+        .map_err(|error| error.to_string())?;
     if !output.status.success() {
-        return Err(format!("pandera script failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(format!(
+            "pandera script failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let parsed: serde_json::Value = serde_json::from_str(text.trim()).map_err(|error| format!("unreadable pandera output `{text}`: {error}"))?;
-    let seconds = parsed["seconds"].as_f64().ok_or("pandera output has no seconds")?;
+    let parsed: serde_json::Value = serde_json::from_str(text.trim())
+        .map_err(|error| format!("unreadable pandera output `{text}`: {error}"))?;
+    let seconds = parsed["seconds"]
+        .as_f64()
+        .ok_or("pandera output has no seconds")?;
     let counted = parsed["rows"].as_u64().unwrap_or(0);
     if counted != rows {
         return Err(format!("pandera read {counted} rows, expected {rows}"));
@@ -211,7 +255,10 @@ pub fn run_bench(options: &BenchOptions) -> DataResult<BenchReport> {
     if report.quarantined != expected || report.read != options.rows {
         return Err(DataError::Invalid {
             what: "bench".to_owned(),
-            message: format!("attnflow read {} and quarantined {}, expected {} and {expected}", report.read, report.quarantined, options.rows),
+            message: format!(
+                "attnflow read {} and quarantined {}, expected {} and {expected}",
+                report.read, report.quarantined, options.rows
+            ),
         });
     }
     let attnflow = EngineResult {
@@ -225,7 +272,12 @@ pub fn run_bench(options: &BenchOptions) -> DataResult<BenchReport> {
         let _ = std::fs::remove_file(&database);
         let mut store = Store::open(&database)?;
         let started = Instant::now();
-        let stored = check_files(&schema, std::slice::from_ref(&csv), Some(&mut store), &check_options)?;
+        let stored = check_files(
+            &schema,
+            std::slice::from_ref(&csv),
+            Some(&mut store),
+            &check_options,
+        )?;
         let seconds = started.elapsed().as_secs_f64();
         Some(EngineResult {
             engine: "attnflow check + SQLite queue".to_owned(),
@@ -245,7 +297,9 @@ pub fn run_bench(options: &BenchOptions) -> DataResult<BenchReport> {
     } else {
         (None, Some("skipped (--no-pandera)".to_owned()))
     };
-    let ratio = pandera.as_ref().map(|pandera| attnflow.rows_per_second / pandera.rows_per_second);
+    let ratio = pandera
+        .as_ref()
+        .map(|pandera| attnflow.rows_per_second / pandera.rows_per_second);
     Ok(BenchReport {
         rows: options.rows,
         file_bytes,
@@ -266,8 +320,12 @@ struct TempDirectory {
 
 impl TempDirectory {
     fn new() -> DataResult<Self> {
-        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|duration| duration.as_nanos()).unwrap_or(0);
-        let path = std::env::temp_dir().join(format!("attnflow-bench-{}-{stamp}", std::process::id()));
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|duration| duration.as_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("attnflow-bench-{}-{stamp}", std::process::id()));
         std::fs::create_dir_all(&path).map_err(|error| DataError::io(&path, error))?;
         Ok(Self { path })
     }
@@ -295,7 +353,14 @@ mod tests {
         .unwrap();
         assert_eq!(report.expected_invalid, expected_invalid(5000));
         assert_eq!(report.attnflow.invalid_rows, report.expected_invalid);
-        assert_eq!(report.attnflow_with_store.unwrap().invalid_rows, report.expected_invalid);
-        assert_eq!(report.expected_invalid, 5 + 4 + 4, "5000 rows: 5 over 997, 4 over 1009, 4 over 1013");
+        assert_eq!(
+            report.attnflow_with_store.unwrap().invalid_rows,
+            report.expected_invalid
+        );
+        assert_eq!(
+            report.expected_invalid,
+            5 + 4 + 4,
+            "5000 rows: 5 over 997, 4 over 1009, 4 over 1013"
+        );
     }
 }

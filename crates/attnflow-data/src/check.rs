@@ -50,6 +50,15 @@ enum Cell<'a> {
 pub struct Checker<'s> {
     schema: &'s Schema,
     unique: Vec<Option<UniqueSet>>,
+    spare: Vec<ValueRef<'static>>,
+}
+
+/// Empties a vector of values and hands its allocation to another lifetime
+/// (an in-place `collect` of an empty iterator reuses the buffer), so the
+/// hot loop allocates no vector per record.
+fn recycle<'b>(mut values: Vec<ValueRef<'_>>) -> Vec<ValueRef<'b>> {
+    values.clear();
+    values.into_iter().map(|_| ValueRef::Null).collect()
 }
 
 impl<'s> Checker<'s> {
@@ -57,7 +66,12 @@ impl<'s> Checker<'s> {
     pub fn new(schema: &'s Schema) -> Self {
         Self {
             schema,
-            unique: schema.fields.iter().map(|field| field.unique.then(UniqueSet::default)).collect(),
+            unique: schema
+                .fields
+                .iter()
+                .map(|field| field.unique.then(UniqueSet::default))
+                .collect(),
+            spare: Vec::new(),
         }
     }
 
@@ -66,10 +80,18 @@ impl<'s> Checker<'s> {
         self.schema
     }
 
+    /// Returns the values of an accepted record once used, so their buffer
+    /// serves the next record.
+    pub fn give_back(&mut self, values: Vec<ValueRef<'_>>) {
+        self.spare = recycle(values);
+    }
+
     /// Marks a value as already taken (values in the queue from earlier
     /// runs), so `unique` holds across runs.
     pub fn seed_unique(&mut self, field: usize, value: &serde_json::Value) {
-        let Some(Some(set)) = self.unique.get_mut(field) else { return };
+        let Some(Some(set)) = self.unique.get_mut(field) else {
+            return;
+        };
         let field = &self.schema.fields[field];
         if let Ok(typed) = type_json(field, value) {
             match typed {
@@ -92,7 +114,9 @@ impl<'s> Checker<'s> {
             return Ok(Binding::Keys);
         }
         if columns.is_empty() {
-            return Ok(Binding::Columns((0..self.schema.fields.len()).map(Some).collect()));
+            return Ok(Binding::Columns(
+                (0..self.schema.fields.len()).map(Some).collect(),
+            ));
         }
         let mut binding = Vec::with_capacity(self.schema.fields.len());
         for field in &self.schema.fields {
@@ -115,7 +139,11 @@ impl<'s> Checker<'s> {
 
     /// Applies `I(d)` to `record`: `Ok(values)` when it passes (and records
     /// its unique values as taken), `Err(violations)` when it does not.
-    pub fn check<'r>(&mut self, record: &'r Record, binding: &Binding) -> Result<Vec<ValueRef<'r>>, Vec<Violation>> {
+    pub fn check<'r>(
+        &mut self,
+        record: &'r Record,
+        binding: &Binding,
+    ) -> Result<Vec<ValueRef<'r>>, Vec<Violation>> {
         if let Body::Malformed(fault) = &record.body {
             return Err(vec![Violation {
                 field: None,
@@ -125,16 +153,20 @@ impl<'s> Checker<'s> {
             }]);
         }
         let schema = self.schema;
-        let mut values = Vec::with_capacity(schema.fields.len());
+        let mut values = recycle(std::mem::take(&mut self.spare));
         let mut violations = Vec::new();
-        for (field, typed) in schema.fields.iter().zip(typed_cells(schema, record, binding)) {
+        for (field, typed) in schema
+            .fields
+            .iter()
+            .zip(typed_cells(schema, record, binding))
+        {
             match typed {
                 Ok(value) => {
                     check_field(field, &value, &mut violations);
                     values.push(value);
                 }
                 Err(violation) => {
-                    violations.push(violation);
+                    violations.push(*violation);
                     values.push(ValueRef::Null);
                 }
             }
@@ -165,7 +197,9 @@ impl<'s> Checker<'s> {
         // Uniqueness last, and only for otherwise valid records: a value is
         // taken by the first *accepted* record that holds it.
         for (index, value) in values.iter().enumerate() {
-            let Some(set) = &self.unique[index] else { continue };
+            let Some(set) = &self.unique[index] else {
+                continue;
+            };
             let taken = match value {
                 ValueRef::Null => false,
                 ValueRef::Int(number) => set.contains_integer(*number),
@@ -176,7 +210,11 @@ impl<'s> Checker<'s> {
                     field: Some(schema.fields[index].name.clone()),
                     rule: "unique".to_owned(),
                     value: Some(value.display()),
-                    message: format!("`{}` = {} was already accepted", schema.fields[index].name, preview(&value.display())),
+                    message: format!(
+                        "`{}` = {} was already accepted",
+                        schema.fields[index].name,
+                        preview(&value.display())
+                    ),
                 });
             }
         }
@@ -184,7 +222,9 @@ impl<'s> Checker<'s> {
             return Err(violations);
         }
         for (index, value) in values.iter().enumerate() {
-            let Some(set) = &mut self.unique[index] else { continue };
+            let Some(set) = &mut self.unique[index] else {
+                continue;
+            };
             match value {
                 ValueRef::Null => {}
                 ValueRef::Int(number) => {
@@ -202,13 +242,19 @@ impl<'s> Checker<'s> {
 /// Converts each schema field of a parsed (not malformed) record to its
 /// declared type: the typed value, or the `type` violation. Shared by the
 /// check and the profile so both read cells the same way.
-pub fn typed_cells<'r, 'a>(schema: &'a Schema, record: &'r Record, binding: &'a Binding) -> impl Iterator<Item = Result<ValueRef<'r>, Violation>> + use<'r, 'a> {
+pub fn typed_cells<'r, 'a>(
+    schema: &'a Schema,
+    record: &'r Record,
+    binding: &'a Binding,
+) -> impl Iterator<Item = Result<ValueRef<'r>, Box<Violation>>> + use<'r, 'a> {
     schema.fields.iter().enumerate().map(move |(index, field)| {
         let cell = match (&record.body, binding) {
-            (Body::Text { .. }, Binding::Columns(columns)) => match columns.get(index).copied().flatten() {
-                Some(column) => record.text_field(column).map_or(Cell::Missing, Cell::Text),
-                None => Cell::Missing,
-            },
+            (Body::Text { .. }, Binding::Columns(columns)) => {
+                match columns.get(index).copied().flatten() {
+                    Some(column) => record.text_field(column).map_or(Cell::Missing, Cell::Text),
+                    None => Cell::Missing,
+                }
+            }
             (Body::Json(map), _) => map.get(&field.name).map_or(Cell::Missing, Cell::Json),
             _ => Cell::Missing,
         };
@@ -230,14 +276,17 @@ fn contains_word(text: &str, word: &str) -> bool {
     text.match_indices(word).any(|(start, _)| {
         let before = text[..start].chars().next_back();
         let after = text[start + word.len()..].chars().next();
-        let boundary = |character: Option<char>| character.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let boundary =
+            |character: Option<char>| character.is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
         boundary(before) && boundary(after)
     })
 }
 
 fn hash_value(value: &ValueRef<'_>) -> u64 {
     match value {
-        ValueRef::Float(number) => stable_hash(&(if *number == 0.0 { 0.0f64 } else { *number }).to_bits()),
+        ValueRef::Float(number) => {
+            stable_hash(&(if *number == 0.0 { 0.0f64 } else { *number }).to_bits())
+        }
         ValueRef::Bool(flag) => stable_hash(flag),
         ValueRef::Str(text) => stable_hash(text),
         ValueRef::Tokens(tokens) => stable_hash(tokens),
@@ -259,13 +308,17 @@ pub fn preview(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
-fn type_fault(field: &Field, shown: &str, what: &str) -> Violation {
-    Violation {
+fn type_fault(field: &Field, shown: &str, what: &str) -> Box<Violation> {
+    Box::new(Violation {
         field: Some(field.name.clone()),
         rule: "type".to_owned(),
         value: Some(preview(shown)),
-        message: format!("`{}` must be {what}, found `{}`", field.name, preview(shown)),
-    }
+        message: format!(
+            "`{}` must be {what}, found `{}`",
+            field.name,
+            preview(shown)
+        ),
+    })
 }
 
 fn split_tokens<'a>(field: &Field, text: &'a str) -> Vec<&'a str> {
@@ -275,24 +328,34 @@ fn split_tokens<'a>(field: &Field, text: &'a str) -> Vec<&'a str> {
     }
 }
 
-fn type_text<'a>(field: &Field, text: &'a str) -> Result<ValueRef<'a>, Violation> {
+fn type_text<'a>(field: &Field, text: &'a str) -> Result<ValueRef<'a>, Box<Violation>> {
     match field.field_type {
-        FieldType::Int => text.trim().parse::<i64>().map(ValueRef::Int).map_err(|_| type_fault(field, text, "an integer")),
+        FieldType::Int => text
+            .trim()
+            .parse::<i64>()
+            .map(ValueRef::Int)
+            .map_err(|_| type_fault(field, text, "an integer")),
         FieldType::Float => match text.trim().parse::<f64>() {
             Ok(number) if !number.is_nan() => Ok(ValueRef::Float(number)),
             _ => Err(type_fault(field, text, "a number")),
         },
-        FieldType::Bool => match text.trim().to_ascii_lowercase().as_str() {
-            "true" | "t" | "yes" | "y" | "1" => Ok(ValueRef::Bool(true)),
-            "false" | "f" | "no" | "n" | "0" => Ok(ValueRef::Bool(false)),
-            _ => Err(type_fault(field, text, "true or false")),
-        },
+        FieldType::Bool => {
+            let word = text.trim();
+            let is = |options: &[&str]| options.iter().any(|option| word.eq_ignore_ascii_case(option));
+            if is(&["true", "t", "yes", "y", "1"]) {
+                Ok(ValueRef::Bool(true))
+            } else if is(&["false", "f", "no", "n", "0"]) {
+                Ok(ValueRef::Bool(false))
+            } else {
+                Err(type_fault(field, text, "true or false"))
+            }
+        }
         FieldType::String => Ok(ValueRef::Str(text)),
         FieldType::Tokens => Ok(ValueRef::Tokens(split_tokens(field, text))),
     }
 }
 
-fn type_json<'a>(field: &Field, value: &'a serde_json::Value) -> Result<ValueRef<'a>, Violation> {
+fn type_json<'a>(field: &Field, value: &'a serde_json::Value) -> Result<ValueRef<'a>, Box<Violation>> {
     use serde_json::Value;
     let shown = || value.to_string();
     match (field.field_type, value) {
@@ -300,14 +363,24 @@ fn type_json<'a>(field: &Field, value: &'a serde_json::Value) -> Result<ValueRef
         (FieldType::Int, Value::Number(number)) => match number.as_i64() {
             Some(integer) => Ok(ValueRef::Int(integer)),
             None => match number.as_f64() {
-                Some(float) if float.fract() == 0.0 && float.abs() < 9.2e18 => Ok(ValueRef::Int(float as i64)),
+                Some(float) if float.fract() == 0.0 && float.abs() < 9.2e18 => {
+                    Ok(ValueRef::Int(float as i64))
+                }
                 _ => Err(type_fault(field, &shown(), "an integer")),
             },
         },
         (FieldType::Int, _) => Err(type_fault(field, &shown(), "an integer")),
-        (FieldType::Float, Value::Number(number)) => number.as_f64().map(ValueRef::Float).ok_or_else(|| type_fault(field, &shown(), "a number")),
+        (FieldType::Float, Value::Number(number)) => number
+            .as_f64()
+            .map(ValueRef::Float)
+            .ok_or_else(|| type_fault(field, &shown(), "a number")),
         // JSON cannot spell infinities; accept them as strings.
-        (FieldType::Float, Value::String(text)) if matches!(text.to_ascii_lowercase().as_str(), "inf" | "-inf" | "infinity" | "-infinity") => {
+        (FieldType::Float, Value::String(text))
+            if matches!(
+                text.to_ascii_lowercase().as_str(),
+                "inf" | "-inf" | "infinity" | "-infinity"
+            ) =>
+        {
             Ok(ValueRef::Float(text.parse::<f64>().unwrap_or(f64::NAN)))
         }
         (FieldType::Float, _) => Err(type_fault(field, &shown(), "a number")),
@@ -342,7 +415,11 @@ fn check_field(field: &Field, value: &ValueRef<'_>, violations: &mut Vec<Violati
     let name = &field.name;
     if *value == ValueRef::Null {
         if field.required {
-            fail("required", "null".to_owned(), format!("`{name}` is required but missing or null"));
+            fail(
+                "required",
+                "null".to_owned(),
+                format!("`{name}` is required but missing or null"),
+            );
         }
         return;
     }
@@ -356,48 +433,102 @@ fn check_field(field: &Field, value: &ValueRef<'_>, violations: &mut Vec<Violati
             (_, bound) => number > bound.as_f64(),
         };
         if let Some(min) = field.min.filter(|&min| below(min)) {
-            fail("min", value.display(), format!("`{name}` = {} is below the minimum {}", value.display(), min.as_f64()));
+            fail(
+                "min",
+                value.display(),
+                format!(
+                    "`{name}` = {} is below the minimum {}",
+                    value.display(),
+                    min.as_f64()
+                ),
+            );
         }
         if let Some(max) = field.max.filter(|&max| above(max)) {
-            fail("max", value.display(), format!("`{name}` = {} is above the maximum {}", value.display(), max.as_f64()));
+            fail(
+                "max",
+                value.display(),
+                format!(
+                    "`{name}` = {} is above the maximum {}",
+                    value.display(),
+                    max.as_f64()
+                ),
+            );
         }
     }
     match (value, &field.one_of) {
         (ValueRef::Int(integer), Some(OneOf::Ints(allowed))) if !allowed.contains(integer) => {
-            fail("one_of", integer.to_string(), format!("`{name}` = {integer} is not an allowed value"));
+            fail(
+                "one_of",
+                integer.to_string(),
+                format!("`{name}` = {integer} is not an allowed value"),
+            );
         }
         (ValueRef::Str(text), Some(OneOf::Strings(allowed))) if !allowed.contains(*text) => {
-            fail("one_of", (*text).to_owned(), format!("`{name}` = `{}` is not an allowed value", preview(text)));
+            fail(
+                "one_of",
+                (*text).to_owned(),
+                format!("`{name}` = `{}` is not an allowed value", preview(text)),
+            );
         }
         (ValueRef::Tokens(tokens), Some(OneOf::Strings(allowed))) => {
             if let Some(token) = tokens.iter().find(|token| !allowed.contains(**token)) {
-                fail("one_of", (*token).to_owned(), format!("token `{}` of `{name}` is not an allowed value", preview(token)));
+                fail(
+                    "one_of",
+                    (*token).to_owned(),
+                    format!(
+                        "token `{}` of `{name}` is not an allowed value",
+                        preview(token)
+                    ),
+                );
             }
         }
         _ => {}
     }
     let length = match value {
-        ValueRef::Str(text) => Some(if text.is_ascii() { text.len() } else { text.chars().count() }),
+        ValueRef::Str(text) => Some(if text.is_ascii() {
+            text.len()
+        } else {
+            text.chars().count()
+        }),
         ValueRef::Tokens(tokens) => Some(tokens.len()),
         _ => None,
     };
     if let Some(length) = length {
         if let Some(min) = field.min_length.filter(|&min| length < min) {
-            fail("min_length", value.display(), format!("`{name}` has length {length}, below the minimum {min}"));
+            fail(
+                "min_length",
+                value.display(),
+                format!("`{name}` has length {length}, below the minimum {min}"),
+            );
         }
         if let Some(max) = field.max_length.filter(|&max| length > max) {
-            fail("max_length", value.display(), format!("`{name}` has length {length}, above the maximum {max}"));
+            fail(
+                "max_length",
+                value.display(),
+                format!("`{name}` has length {length}, above the maximum {max}"),
+            );
         }
     }
     if let Some(regex) = &field.regex {
         let pattern = field.regex_text.as_deref().unwrap_or("");
         match value {
             ValueRef::Str(text) if !regex.is_match(text) => {
-                fail("regex", (*text).to_owned(), format!("`{name}` = `{}` does not match /{pattern}/", preview(text)));
+                fail(
+                    "regex",
+                    (*text).to_owned(),
+                    format!("`{name}` = `{}` does not match /{pattern}/", preview(text)),
+                );
             }
             ValueRef::Tokens(tokens) => {
                 if let Some(token) = tokens.iter().find(|token| !regex.is_match(token)) {
-                    fail("regex", (*token).to_owned(), format!("token `{}` of `{name}` does not match /{pattern}/", preview(token)));
+                    fail(
+                        "regex",
+                        (*token).to_owned(),
+                        format!(
+                            "token `{}` of `{name}` does not match /{pattern}/",
+                            preview(token)
+                        ),
+                    );
                 }
             }
             _ => {}
@@ -449,8 +580,16 @@ check = "start <= end"
     fn outcomes(csv: &str) -> Vec<Result<(), Vec<String>>> {
         let schema = Schema::parse(Path::new("s.toml"), SCHEMA).unwrap();
         let mut checker = Checker::new(&schema);
-        let mut source = CsvSource::new(csv.as_bytes(), Path::new("d.csv"), &SourceOptions::default(), 7).unwrap();
-        let binding = checker.bind(source.columns(), Path::new("d.csv"), false).unwrap();
+        let mut source = CsvSource::new(
+            csv.as_bytes(),
+            Path::new("d.csv"),
+            &SourceOptions::default(),
+            7,
+        )
+        .unwrap();
+        let binding = checker
+            .bind(source.columns(), Path::new("d.csv"), false)
+            .unwrap();
         let mut record = Record::default();
         let mut results = Vec::new();
         while source.next_record(&mut record).unwrap() {
@@ -458,7 +597,18 @@ check = "start <= end"
                 checker
                     .check(&record, &binding)
                     .map(|_| ())
-                    .map_err(|violations| violations.into_iter().map(|violation| format!("{}:{}", violation.field.unwrap_or_default(), violation.rule)).collect()),
+                    .map_err(|violations| {
+                        violations
+                            .into_iter()
+                            .map(|violation| {
+                                format!(
+                                    "{}:{}",
+                                    violation.field.unwrap_or_default(),
+                                    violation.rule
+                                )
+                            })
+                            .collect()
+                    }),
             );
         }
         results
@@ -482,7 +632,13 @@ check = "start <= end"
         assert_eq!(results[2], Err(vec!["id:type".into()]));
         assert_eq!(
             results[3],
-            Err(vec!["id:min".into(), "kind:one_of".into(), "score:max".into(), "code:regex".into(), "tags:max_length".into()])
+            Err(vec![
+                "id:min".into(),
+                "kind:one_of".into(),
+                "score:max".into(),
+                "code:regex".into(),
+                "tags:max_length".into()
+            ])
         );
         assert_eq!(results[4], Err(vec![":rule:ordered".into()]));
         assert_eq!(results[5], Err(vec!["id:unique".into()]));
@@ -492,7 +648,8 @@ check = "start <= end"
 
     #[test]
     fn a_rejected_record_does_not_take_its_unique_value() {
-        let results = outcomes("id,kind,score,code,tags,start,end\n7,zz,,,,,\n7,a,,,,,\n7,a,,,,,\n");
+        let results =
+            outcomes("id,kind,score,code,tags,start,end\n7,zz,,,,,\n7,a,,,,,\n7,a,,,,,\n");
         assert_eq!(results[0], Err(vec!["kind:one_of".into()]));
         assert_eq!(results[1], Ok(()));
         assert_eq!(results[2], Err(vec!["id:unique".into()]));
@@ -502,7 +659,9 @@ check = "start <= end"
     fn missing_required_column_is_a_file_error() {
         let schema = Schema::parse(Path::new("s.toml"), SCHEMA).unwrap();
         let checker = Checker::new(&schema);
-        let error = checker.bind(&["kind".to_owned()], Path::new("d.csv"), false).unwrap_err();
+        let error = checker
+            .bind(&["kind".to_owned()], Path::new("d.csv"), false)
+            .unwrap_err();
         assert!(error.to_string().contains("no column `id`"), "{error}");
     }
 
@@ -515,12 +674,27 @@ check = "start <= end"
                 body: Body::Json(serde_json::from_str(json).unwrap()),
                 ..Record::default()
             };
-            checker.check(&record, &Binding::Keys).map(|_| ()).map_err(|violations| violations[0].rule.clone())
+            checker
+                .check(&record, &Binding::Keys)
+                .map(|_| ())
+                .map_err(|violations| violations[0].rule.clone())
         };
-        assert_eq!(check(&mut checker, r#"{"id": 1, "tags": ["a", "b"], "score": 0.25}"#), Ok(()));
+        assert_eq!(
+            check(
+                &mut checker,
+                r#"{"id": 1, "tags": ["a", "b"], "score": 0.25}"#
+            ),
+            Ok(())
+        );
         assert_eq!(check(&mut checker, r#"{"id": "2"}"#), Err("type".into()));
-        assert_eq!(check(&mut checker, r#"{"id": 3.0, "tags": [1]}"#), Err("type".into()));
+        assert_eq!(
+            check(&mut checker, r#"{"id": 3.0, "tags": [1]}"#),
+            Err("type".into())
+        );
         assert_eq!(check(&mut checker, r#"{"id": 4.0}"#), Ok(()));
-        assert_eq!(check(&mut checker, r#"{"kind": "a"}"#), Err("required".into()));
+        assert_eq!(
+            check(&mut checker, r#"{"kind": "a"}"#),
+            Err("required".into())
+        );
     }
 }

@@ -8,11 +8,11 @@
 pub mod bench;
 pub mod check;
 pub mod error;
+pub mod profile;
 pub mod rule;
+pub mod run;
 pub mod schema;
 pub mod select;
-pub mod profile;
-pub mod run;
 pub mod source;
 pub mod store;
 pub mod unique;

@@ -101,10 +101,18 @@ impl HyperLogLog {
     pub fn estimate(&self) -> u64 {
         let m = self.registers.len() as f64;
         let alpha = 0.7213 / (1.0 + 1.079 / m);
-        let sum: f64 = self.registers.iter().map(|&rank| 2f64.powi(-i32::from(rank))).sum();
+        let sum: f64 = self
+            .registers
+            .iter()
+            .map(|&rank| 2f64.powi(-i32::from(rank)))
+            .sum();
         let raw = alpha * m * m / sum;
         let zeros = self.registers.iter().filter(|&&rank| rank == 0).count();
-        let estimate = if raw <= 2.5 * m && zeros > 0 { m * (m / zeros as f64).ln() } else { raw };
+        let estimate = if raw <= 2.5 * m && zeros > 0 {
+            m * (m / zeros as f64).ln()
+        } else {
+            raw
+        };
         estimate.round() as u64
     }
 }
@@ -149,10 +157,18 @@ impl AdaptiveHistogram {
 
     fn start(&mut self) {
         let low = self.warmup.iter().copied().fold(f64::INFINITY, f64::min);
-        let high = self.warmup.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let high = self
+            .warmup
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
         self.low = low;
         // Slightly wider than the span so the maximum falls inside.
-        self.width = if high > low { (high - low) / BINS as f64 * (1.0 + 1e-9) } else { 1.0 };
+        self.width = if high > low {
+            (high - low) / BINS as f64 * (1.0 + 1e-9)
+        } else {
+            1.0
+        };
         self.counts = vec![0; BINS];
         for value in std::mem::take(&mut self.warmup) {
             self.place(value);
@@ -206,8 +222,16 @@ impl AdaptiveHistogram {
             }
             histogram.start();
         }
-        let first = histogram.counts.iter().position(|&count| count > 0).unwrap_or(0);
-        let last = histogram.counts.iter().rposition(|&count| count > 0).unwrap_or(0);
+        let first = histogram
+            .counts
+            .iter()
+            .position(|&count| count > 0)
+            .unwrap_or(0);
+        let last = histogram
+            .counts
+            .iter()
+            .rposition(|&count| count > 0)
+            .unwrap_or(0);
         (first..=last)
             .map(|index| Bin {
                 low: histogram.low + histogram.width * index as f64,
@@ -364,7 +388,11 @@ impl Accumulator {
             ValueRef::Str(text) => {
                 self.distinct.add_hash(stable_hash(text));
                 self.top.push(text);
-                self.numeric(if text.is_ascii() { text.len() } else { text.chars().count() } as f64);
+                self.numeric(if text.is_ascii() {
+                    text.len()
+                } else {
+                    text.chars().count()
+                } as f64);
             }
             ValueRef::Tokens(tokens) => {
                 self.distinct.add_hash(stable_hash(tokens));
@@ -386,10 +414,17 @@ impl Accumulator {
 /// Profiles `files` under `schema` in one streaming pass.
 pub fn profile_files(schema: &Schema, files: &[PathBuf]) -> DataResult<ProfileReport> {
     let checker = Checker::new(schema);
-    let mut accumulators: Vec<Accumulator> = schema.fields.iter().map(|_| Accumulator::default()).collect();
+    let mut accumulators: Vec<Accumulator> = schema
+        .fields
+        .iter()
+        .map(|_| Accumulator::default())
+        .collect();
     let mut report = ProfileReport {
         schema: schema.name.clone(),
-        files: files.iter().map(|path| path.display().to_string()).collect(),
+        files: files
+            .iter()
+            .map(|path| path.display().to_string())
+            .collect(),
         records: 0,
         malformed: 0,
         fields: Vec::new(),
@@ -409,7 +444,10 @@ pub fn profile_files(schema: &Schema, files: &[PathBuf]) -> DataResult<ProfileRe
                 report.malformed += 1;
                 continue;
             }
-            for (accumulator, typed) in accumulators.iter_mut().zip(typed_cells(schema, &record, &binding)) {
+            for (accumulator, typed) in accumulators
+                .iter_mut()
+                .zip(typed_cells(schema, &record, &binding))
+            {
                 match typed {
                     Ok(value) => accumulator.push(&value),
                     Err(_) => accumulator.invalid += 1,
@@ -437,7 +475,11 @@ pub fn profile_files(schema: &Schema, files: &[PathBuf]) -> DataResult<ProfileRe
                 measure: if numeric { "value" } else { "length" },
                 distinct: accumulator.distinct.estimate(),
                 histogram: accumulator.histogram.bins(),
-                top: if numeric { Vec::new() } else { accumulator.top.top(10) },
+                top: if numeric {
+                    Vec::new()
+                } else {
+                    accumulator.top.top(10)
+                },
             }
         })
         .collect();

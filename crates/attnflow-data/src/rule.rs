@@ -43,9 +43,13 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize, usize)>, RuleError> {
             index += 1;
             continue;
         }
-        if byte.is_ascii_digit() || (byte == b'.' && bytes.get(index + 1).is_some_and(u8::is_ascii_digit)) {
+        if byte.is_ascii_digit()
+            || (byte == b'.' && bytes.get(index + 1).is_some_and(u8::is_ascii_digit))
+        {
             while index < bytes.len()
-                && (bytes[index].is_ascii_alphanumeric() || bytes[index] == b'.' || bytes[index] == b'_'
+                && (bytes[index].is_ascii_alphanumeric()
+                    || bytes[index] == b'.'
+                    || bytes[index] == b'_'
                     || ((bytes[index] == b'-' || bytes[index] == b'+')
                         && matches!(bytes[index - 1], b'e' | b'E')))
             {
@@ -62,7 +66,9 @@ fn tokenize(text: &str) -> Result<Vec<(Token, usize, usize)>, RuleError> {
             continue;
         }
         if byte.is_ascii_alphabetic() || byte == b'_' {
-            while index < bytes.len() && (bytes[index].is_ascii_alphanumeric() || bytes[index] == b'_') {
+            while index < bytes.len()
+                && (bytes[index].is_ascii_alphanumeric() || bytes[index] == b'_')
+            {
                 index += 1;
             }
             tokens.push((Token::Ident(text[start..index].to_owned()), start, index));
@@ -205,9 +211,10 @@ impl Parser<'_> {
     }
 
     fn span(&self) -> (usize, usize) {
-        self.tokens
-            .get(self.position)
-            .map_or((self.text_length, self.text_length + 1), |(_, start, end)| (*start, *end))
+        self.tokens.get(self.position).map_or(
+            (self.text_length, self.text_length + 1),
+            |(_, start, end)| (*start, *end),
+        )
     }
 
     fn error<T>(&self, message: impl Into<String>) -> Result<T, RuleError> {
@@ -282,14 +289,17 @@ impl Parser<'_> {
     }
 
     fn comparison(&mut self) -> Parsed {
-        self.binary(&["==", "!=", "<=", ">=", "<", ">"], Self::sum, |op, left, right| {
-            let ordered = !matches!(op, "==" | "!=");
-            let comparable = left == right
-                || left == Kind::Null
-                || right == Kind::Null;
-            let orderable = !matches!(left, Kind::Bool | Kind::Tokens) || !ordered;
-            (comparable && orderable && !(left == Kind::Tokens && right != Kind::Null)).then_some(Kind::Bool)
-        })
+        self.binary(
+            &["==", "!=", "<=", ">=", "<", ">"],
+            Self::sum,
+            |op, left, right| {
+                let ordered = !matches!(op, "==" | "!=");
+                let comparable = left == right || left == Kind::Null || right == Kind::Null;
+                let orderable = !matches!(left, Kind::Bool | Kind::Tokens) || !ordered;
+                (comparable && orderable && !(left == Kind::Tokens && right != Kind::Null))
+                    .then_some(Kind::Bool)
+            },
+        )
     }
 
     fn sum(&mut self) -> Parsed {
@@ -403,11 +413,13 @@ impl Parser<'_> {
 }
 
 fn logic_kind(_op: &'static str, left: Kind, right: Kind) -> Option<Kind> {
-    (matches!(left, Kind::Bool | Kind::Null) && matches!(right, Kind::Bool | Kind::Null)).then_some(Kind::Bool)
+    (matches!(left, Kind::Bool | Kind::Null) && matches!(right, Kind::Bool | Kind::Null))
+        .then_some(Kind::Bool)
 }
 
 fn arithmetic_kind(_op: &'static str, left: Kind, right: Kind) -> Option<Kind> {
-    (matches!(left, Kind::Number | Kind::Null) && matches!(right, Kind::Number | Kind::Null)).then_some(Kind::Number)
+    (matches!(left, Kind::Number | Kind::Null) && matches!(right, Kind::Number | Kind::Null))
+        .then_some(Kind::Number)
 }
 
 /// Compiles `text` against the schema's fields (name and type, in order).
@@ -428,7 +440,10 @@ pub fn compile(text: &str, fields: &[(String, FieldType)]) -> Result<Expr, RuleE
         return Err(RuleError {
             offset: start,
             length: (end - start).max(1),
-            message: format!("a rule must be a condition (true or false), this is a {}", kind.name()),
+            message: format!(
+                "a rule must be a condition (true or false), this is a {}",
+                kind.name()
+            ),
         });
     }
     Ok(expr)
@@ -497,13 +512,17 @@ impl Expr {
                 _ => Eval::Null,
             },
             Expr::Abs(inner) => match inner.eval(values) {
-                Eval::Int(value) => value.checked_abs().map_or(Eval::Float((value as f64).abs()), Eval::Int),
+                Eval::Int(value) => value
+                    .checked_abs()
+                    .map_or(Eval::Float((value as f64).abs()), Eval::Int),
                 Eval::Float(value) => Eval::Float(value.abs()),
                 other => other,
             },
             Expr::Unary(op, inner) => match (*op, inner.eval(values)) {
                 ("not", Eval::Bool(value)) => Eval::Bool(!value),
-                ("-", Eval::Int(value)) => value.checked_neg().map_or(Eval::Float(-(value as f64)), Eval::Int),
+                ("-", Eval::Int(value)) => value
+                    .checked_neg()
+                    .map_or(Eval::Float(-(value as f64)), Eval::Int),
                 ("-", Eval::Float(value)) => Eval::Float(-value),
                 ("-", Eval::Count(value)) => Eval::Float(-(value as f64)),
                 _ => Eval::Null,
@@ -621,15 +640,28 @@ mod tests {
         assert_eq!(eval("start <= end", &values), Some(true));
         assert_eq!(eval("start > end", &values), Some(false));
         assert_eq!(eval("end - start == 2", &values), Some(true));
-        assert_eq!(eval("start * 2 + 1 > end and status == \"open\"", &values), Some(true));
-        assert_eq!(eval("ratio < 1", &values), None, "null comparison is unknown");
+        assert_eq!(
+            eval("start * 2 + 1 > end and status == \"open\"", &values),
+            Some(true)
+        );
+        assert_eq!(
+            eval("ratio < 1", &values),
+            None,
+            "null comparison is unknown"
+        );
         assert_eq!(eval("ratio == null", &values), Some(true));
         assert_eq!(eval("ratio < 1 or start < end", &values), Some(true));
         assert_eq!(eval("ratio < 1 and start > end", &values), Some(false));
-        assert_eq!(eval("len(tags) == 2 and len(status) == 4", &values), Some(true));
+        assert_eq!(
+            eval("len(tags) == 2 and len(status) == 4", &values),
+            Some(true)
+        );
         assert_eq!(eval("not (start > end)", &values), Some(true));
         assert_eq!(eval("-start < 0 && abs(-start) == 3", &values), Some(true));
-        assert_eq!(eval("status != 'closed' || end == null", &values), Some(true));
+        assert_eq!(
+            eval("status != 'closed' || end == null", &values),
+            Some(true)
+        );
         assert_eq!(eval("start / 2 == 1.5", &values), Some(true));
     }
 

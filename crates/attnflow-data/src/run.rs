@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,7 +14,9 @@ use serde::Serialize;
 use crate::check::{Binding, Checker, Violation};
 use crate::error::{DataError, DataResult};
 use crate::schema::{Format, Schema, SourceOptions};
-use crate::source::{self, Body, CsvSource, JsonlSource, Malformed, MalformedKind, Record, RecordSource};
+use crate::source::{
+    self, Body, CsvSource, JsonlSource, Malformed, MalformedKind, Record, RecordSource,
+};
 use crate::store::Store;
 use crate::value::{write_json_string, ValueRef};
 
@@ -116,7 +119,13 @@ impl CheckReport {
         }
     }
 
-    fn note_quarantine(&mut self, source: &str, record: &Record, violations: &[Violation], limit: usize) {
+    fn note_quarantine(
+        &mut self,
+        source: &str,
+        record: &Record,
+        violations: &[Violation],
+        limit: usize,
+    ) {
         *self.by_rule.entry(violations[0].rule.clone()).or_default() += 1;
         if self.samples.len() < limit {
             self.samples.push(QuarantineSample {
@@ -129,7 +138,10 @@ impl CheckReport {
     }
 
     fn assert_balanced(&self) -> DataResult<()> {
-        let files_balance = self.files.iter().all(|file| file.read == file.accepted + file.quarantined);
+        let files_balance = self
+            .files
+            .iter()
+            .all(|file| file.read == file.accepted + file.quarantined);
         if self.read != self.accepted + self.quarantined || !files_balance {
             return Err(DataError::Accounting {
                 read: self.read,
@@ -174,8 +186,10 @@ fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
     }
     let bar = ProgressBar::new(total);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} checking [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} checking [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar
 }
@@ -199,16 +213,24 @@ fn seed_unique(checker: &mut Checker<'_>, store: &Store) -> DataResult<()> {
 /// verified against the tables; without one (a dry run) only the report is
 /// produced. Every file is opened and its header bound before any record is
 /// written, so a bad file stops the run before it starts.
-pub fn check_files(schema: &Schema, files: &[PathBuf], mut store: Option<&mut Store>, options: &CheckOptions) -> DataResult<CheckReport> {
+pub fn check_files(
+    schema: &Schema,
+    files: &[PathBuf],
+    mut store: Option<&mut Store>,
+    options: &CheckOptions,
+) -> DataResult<CheckReport> {
     let started = Instant::now();
     let mut checker = Checker::new(schema);
-    let mut opened: Vec<(PathBuf, Format, Box<dyn RecordSource>, Binding)> = Vec::with_capacity(files.len());
+    let mut opened: Vec<(PathBuf, Format, Box<dyn RecordSource>, Binding)> =
+        Vec::with_capacity(files.len());
     let mut total_bytes = 0;
     for path in files {
         let format = schema.format_of(path)?;
         let source = source::open(path, format, &schema.source, schema.fields.len())?;
         let binding = checker.bind(source.columns(), path, format != Format::Csv)?;
-        total_bytes += std::fs::metadata(path).map(|metadata| metadata.len()).unwrap_or(0);
+        total_bytes += std::fs::metadata(path)
+            .map(|metadata| metadata.len())
+            .unwrap_or(0);
         opened.push((path.clone(), format, source, binding));
     }
     let mut report = CheckReport::new("check", schema, store.as_deref());
@@ -220,7 +242,16 @@ pub fn check_files(schema: &Schema, files: &[PathBuf], mut store: Option<&mut St
         None => None,
     };
     report.run_id = run_id;
-    let result = check_sources(schema, &mut checker, opened, store.as_deref_mut(), run_id, options, total_bytes, &mut report);
+    let result = check_sources(
+        schema,
+        &mut checker,
+        opened,
+        store.as_deref_mut(),
+        run_id,
+        options,
+        total_bytes,
+        &mut report,
+    );
     if let Err(error) = result {
         if let (Some(store), Some(run_id)) = (store, run_id) {
             store.abandon_run(run_id);
@@ -229,13 +260,73 @@ pub fn check_files(schema: &Schema, files: &[PathBuf], mut store: Option<&mut St
     }
     report.assert_balanced()?;
     if let (Some(store), Some(run_id)) = (store, run_id) {
-        if let Err(error) = store.finish_run(run_id, report.read, report.accepted, report.quarantined, false) {
+        if let Err(error) = store.finish_run(
+            run_id,
+            report.read,
+            report.accepted,
+            report.quarantined,
+            false,
+        ) {
             store.abandon_run(run_id);
             return Err(error);
         }
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Records per batch handed from the reader thread to the checker.
+const BATCH_RECORDS: usize = 2048;
+
+/// A batch of parsed records: the first `count` are filled.
+struct Batch {
+    records: Vec<Record>,
+    count: usize,
+    bytes_read: u64,
+}
+
+/// The reader stage: fills recycled batches until the source ends or the
+/// checker hangs up (after an error).
+fn read_batches(
+    source: &mut Box<dyn RecordSource>,
+    full: &mpsc::SyncSender<DataResult<Batch>>,
+    empty: &mpsc::Receiver<Vec<Record>>,
+) {
+    let mut spare_batches = 3;
+    loop {
+        let mut records = if spare_batches > 0 {
+            spare_batches -= 1;
+            Vec::with_capacity(BATCH_RECORDS)
+        } else {
+            match empty.recv() {
+                Ok(records) => records,
+                Err(_) => return,
+            }
+        };
+        let mut count = 0;
+        while count < BATCH_RECORDS {
+            if records.len() == count {
+                records.push(Record::default());
+            }
+            match source.next_record(&mut records[count]) {
+                Ok(true) => count += 1,
+                Ok(false) => break,
+                Err(error) => {
+                    let _ = full.send(Err(error));
+                    return;
+                }
+            }
+        }
+        let finished = count < BATCH_RECORDS;
+        let batch = Batch {
+            records,
+            count,
+            bytes_read: source.bytes_read(),
+        };
+        if full.send(Ok(batch)).is_err() || finished {
+            return;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -252,18 +343,28 @@ fn check_sources(
     let bar = progress_bar(options.progress, total_bytes);
     let keys = json_keys(schema);
     let mut json = String::new();
-    let mut record = Record::default();
     let mut done_bytes = 0;
     for (path, format, mut source, binding) in opened {
         let name = path.display().to_string();
         let source_id = match (store.as_deref_mut(), run_id) {
             (Some(store), Some(run_id)) => {
                 let columns: Vec<String> = if source.columns().is_empty() {
-                    schema.fields.iter().map(|field| field.name.clone()).collect()
+                    schema
+                        .fields
+                        .iter()
+                        .map(|field| field.name.clone())
+                        .collect()
                 } else {
                     source.columns().to_vec()
                 };
-                store.add_source(run_id, &path, format, &columns, schema.source.delimiter, schema.source.quote)?
+                store.add_source(
+                    run_id,
+                    &path,
+                    format,
+                    &columns,
+                    schema.source.delimiter,
+                    schema.source.quote,
+                )?
             }
             _ => 0,
         };
@@ -275,29 +376,45 @@ fn check_sources(
             quarantined: 0,
         };
         bar.set_message(name.clone());
-        while source.next_record(&mut record)? {
-            count.read += 1;
-            match checker.check(&record, &binding) {
-                Ok(values) => {
-                    count.accepted += 1;
-                    if let (Some(store), Some(run_id)) = (store.as_deref_mut(), run_id) {
-                        record_json(&mut json, &keys, &values);
-                        store.enqueue(run_id, source_id, record.row, record.line, &json)?;
+        // Two-stage pipeline: a reader thread parses batches of records
+        // while this thread checks and routes the previous batch. Batches
+        // are recycled, so memory stays at a few batches whatever the file.
+        std::thread::scope(|scope| -> DataResult<()> {
+            let (full_sender, full_receiver) = mpsc::sync_channel::<DataResult<Batch>>(2);
+            let (empty_sender, empty_receiver) = mpsc::sync_channel::<Vec<Record>>(4);
+            let reader_source = &mut source;
+            scope.spawn(move || read_batches(reader_source, &full_sender, &empty_receiver));
+            for batch in full_receiver {
+                let batch = batch?;
+                for record in &batch.records[..batch.count] {
+                    count.read += 1;
+                    match checker.check(record, &binding) {
+                        Ok(values) => {
+                            count.accepted += 1;
+                            if let (Some(store), Some(run_id)) = (store.as_deref_mut(), run_id) {
+                                record_json(&mut json, &keys, &values);
+                                store.enqueue(run_id, source_id, record.row, record.line, &json)?;
+                            }
+                            checker.give_back(values);
+                        }
+                        Err(violations) => {
+                            count.quarantined += 1;
+                            if let (Some(store), Some(run_id)) = (store.as_deref_mut(), run_id) {
+                                store.quarantine(run_id, source_id, record, &violations)?;
+                            }
+                            report.note_quarantine(&name, record, &violations, options.sample_limit);
+                        }
                     }
                 }
-                Err(violations) => {
-                    count.quarantined += 1;
-                    if let (Some(store), Some(run_id)) = (store.as_deref_mut(), run_id) {
-                        store.quarantine(run_id, source_id, &record, &violations)?;
-                    }
-                    report.note_quarantine(&name, &record, &violations, options.sample_limit);
-                }
+                bar.set_position(done_bytes + batch.bytes_read);
+                // The reader may have finished; a closed channel is fine.
+                let _ = empty_sender.send(batch.records);
             }
-            if count.read % 16_384 == 0 {
-                bar.set_position(done_bytes + source.bytes_read());
-            }
-        }
-        done_bytes += std::fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0);
+            Ok(())
+        })?;
+        done_bytes += std::fs::metadata(&path)
+            .map(|metadata| metadata.len())
+            .unwrap_or(0);
         bar.set_position(done_bytes);
         report.read += count.read;
         report.accepted += count.accepted;
@@ -309,14 +426,19 @@ fn check_sources(
 }
 
 /// Re-parses a quarantined record's raw bytes in its source format.
-fn reparse(raw_record: &mut Record, source: &crate::store::StoredSource, schema: &Schema) -> DataResult<()> {
+fn reparse(
+    raw_record: &mut Record,
+    source: &crate::store::StoredSource,
+    schema: &Schema,
+) -> DataResult<()> {
     let row = raw_record.row;
     let line = raw_record.line;
     if raw_record.raw_cut {
         raw_record.body = Body::Malformed(Malformed {
             kind: MalformedKind::TooLong,
             column: None,
-            message: "the stored record was cut at max_record_bytes; it cannot be re-checked".to_owned(),
+            message: "the stored record was cut at max_record_bytes; it cannot be re-checked"
+                .to_owned(),
         });
         return Ok(());
     }
@@ -330,7 +452,8 @@ fn reparse(raw_record: &mut Record, source: &crate::store::StoredSource, schema:
                 header: false,
                 ..schema.source.clone()
             };
-            let mut reader = CsvSource::with_columns(&raw[..], path, &options, source.columns.clone());
+            let mut reader =
+                CsvSource::with_columns(&raw[..], path, &options, source.columns.clone());
             let mut parsed = Record::default();
             let found = reader.next_record(&mut parsed)?;
             let mut extra = Record::default();
@@ -344,7 +467,11 @@ fn reparse(raw_record: &mut Record, source: &crate::store::StoredSource, schema:
             found.then_some(parsed)
         }
         Format::Jsonl => {
-            let mut reader = JsonlSource::new(&raw[..], path, schema.source.max_record_bytes.max(raw.len() + 1));
+            let mut reader = JsonlSource::new(
+                &raw[..],
+                path,
+                schema.source.max_record_bytes.max(raw.len() + 1),
+            );
             let mut parsed = Record::default();
             reader.next_record(&mut parsed)?.then_some(parsed)
         }
@@ -378,7 +505,11 @@ fn reparse(raw_record: &mut Record, source: &crate::store::StoredSource, schema:
 /// after fixing it): records that now pass move to the queue (their
 /// quarantine rows are kept, marked released), the rest get their new
 /// reasons. Uniqueness is checked against what the queue already holds.
-pub fn recheck(schema: &Schema, store: &mut Store, options: &CheckOptions) -> DataResult<CheckReport> {
+pub fn recheck(
+    schema: &Schema,
+    store: &mut Store,
+    options: &CheckOptions,
+) -> DataResult<CheckReport> {
     let started = Instant::now();
     let mut checker = Checker::new(schema);
     seed_unique(&mut checker, store)?;
@@ -393,7 +524,13 @@ pub fn recheck(schema: &Schema, store: &mut Store, options: &CheckOptions) -> Da
         }
     }
     report.assert_balanced()?;
-    if let Err(error) = store.finish_run(run_id, report.read, report.accepted, report.quarantined, true) {
+    if let Err(error) = store.finish_run(
+        run_id,
+        report.read,
+        report.accepted,
+        report.quarantined,
+        true,
+    ) {
         store.abandon_run(run_id);
         return Err(error);
     }
@@ -415,7 +552,9 @@ fn recheck_pages(
     let mut per_file: BTreeMap<String, FileCount> = BTreeMap::new();
     loop {
         let page = store.pending_quarantine(after, 1000)?;
-        let Some((last, _, _)) = page.last() else { break };
+        let Some((last, _, _)) = page.last() else {
+            break;
+        };
         after = *last;
         for (quarantine_id, source, mut record) in page {
             reparse(&mut record, &source, schema)?;
@@ -424,18 +563,25 @@ fn recheck_pages(
                     schema
                         .fields
                         .iter()
-                        .map(|field| source.columns.iter().position(|column| *column == field.name))
+                        .map(|field| {
+                            source
+                                .columns
+                                .iter()
+                                .position(|column| *column == field.name)
+                        })
                         .collect(),
                 ),
                 _ => Binding::Keys,
             };
-            let count = per_file.entry(source.path.clone()).or_insert_with(|| FileCount {
-                path: source.path.clone(),
-                format: source.format,
-                read: 0,
-                accepted: 0,
-                quarantined: 0,
-            });
+            let count = per_file
+                .entry(source.path.clone())
+                .or_insert_with(|| FileCount {
+                    path: source.path.clone(),
+                    format: source.format,
+                    read: 0,
+                    accepted: 0,
+                    quarantined: 0,
+                });
             count.read += 1;
             report.read += 1;
             match checker.check(&record, &binding) {
@@ -450,7 +596,12 @@ fn recheck_pages(
                     count.quarantined += 1;
                     report.quarantined += 1;
                     store.requarantine(quarantine_id, run_id, &violations)?;
-                    report.note_quarantine(&source.path, &record, &violations, options.sample_limit);
+                    report.note_quarantine(
+                        &source.path,
+                        &record,
+                        &violations,
+                        options.sample_limit,
+                    );
                 }
             }
         }

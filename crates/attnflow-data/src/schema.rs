@@ -38,6 +38,7 @@ use toml::Spanned;
 
 use crate::error::{DataError, DataResult, TextPlace};
 use crate::rule::{self, Expr};
+use crate::unique::FastSet;
 use crate::value::FieldType;
 
 /// Input formats.
@@ -65,7 +66,8 @@ impl Format {
 
     /// Guesses the format from a file extension.
     pub fn from_path(path: &Path) -> Option<Self> {
-        path.extension().and_then(|extension| Self::parse(&extension.to_string_lossy()))
+        path.extension()
+            .and_then(|extension| Self::parse(&extension.to_string_lossy()))
     }
 
     /// The format's name.
@@ -132,9 +134,9 @@ impl Bound {
 #[derive(Debug, Clone)]
 pub enum OneOf {
     /// Allowed integers.
-    Ints(HashSet<i64>),
+    Ints(FastSet<i64>),
     /// Allowed strings (for string fields, and each token of token lists).
-    Strings(HashSet<String>),
+    Strings(FastSet<String>),
 }
 
 /// One declared field and its constraints.
@@ -271,16 +273,24 @@ impl Schema {
                     error(
                         format.span().start,
                         format.span().end,
-                        format!("unknown format `{}` (expected csv, jsonl or parquet)", format.get_ref()),
+                        format!(
+                            "unknown format `{}` (expected csv, jsonl or parquet)",
+                            format.get_ref()
+                        ),
                     )
                 })?);
             }
-            for (option, target) in [(raw_source.delimiter, &mut source.delimiter), (raw_source.quote, &mut source.quote)] {
+            for (option, target) in [
+                (raw_source.delimiter, &mut source.delimiter),
+                (raw_source.quote, &mut source.quote),
+            ] {
                 if let Some(option) = option {
                     let value = option.get_ref();
                     let byte = match value.as_str() {
                         "\\t" | "tab" => b'\t',
-                        single if single.len() == 1 && single != "\n" && single != "\r" => single.as_bytes()[0],
+                        single if single.len() == 1 && single != "\n" && single != "\r" => {
+                            single.as_bytes()[0]
+                        }
                         _ => {
                             return Err(error(
                                 option.span().start,
@@ -293,7 +303,11 @@ impl Schema {
                 }
             }
             if source.delimiter == source.quote {
-                return Err(error(0, 0, "the CSV delimiter and quote must differ".to_owned()));
+                return Err(error(
+                    0,
+                    0,
+                    "the CSV delimiter and quote must differ".to_owned(),
+                ));
             }
             if let Some(header) = raw_source.header {
                 source.header = header;
@@ -303,7 +317,11 @@ impl Schema {
             }
             if let Some(limit) = raw_source.max_record_bytes {
                 if *limit.get_ref() < 16 {
-                    return Err(error(limit.span().start, limit.span().end, "max_record_bytes must be at least 16".to_owned()));
+                    return Err(error(
+                        limit.span().start,
+                        limit.span().end,
+                        "max_record_bytes must be at least 16".to_owned(),
+                    ));
                 }
                 source.max_record_bytes = usize::try_from(*limit.get_ref()).unwrap_or(usize::MAX);
             }
@@ -318,47 +336,87 @@ impl Schema {
             let field_span = spanned.span();
             let raw_field = spanned.into_inner();
             let name = raw_field.name.get_ref().clone();
-            let at = |spanned_span: std::ops::Range<usize>, message: String| error(spanned_span.start, spanned_span.end, message);
+            let at = |spanned_span: std::ops::Range<usize>, message: String| {
+                error(spanned_span.start, spanned_span.end, message)
+            };
             if name.is_empty() {
-                return Err(at(raw_field.name.span(), "a field name cannot be empty".to_owned()));
+                return Err(at(
+                    raw_field.name.span(),
+                    "a field name cannot be empty".to_owned(),
+                ));
             }
             if !names.insert(name.clone()) {
-                return Err(at(raw_field.name.span(), format!("field `{name}` is declared twice")));
+                return Err(at(
+                    raw_field.name.span(),
+                    format!("field `{name}` is declared twice"),
+                ));
             }
             let field_type = FieldType::parse(raw_field.kind.get_ref()).ok_or_else(|| {
                 at(
                     raw_field.kind.span(),
-                    format!("unknown type `{}` (expected int, float, bool, string or tokens)", raw_field.kind.get_ref()),
+                    format!(
+                        "unknown type `{}` (expected int, float, bool, string or tokens)",
+                        raw_field.kind.get_ref()
+                    ),
                 )
             })?;
             let numeric = matches!(field_type, FieldType::Int | FieldType::Float);
-            let bound = |value: &Option<Spanned<toml::Value>>, which: &str| -> DataResult<Option<Bound>> {
-                let Some(value) = value else { return Ok(None) };
-                if !numeric {
-                    return Err(at(value.span(), format!("`{which}` applies to int and float fields; `{name}` is {}", field_type.name())));
-                }
-                match value.get_ref() {
-                    toml::Value::Integer(number) => Ok(Some(Bound::Int(*number))),
-                    toml::Value::Float(number) if !number.is_nan() => Ok(Some(Bound::Float(*number))),
-                    _ => Err(at(value.span(), format!("`{which}` must be a number"))),
-                }
-            };
+            let bound =
+                |value: &Option<Spanned<toml::Value>>, which: &str| -> DataResult<Option<Bound>> {
+                    let Some(value) = value else { return Ok(None) };
+                    if !numeric {
+                        return Err(at(
+                            value.span(),
+                            format!(
+                                "`{which}` applies to int and float fields; `{name}` is {}",
+                                field_type.name()
+                            ),
+                        ));
+                    }
+                    match value.get_ref() {
+                        toml::Value::Integer(number) => Ok(Some(Bound::Int(*number))),
+                        toml::Value::Float(number) if !number.is_nan() => {
+                            Ok(Some(Bound::Float(*number)))
+                        }
+                        _ => Err(at(value.span(), format!("`{which}` must be a number"))),
+                    }
+                };
             let min = bound(&raw_field.min, "min")?;
             let max = bound(&raw_field.max, "max")?;
             if let (Some(low), Some(high)) = (min, max) {
                 if low.as_f64() > high.as_f64() {
-                    return Err(at(raw_field.max.as_ref().map_or(field_span.clone(), Spanned::span), "max is below min".to_owned()));
+                    return Err(at(
+                        raw_field
+                            .max
+                            .as_ref()
+                            .map_or(field_span.clone(), Spanned::span),
+                        "max is below min".to_owned(),
+                    ));
                 }
             }
             let textual = matches!(field_type, FieldType::String | FieldType::Tokens);
             let regex = match &raw_field.regex {
                 None => None,
                 Some(pattern) if !textual => {
-                    return Err(at(pattern.span(), format!("`regex` applies to string and tokens fields; `{name}` is {}", field_type.name())))
+                    return Err(at(
+                        pattern.span(),
+                        format!(
+                            "`regex` applies to string and tokens fields; `{name}` is {}",
+                            field_type.name()
+                        ),
+                    ))
                 }
-                Some(pattern) => Some(Regex::new(&format!("^(?:{})$", pattern.get_ref())).map_err(|fault| {
-                    at(pattern.span(), format!("invalid regex: {}", fault.to_string().lines().last().unwrap_or("")))
-                })?),
+                Some(pattern) => Some(
+                    Regex::new(&format!("^(?:{})$", pattern.get_ref())).map_err(|fault| {
+                        at(
+                            pattern.span(),
+                            format!(
+                                "invalid regex: {}",
+                                fault.to_string().lines().last().unwrap_or("")
+                            ),
+                        )
+                    })?,
+                ),
             };
             let one_of = match &raw_field.one_of {
                 None => None,
@@ -366,33 +424,53 @@ impl Schema {
                     let span = values.span();
                     match field_type {
                         FieldType::Int => {
-                            let mut allowed = HashSet::new();
+                            let mut allowed = FastSet::default();
                             for value in values.get_ref() {
                                 let toml::Value::Integer(number) = value else {
-                                    return Err(at(span, format!("one_of of int field `{name}` must list integers")));
+                                    return Err(at(
+                                        span,
+                                        format!("one_of of int field `{name}` must list integers"),
+                                    ));
                                 };
                                 allowed.insert(*number);
                             }
                             Some(OneOf::Ints(allowed))
                         }
                         FieldType::String | FieldType::Tokens => {
-                            let mut allowed = HashSet::new();
+                            let mut allowed = FastSet::default();
                             for value in values.get_ref() {
                                 let toml::Value::String(text) = value else {
-                                    return Err(at(span, format!("one_of of `{name}` must list strings")));
+                                    return Err(at(
+                                        span,
+                                        format!("one_of of `{name}` must list strings"),
+                                    ));
                                 };
                                 allowed.insert(text.clone());
                             }
                             Some(OneOf::Strings(allowed))
                         }
-                        _ => return Err(at(span, format!("one_of applies to int, string and tokens fields; `{name}` is {}", field_type.name()))),
+                        _ => {
+                            return Err(at(
+                                span,
+                                format!(
+                                "one_of applies to int, string and tokens fields; `{name}` is {}",
+                                field_type.name()
+                            ),
+                            ))
+                        }
                     }
                 }
             };
             let length = |value: &Option<Spanned<i64>>, which: &str| -> DataResult<Option<usize>> {
                 let Some(value) = value else { return Ok(None) };
                 if !textual {
-                    return Err(at(value.span(), format!("`{which}` applies to string and tokens fields; `{name}` is {}", field_type.name())));
+                    return Err(at(
+                        value.span(),
+                        format!(
+                            "`{which}` applies to string and tokens fields; `{name}` is {}",
+                            field_type.name()
+                        ),
+                    ));
                 }
                 usize::try_from(*value.get_ref())
                     .map(Some)
@@ -402,11 +480,23 @@ impl Schema {
             let max_length = length(&raw_field.max_length, "max_length")?;
             if let (Some(low), Some(high)) = (min_length, max_length) {
                 if low > high {
-                    return Err(at(raw_field.max_length.as_ref().map_or(field_span.clone(), Spanned::span), "max_length is below min_length".to_owned()));
+                    return Err(at(
+                        raw_field
+                            .max_length
+                            .as_ref()
+                            .map_or(field_span.clone(), Spanned::span),
+                        "max_length is below min_length".to_owned(),
+                    ));
                 }
             }
             if raw_field.separator.is_some() && field_type != FieldType::Tokens {
-                return Err(at(field_span, format!("`separator` applies to tokens fields; `{name}` is {}", field_type.name())));
+                return Err(at(
+                    field_span,
+                    format!(
+                        "`separator` applies to tokens fields; `{name}` is {}",
+                        field_type.name()
+                    ),
+                ));
             }
             if raw_field.separator.as_deref() == Some("") {
                 return Err(at(field_span, "`separator` cannot be empty".to_owned()));
@@ -427,7 +517,10 @@ impl Schema {
             });
         }
 
-        let declared: Vec<(String, FieldType)> = fields.iter().map(|field| (field.name.clone(), field.field_type)).collect();
+        let declared: Vec<(String, FieldType)> = fields
+            .iter()
+            .map(|field| (field.name.clone(), field.field_type))
+            .collect();
         let mut rules = Vec::with_capacity(raw.rules.len());
         for spanned in raw.rules {
             let raw_rule = spanned.into_inner();
@@ -435,10 +528,21 @@ impl Schema {
             let span = check.span();
             // The span covers the quoted literal; the expression starts after
             // the opening quote (exact for strings without escapes).
-            let body_start = span.start + if text[span.clone()].starts_with("\"\"\"") || text[span.clone()].starts_with("'''") { 3 } else { 1 };
+            let body_start = span.start
+                + if text[span.clone()].starts_with("\"\"\"")
+                    || text[span.clone()].starts_with("'''")
+                {
+                    3
+                } else {
+                    1
+                };
             let expr = rule::compile(check.get_ref(), &declared).map_err(|fault| {
                 let start = (body_start + fault.offset).min(span.end);
-                error(start, (start + fault.length).min(span.end.max(start)), format!("rule: {}", fault.message))
+                error(
+                    start,
+                    (start + fault.length).min(span.end.max(start)),
+                    format!("rule: {}", fault.message),
+                )
             })?;
             let text = check.into_inner();
             rules.push(Rule {
@@ -449,9 +553,12 @@ impl Schema {
         }
 
         Ok(Self {
-            name: raw
-                .name
-                .unwrap_or_else(|| path.file_stem().map_or_else(|| "schema".to_owned(), |stem| stem.to_string_lossy().into_owned())),
+            name: raw.name.unwrap_or_else(|| {
+                path.file_stem().map_or_else(
+                    || "schema".to_owned(),
+                    |stem| stem.to_string_lossy().into_owned(),
+                )
+            }),
             path: path.to_path_buf(),
             text: text.to_owned(),
             source,
@@ -529,7 +636,10 @@ check = "id < 100"
         assert_eq!(schema.source.delimiter, b';');
         assert_eq!(schema.fields.len(), 3);
         assert!(schema.fields[1].regex.as_ref().unwrap().is_match("ABC"));
-        assert!(!schema.fields[1].regex.as_ref().unwrap().is_match("ABCD"), "regex is anchored");
+        assert!(
+            !schema.fields[1].regex.as_ref().unwrap().is_match("ABCD"),
+            "regex is anchored"
+        );
         assert_eq!(schema.rules[0].name, "id < 100");
     }
 
@@ -543,17 +653,21 @@ check = "id < 100"
         assert_eq!(line, 4);
         assert!(message.contains("bogus"), "{message}");
 
-        let (line, column, message) = fault("[[field]]\nname = \"a\"\ntype = \"int\"\n[[rule]]\ncheck = \"a < b\"\n");
+        let (line, column, message) =
+            fault("[[field]]\nname = \"a\"\ntype = \"int\"\n[[rule]]\ncheck = \"a < b\"\n");
         assert_eq!((line, column), (5, 14));
         assert!(message.contains("unknown field `b`"), "{message}");
 
-        let (line, _, message) = fault("[[field]]\nname = \"a\"\ntype = \"string\"\nregex = \"(\"\n");
+        let (line, _, message) =
+            fault("[[field]]\nname = \"a\"\ntype = \"string\"\nregex = \"(\"\n");
         assert_eq!(line, 4);
         assert!(message.contains("regex"), "{message}");
 
         let (line, _, _) = fault("[[field]]\nname = \"a\"\ntype = \"string\"\nmin = 1\n");
         assert_eq!(line, 4);
-        let (line, _, _) = fault("[[field]]\nname = \"a\"\ntype = \"int\"\n[[field]]\nname = \"a\"\ntype = \"int\"\n");
+        let (line, _, _) = fault(
+            "[[field]]\nname = \"a\"\ntype = \"int\"\n[[field]]\nname = \"a\"\ntype = \"int\"\n",
+        );
         assert_eq!(line, 5);
         let (line, _, _) = fault("[[field]]\nname = \"a\"\ntype = \"int\"\nmin = 5\nmax = 1\n");
         assert_eq!(line, 5);

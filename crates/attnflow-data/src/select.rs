@@ -146,7 +146,11 @@ fn validate(items: &[Item], limit: f64, what: &str) -> DataResult<()> {
 }
 
 /// Maximises total value with total weight at most `budget`.
-pub fn select_within_budget(items: &[Item], budget: f64, options: &SelectOptions) -> DataResult<Selection> {
+pub fn select_within_budget(
+    items: &[Item],
+    budget: f64,
+    options: &SelectOptions,
+) -> DataResult<Selection> {
     validate(items, budget, "budget")?;
     let weights: Vec<f64> = items.iter().map(|item| item.weight).collect();
     let values: Vec<f64> = items.iter().map(|item| item.value).collect();
@@ -160,7 +164,11 @@ pub fn select_within_budget(items: &[Item], budget: f64, options: &SelectOptions
         total_value: solved.value,
         limit: budget,
         bound: solved.bound,
-        gap: if solved.exact { 0.0 } else { (solved.bound - solved.value).max(0.0) },
+        gap: if solved.exact {
+            0.0
+        } else {
+            (solved.bound - solved.value).max(0.0)
+        },
         nodes: solved.nodes,
         chosen: solved.chosen,
     })
@@ -168,13 +176,19 @@ pub fn select_within_budget(items: &[Item], budget: f64, options: &SelectOptions
 
 /// Minimises total weight (cost) with total value (amount) at least
 /// `required`.
-pub fn select_cover(items: &[Item], required: f64, options: &SelectOptions) -> DataResult<Selection> {
+pub fn select_cover(
+    items: &[Item],
+    required: f64,
+    options: &SelectOptions,
+) -> DataResult<Selection> {
     validate(items, required, "required amount")?;
     let total_amount: f64 = items.iter().map(|item| item.value).sum();
     if total_amount < required {
         return Err(DataError::Invalid {
             what: "required amount".to_owned(),
-            message: format!("cannot be covered: all items together cover {total_amount}, less than {required}"),
+            message: format!(
+                "cannot be covered: all items together cover {total_amount}, less than {required}"
+            ),
         });
     }
     let total_cost: f64 = items.iter().map(|item| item.weight).sum();
@@ -200,7 +214,11 @@ pub fn select_cover(items: &[Item], required: f64, options: &SelectOptions) -> D
         total_value,
         limit: required,
         bound: if left_out.exact { total_weight } else { bound },
-        gap: if left_out.exact { 0.0 } else { (total_weight - bound).max(0.0) },
+        gap: if left_out.exact {
+            0.0
+        } else {
+            (total_weight - bound).max(0.0)
+        },
         nodes: left_out.nodes,
     })
 }
@@ -209,7 +227,12 @@ fn is_integral(number: f64) -> bool {
     number.fract() == 0.0 && number.abs() < 9.0e15
 }
 
-fn knapsack(weights: &[f64], values: &[f64], budget: f64, options: &SelectOptions) -> DataResult<Knapsack> {
+fn knapsack(
+    weights: &[f64],
+    values: &[f64],
+    budget: f64,
+    options: &SelectOptions,
+) -> DataResult<Knapsack> {
     // Free items with value are always taken; items that cannot fit or add
     // nothing are never taken. The rest form the real problem.
     let mut always = Vec::new();
@@ -233,14 +256,21 @@ fn knapsack(weights: &[f64], values: &[f64], budget: f64, options: &SelectOption
     let cells = (sub_weights.len() as f64) * (capacity.min(sub_weights.iter().sum::<f64>()) + 1.0);
     let mut solved = match options.method {
         MethodChoice::Greedy => greedy(&sub_weights, &sub_values, budget),
-        _ if integral && cells <= options.dp_cell_limit as f64 => dynamic_programming(&sub_weights, &sub_values, budget),
+        _ if integral && cells <= options.dp_cell_limit as f64 => {
+            dynamic_programming(&sub_weights, &sub_values, budget)
+        }
         MethodChoice::Exact => branch_and_bound(&sub_weights, &sub_values, budget, u64::MAX),
         MethodChoice::Auto if sub_weights.len() <= options.branch_item_limit => {
             branch_and_bound(&sub_weights, &sub_values, budget, options.node_limit)
         }
         MethodChoice::Auto => greedy(&sub_weights, &sub_values, budget),
     };
-    solved.chosen = solved.chosen.iter().map(|&index| candidates[index]).chain(always).collect();
+    solved.chosen = solved
+        .chosen
+        .iter()
+        .map(|&index| candidates[index])
+        .chain(always)
+        .collect();
     solved.chosen.sort_unstable();
     solved.value += free_value;
     solved.bound += free_value;
@@ -294,7 +324,11 @@ fn dynamic_programming(weights: &[f64], values: &[f64], budget: f64) -> Knapsack
 /// Items by decreasing value/weight (weights here are all positive).
 fn by_ratio(weights: &[f64], values: &[f64]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..weights.len()).collect();
-    order.sort_by(|&a, &b| (values[b] / weights[b]).total_cmp(&(values[a] / weights[a])).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        (values[b] / weights[b])
+            .total_cmp(&(values[a] / weights[a]))
+            .then(a.cmp(&b))
+    });
     order
 }
 
@@ -376,7 +410,10 @@ fn branch_and_bound(weights: &[f64], values: &[f64], budget: f64, node_limit: u6
         }
         if value > best_value {
             best_value = value;
-            best = (0..position).filter(|&step| taken[step]).map(|step| order[step]).collect();
+            best = (0..position)
+                .filter(|&step| taken[step])
+                .map(|step| order[step])
+                .collect();
         }
         if position == order.len() {
             continue;
@@ -389,14 +426,23 @@ fn branch_and_bound(weights: &[f64], values: &[f64], budget: f64, node_limit: u6
         let index = order[position];
         stack.push((position + 1, room, value, false));
         if weights[index] <= room {
-            stack.push((position + 1, room - weights[index], value + values[index], true));
+            stack.push((
+                position + 1,
+                room - weights[index],
+                value + values[index],
+                true,
+            ));
         }
     }
     let value = best.iter().map(|&index| values[index]).sum();
     Knapsack {
         chosen: best,
         value,
-        bound: if complete { value } else { root_bound.max(value) },
+        bound: if complete {
+            value
+        } else {
+            root_bound.max(value)
+        },
         method: Method::BranchAndBound,
         exact: complete,
         nodes: Some(nodes.min(node_limit)),
@@ -456,8 +502,16 @@ mod tests {
     }
 
     fn check_consistent(selection: &Selection, items: &[Item]) {
-        let weight: f64 = selection.chosen.iter().map(|&index| items[index].weight).sum();
-        let value: f64 = selection.chosen.iter().map(|&index| items[index].value).sum();
+        let weight: f64 = selection
+            .chosen
+            .iter()
+            .map(|&index| items[index].weight)
+            .sum();
+        let value: f64 = selection
+            .chosen
+            .iter()
+            .map(|&index| items[index].value)
+            .sum();
         assert!((weight - selection.total_weight).abs() < 1e-6);
         assert!((value - selection.total_value).abs() < 1e-6);
     }
@@ -522,13 +576,27 @@ mod tests {
             state ^= state << 17;
             (state % modulus) as f64
         };
-        let list = items(&(0..20).map(|_| (next(97) + 1.0 + next(100) / 100.0, next(200))).collect::<Vec<_>>());
+        let list = items(
+            &(0..20)
+                .map(|_| (next(97) + 1.0 + next(100) / 100.0, next(200)))
+                .collect::<Vec<_>>(),
+        );
         let budget = 400.0;
         let optimum = brute_force_budget(&list, budget);
         let exact = select_within_budget(&list, budget, &SelectOptions::default()).unwrap();
-        assert_eq!(exact.method, Method::BranchAndBound, "fractional weights use branch and bound");
+        assert_eq!(
+            exact.method,
+            Method::BranchAndBound,
+            "fractional weights use branch and bound"
+        );
         assert!((exact.total_value - optimum).abs() < 1e-9);
-        let integral: Vec<Item> = list.iter().map(|item| Item { weight: item.weight.floor(), ..item.clone() }).collect();
+        let integral: Vec<Item> = list
+            .iter()
+            .map(|item| Item {
+                weight: item.weight.floor(),
+                ..item.clone()
+            })
+            .collect();
         let dp = select_within_budget(&integral, budget, &SelectOptions::default()).unwrap();
         assert_eq!(dp.method, Method::DynamicProgramming);
         assert!((dp.total_value - brute_force_budget(&integral, budget)).abs() < 1e-9);
@@ -554,7 +622,15 @@ mod tests {
         let budget = 25_000.0;
         let optimum = select_within_budget(&list, budget, &SelectOptions::default()).unwrap();
         assert_eq!(optimum.method, Method::DynamicProgramming);
-        let greedy = select_within_budget(&list, budget, &SelectOptions { method: MethodChoice::Greedy, ..SelectOptions::default() }).unwrap();
+        let greedy = select_within_budget(
+            &list,
+            budget,
+            &SelectOptions {
+                method: MethodChoice::Greedy,
+                ..SelectOptions::default()
+            },
+        )
+        .unwrap();
         assert!(greedy.total_value <= optimum.total_value);
         assert!(greedy.total_value + greedy.gap >= optimum.total_value);
         assert!(greedy.relative_gap() < 0.05, "{}", greedy.relative_gap());
@@ -572,7 +648,10 @@ mod tests {
         assert!(answer.total_weight <= 5.0e6);
         assert!(answer.bound >= answer.total_value);
         let largest = huge.iter().map(|item| item.value).fold(0.0, f64::max);
-        assert!(answer.gap <= largest, "Dantzig: the gap is below one item's value");
+        assert!(
+            answer.gap <= largest,
+            "Dantzig: the gap is below one item's value"
+        );
     }
 
     #[test]
@@ -580,15 +659,23 @@ mod tests {
         let list = items(&[(1.0, -2.0)]);
         let error = select_within_budget(&list, 3.0, &SelectOptions::default()).unwrap_err();
         assert!(error.to_string().contains("item 0 value"), "{error}");
-        let error = select_within_budget(&items(&[(1.0, 1.0)]), f64::NAN, &SelectOptions::default()).unwrap_err();
+        let error =
+            select_within_budget(&items(&[(1.0, 1.0)]), f64::NAN, &SelectOptions::default())
+                .unwrap_err();
         assert!(error.to_string().contains("budget"));
-        let error = select_cover(&items(&[(1.0, 1.0)]), 5.0, &SelectOptions::default()).unwrap_err();
+        let error =
+            select_cover(&items(&[(1.0, 1.0)]), 5.0, &SelectOptions::default()).unwrap_err();
         assert!(error.to_string().contains("cannot be covered"));
     }
 
     #[test]
     fn zero_weight_items_are_free_and_empty_input_selects_nothing() {
-        let selection = select_within_budget(&items(&[(0.0, 5.0), (3.0, 1.0)]), 0.0, &SelectOptions::default()).unwrap();
+        let selection = select_within_budget(
+            &items(&[(0.0, 5.0), (3.0, 1.0)]),
+            0.0,
+            &SelectOptions::default(),
+        )
+        .unwrap();
         assert_eq!(selection.chosen, [0]);
         assert_eq!(selection.total_value, 5.0);
         let empty = select_within_budget(&[], 10.0, &SelectOptions::default()).unwrap();
@@ -601,7 +688,12 @@ mod tests {
 /// `id_column`, when given, names the items (else the record number does).
 /// Any record that is malformed or lacks a valid number stops the load with
 /// its file and line: selecting over silently partial data would be wrong.
-pub fn load_items(path: &std::path::Path, weight_column: &str, value_column: &str, id_column: Option<&str>) -> DataResult<Vec<Item>> {
+pub fn load_items(
+    path: &std::path::Path,
+    weight_column: &str,
+    value_column: &str,
+    id_column: Option<&str>,
+) -> DataResult<Vec<Item>> {
     use crate::check::Checker;
     use crate::schema::Schema;
     use crate::source::Record;
@@ -613,7 +705,10 @@ pub fn load_items(path: &std::path::Path, weight_column: &str, value_column: &st
         quote(value_column)
     );
     if let Some(id) = id_column {
-        text.push_str(&format!("[[field]]\nname = {}\ntype = \"string\"\n", quote(id)));
+        text.push_str(&format!(
+            "[[field]]\nname = {}\ntype = \"string\"\n",
+            quote(id)
+        ));
     }
     let schema = Schema::parse(path, &text).map_err(|error| match error {
         DataError::Schema { message, .. } => DataError::Invalid {
@@ -647,7 +742,10 @@ pub fn load_items(path: &std::path::Path, weight_column: &str, value_column: &st
                 return Err(DataError::Source {
                     path: path.to_path_buf(),
                     line: record.line,
-                    message: format!("record {}: {} ({})", record.row, violation.message, violation.rule),
+                    message: format!(
+                        "record {}: {} ({})",
+                        record.row, violation.message, violation.rule
+                    ),
                 });
             }
         }

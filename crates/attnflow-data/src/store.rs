@@ -155,13 +155,19 @@ impl Store {
     pub fn open(path: &Path) -> DataResult<Self> {
         let fail = |error| DataError::store(path, error);
         let connection = Connection::open(path).map_err(fail)?;
-        connection.busy_timeout(std::time::Duration::from_secs(30)).map_err(fail)?;
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(fail)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
             .map_err(fail)?;
         connection.execute_batch(TABLES).map_err(fail)?;
         let version: Option<i64> = connection
-            .query_row("SELECT version FROM data_schema_version", [], |row| row.get(0))
+            .query_row("SELECT version FROM data_schema_version", [], |row| {
+                row.get(0)
+            })
             .optional()
             .map_err(fail)?;
         match version {
@@ -206,13 +212,23 @@ impl Store {
             )
             .map_err(self.fail())?;
         let id = self.connection.last_insert_rowid();
-        self.connection.execute_batch("BEGIN").map_err(self.fail())?;
+        self.connection
+            .execute_batch("BEGIN")
+            .map_err(self.fail())?;
         self.pending = 0;
         Ok(id)
     }
 
     /// Registers a source file of a run.
-    pub fn add_source(&mut self, run_id: i64, path: &Path, format: Format, columns: &[String], delimiter: u8, quote: u8) -> DataResult<i64> {
+    pub fn add_source(
+        &mut self,
+        run_id: i64,
+        path: &Path,
+        format: Format,
+        columns: &[String],
+        delimiter: u8,
+        quote: u8,
+    ) -> DataResult<i64> {
         self.connection
             .prepare_cached("INSERT INTO data_sources (run_id, path, format, columns, delimiter, quote) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
             .and_then(|mut statement| {
@@ -232,14 +248,23 @@ impl Store {
     fn tick(&mut self) -> DataResult<()> {
         self.pending += 1;
         if self.pending >= BATCH {
-            self.connection.execute_batch("COMMIT; BEGIN").map_err(self.fail())?;
+            self.connection
+                .execute_batch("COMMIT; BEGIN")
+                .map_err(self.fail())?;
             self.pending = 0;
         }
         Ok(())
     }
 
     /// Appends an accepted record (as a JSON object) to the queue.
-    pub fn enqueue(&mut self, run_id: i64, source_id: i64, row: u64, line: u64, record_json: &str) -> DataResult<()> {
+    pub fn enqueue(
+        &mut self,
+        run_id: i64,
+        source_id: i64,
+        row: u64,
+        line: u64,
+        record_json: &str,
+    ) -> DataResult<()> {
         self.connection
             .prepare_cached("INSERT INTO data_queue (run_id, source_id, row, line, record) VALUES (?1, ?2, ?3, ?4, ?5)")
             .and_then(|mut statement| statement.execute(params![run_id, source_id, row as i64, line as i64, record_json]))
@@ -248,7 +273,13 @@ impl Store {
     }
 
     /// Quarantines a record with all its violations.
-    pub fn quarantine(&mut self, run_id: i64, source_id: i64, record: &Record, violations: &[Violation]) -> DataResult<()> {
+    pub fn quarantine(
+        &mut self,
+        run_id: i64,
+        source_id: i64,
+        record: &Record,
+        violations: &[Violation],
+    ) -> DataResult<()> {
         let first = &violations[0];
         self.connection
             .prepare_cached(
@@ -284,7 +315,12 @@ impl Store {
     }
 
     /// Records the violations a re-check found for a still-quarantined record.
-    pub fn requarantine(&mut self, quarantine_id: i64, run_id: i64, violations: &[Violation]) -> DataResult<()> {
+    pub fn requarantine(
+        &mut self,
+        quarantine_id: i64,
+        run_id: i64,
+        violations: &[Violation],
+    ) -> DataResult<()> {
         let first = &violations[0];
         self.connection
             .prepare_cached(
@@ -307,7 +343,14 @@ impl Store {
 
     /// Commits the run after checking its books against the tables: the
     /// rows it wrote must equal what it counted.
-    pub fn finish_run(&mut self, run_id: i64, read: u64, accepted: u64, quarantined: u64, recheck: bool) -> DataResult<()> {
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        read: u64,
+        accepted: u64,
+        quarantined: u64,
+        recheck: bool,
+    ) -> DataResult<()> {
         let (stored_accepted, stored_quarantined): (i64, i64) = if recheck {
             (
                 self.count("SELECT COUNT(*) FROM data_quarantine WHERE released_by_run = ?1", run_id)?,
@@ -316,10 +359,16 @@ impl Store {
         } else {
             (
                 self.count("SELECT COUNT(*) FROM data_queue WHERE run_id = ?1", run_id)?,
-                self.count("SELECT COUNT(*) FROM data_quarantine WHERE run_id = ?1", run_id)?,
+                self.count(
+                    "SELECT COUNT(*) FROM data_quarantine WHERE run_id = ?1",
+                    run_id,
+                )?,
             )
         };
-        if read != accepted + quarantined || stored_accepted as u64 != accepted || stored_quarantined as u64 != quarantined {
+        if read != accepted + quarantined
+            || stored_accepted as u64 != accepted
+            || stored_quarantined as u64 != quarantined
+        {
             return Err(DataError::Accounting {
                 read,
                 accepted: stored_accepted as u64,
@@ -332,7 +381,9 @@ impl Store {
                 params![run_id, read as i64, accepted as i64, quarantined as i64],
             )
             .map_err(self.fail())?;
-        self.connection.execute_batch("COMMIT").map_err(self.fail())?;
+        self.connection
+            .execute_batch("COMMIT")
+            .map_err(self.fail())?;
         Ok(())
     }
 
@@ -340,26 +391,45 @@ impl Store {
     pub fn abandon_run(&mut self, run_id: i64) {
         let _ = self.connection.execute_batch("ROLLBACK");
         let _ = self.connection.execute_batch("BEGIN");
-        let _ = self.connection.execute("DELETE FROM data_queue WHERE run_id = ?1", [run_id]);
-        let _ = self.connection.execute("DELETE FROM data_quarantine WHERE run_id = ?1", [run_id]);
-        let _ = self.connection.execute("UPDATE data_quarantine SET released_by_run = NULL WHERE released_by_run = ?1", [run_id]);
-        let _ = self.connection.execute("UPDATE data_runs SET status = 'failed' WHERE id = ?1", [run_id]);
+        let _ = self
+            .connection
+            .execute("DELETE FROM data_queue WHERE run_id = ?1", [run_id]);
+        let _ = self
+            .connection
+            .execute("DELETE FROM data_quarantine WHERE run_id = ?1", [run_id]);
+        let _ = self.connection.execute(
+            "UPDATE data_quarantine SET released_by_run = NULL WHERE released_by_run = ?1",
+            [run_id],
+        );
+        let _ = self.connection.execute(
+            "UPDATE data_runs SET status = 'failed' WHERE id = ?1",
+            [run_id],
+        );
         let _ = self.connection.execute_batch("COMMIT");
     }
 
     fn count(&self, sql: &str, run_id: i64) -> DataResult<i64> {
-        self.connection.query_row(sql, [run_id], |row| row.get(0)).map_err(self.fail())
+        self.connection
+            .query_row(sql, [run_id], |row| row.get(0))
+            .map_err(self.fail())
     }
 
     /// Values of `field` already in the queue for schemas named
     /// `schema_name`, to keep `unique` across runs. Calls `visit` per value.
-    pub fn queued_values(&self, schema_name: &str, field: &str, mut visit: impl FnMut(serde_json::Value)) -> DataResult<()> {
+    pub fn queued_values(
+        &self,
+        schema_name: &str,
+        field: &str,
+        mut visit: impl FnMut(serde_json::Value),
+    ) -> DataResult<()> {
         let path = format!("$.\"{}\"", field.replace('"', "\\\""));
         let mut statement = self
             .connection
             .prepare("SELECT json_extract(q.record, ?2) FROM data_queue q JOIN data_runs r ON r.id = q.run_id WHERE r.status = 'done' AND r.schema_name = ?1")
             .map_err(self.fail())?;
-        let mut rows = statement.query(params![schema_name, path]).map_err(self.fail())?;
+        let mut rows = statement
+            .query(params![schema_name, path])
+            .map_err(self.fail())?;
         while let Some(row) = rows.next().map_err(self.fail())? {
             let value = match row.get_ref(0).map_err(self.fail())? {
                 rusqlite::types::ValueRef::Integer(number) => serde_json::Value::from(number),
@@ -368,7 +438,8 @@ impl Store {
                     let text = String::from_utf8_lossy(text);
                     // json_extract returns arrays and objects as JSON text.
                     if text.starts_with('[') {
-                        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.into_owned()))
+                        serde_json::from_str(&text)
+                            .unwrap_or(serde_json::Value::String(text.into_owned()))
                     } else {
                         serde_json::Value::String(text.into_owned())
                     }
@@ -382,7 +453,11 @@ impl Store {
 
     /// Quarantined records not yet released, after `after_id`, at most
     /// `limit`, with their sources (for re-checking).
-    pub fn pending_quarantine(&self, after_id: i64, limit: usize) -> DataResult<Vec<(i64, StoredSource, Record)>> {
+    pub fn pending_quarantine(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> DataResult<Vec<(i64, StoredSource, Record)>> {
         let mut statement = self
             .connection
             .prepare(
@@ -420,7 +495,12 @@ impl Store {
 
     /// Lists quarantined records (pending only unless `include_released`),
     /// optionally of one rule, at most `limit`.
-    pub fn list_quarantine(&self, include_released: bool, rule: Option<&str>, limit: usize) -> DataResult<Vec<QuarantineEntry>> {
+    pub fn list_quarantine(
+        &self,
+        include_released: bool,
+        rule: Option<&str>,
+        limit: usize,
+    ) -> DataResult<Vec<QuarantineEntry>> {
         let mut statement = self
             .connection
             .prepare(
@@ -431,22 +511,25 @@ impl Store {
             )
             .map_err(self.fail())?;
         let rows = statement
-            .query_map(params![include_released, rule, limit.min(i64::MAX as usize) as i64], |row| {
-                let violations: String = row.get(9)?;
-                Ok(QuarantineEntry {
-                    id: row.get(0)?,
-                    run_id: row.get(1)?,
-                    source: row.get(2)?,
-                    row: row.get::<_, i64>(3)? as u64,
-                    line: row.get::<_, i64>(4)? as u64,
-                    field: row.get(5)?,
-                    rule: row.get(6)?,
-                    value: row.get(7)?,
-                    message: row.get(8)?,
-                    violations: serde_json::from_str(&violations).unwrap_or_default(),
-                    released_by_run: row.get(10)?,
-                })
-            })
+            .query_map(
+                params![include_released, rule, limit.min(i64::MAX as usize) as i64],
+                |row| {
+                    let violations: String = row.get(9)?;
+                    Ok(QuarantineEntry {
+                        id: row.get(0)?,
+                        run_id: row.get(1)?,
+                        source: row.get(2)?,
+                        row: row.get::<_, i64>(3)? as u64,
+                        line: row.get::<_, i64>(4)? as u64,
+                        field: row.get(5)?,
+                        rule: row.get(6)?,
+                        value: row.get(7)?,
+                        message: row.get(8)?,
+                        violations: serde_json::from_str(&violations).unwrap_or_default(),
+                        released_by_run: row.get(10)?,
+                    })
+                },
+            )
             .map_err(self.fail())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.fail())
     }
@@ -461,7 +544,9 @@ impl Store {
             )
             .map_err(self.fail())?;
         let rows = statement
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64)))
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
+            })
             .map_err(self.fail())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.fail())
     }
@@ -492,8 +577,34 @@ impl Store {
     /// Number of rows in the queue from finished runs.
     pub fn queue_length(&self) -> DataResult<u64> {
         self.connection
-            .query_row("SELECT COUNT(*) FROM data_ready", [], |row| row.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM data_ready", [], |row| {
+                row.get::<_, i64>(0)
+            })
             .map(|count| count as u64)
             .map_err(self.fail())
+    }
+
+    /// Visits the records one run accepted into the queue, in queue order,
+    /// as JSON objects (what training reads).
+    pub fn queued_records(
+        &self,
+        run_id: i64,
+        mut visit: impl FnMut(serde_json::Value),
+    ) -> DataResult<()> {
+        let mut statement = self
+            .connection
+            .prepare("SELECT record FROM data_queue WHERE run_id = ?1 ORDER BY id")
+            .map_err(self.fail())?;
+        let mut rows = statement.query(params![run_id]).map_err(self.fail())?;
+        while let Some(row) = rows.next().map_err(self.fail())? {
+            let text: String = row.get(0).map_err(self.fail())?;
+            // The store wrote this JSON itself; a row that does not parse
+            // means the file was damaged, which `fail` reports.
+            let value = serde_json::from_str(&text).map_err(|error| {
+                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
+            });
+            visit(value.map_err(self.fail())?);
+        }
+        Ok(())
     }
 }

@@ -77,13 +77,27 @@ fn corruption_strategy() -> impl Strategy<Value = Corruption> {
 /// against it and is then followed by text).
 fn clean_row(id: usize, seed: u64) -> String {
     let name = format!("n{}x{}", seed % 1000, id);
-    let name = if seed % 3 == 0 { format!("\"{name},q\"") } else { name };
-    format!("{id},{name},{}.{},{}\n", seed % 100, seed % 10, if seed % 2 == 0 { "true" } else { "false" })
+    let name = if seed % 3 == 0 {
+        format!("\"{name},q\"")
+    } else {
+        name
+    };
+    format!(
+        "{id},{name},{}.{},{}\n",
+        seed % 100,
+        seed % 10,
+        if seed % 2 == 0 { "true" } else { "false" }
+    )
 }
 
 fn corrupt_row(id: usize, seed: u64, corruption: Corruption) -> Vec<u8> {
     match corruption {
-        Corruption::InvalidUtf8 => format!("{id},bad\u{1}name,1.5,true\n").replace('\u{1}', "\u{0}").into_bytes().into_iter().map(|byte| if byte == 0 { 0xFF } else { byte }).collect(),
+        Corruption::InvalidUtf8 => format!("{id},bad\u{1}name,1.5,true\n")
+            .replace('\u{1}', "\u{0}")
+            .into_bytes()
+            .into_iter()
+            .map(|byte| if byte == 0 { 0xFF } else { byte })
+            .collect(),
         Corruption::CutLine => format!("{id},cut\n").into_bytes(),
         Corruption::QuoteInField => format!("{id},ab\"cd,2.5,false\n").into_bytes(),
         Corruption::UnclosedQuote => format!("{id},\"open,{}.5,true\n", seed % 100).into_bytes(),
@@ -113,15 +127,29 @@ fn assert_every_byte_accounted(body: &[u8], records: &[Record]) {
                 break;
             }
         }
-        assert_eq!(&body[position..position + record.raw.len()], &record.raw[..], "record at line {}", record.line);
+        assert_eq!(
+            &body[position..position + record.raw.len()],
+            &record.raw[..],
+            "record at line {}",
+            record.line
+        );
         position += record.raw.len();
     }
-    assert!(body[position..].iter().all(|&byte| byte == b'\n' || byte == b'\r'), "unread bytes left");
+    assert!(
+        body[position..]
+            .iter()
+            .all(|&byte| byte == b'\n' || byte == b'\r'),
+        "unread bytes left"
+    );
 }
 
 fn read_csv_records(bytes: &[u8]) -> (usize, Vec<Record>) {
-    let header_length = bytes.iter().position(|&byte| byte == b'\n').map_or(bytes.len(), |index| index + 1);
-    let mut source = CsvSource::new(bytes, Path::new("data.csv"), &SourceOptions::default(), 4).unwrap();
+    let header_length = bytes
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .map_or(bytes.len(), |index| index + 1);
+    let mut source =
+        CsvSource::new(bytes, Path::new("data.csv"), &SourceOptions::default(), 4).unwrap();
     let mut records = Vec::new();
     let mut record = Record::default();
     while source.next_record(&mut record).unwrap() {

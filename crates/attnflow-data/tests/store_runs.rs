@@ -48,12 +48,29 @@ fn write(directory: &Path, name: &str, text: &[u8]) -> PathBuf {
 #[test]
 fn a_run_routes_every_record_and_a_recheck_releases_fixed_ones() {
     let directory = tempfile::tempdir().unwrap();
-    let csv = write(directory.path(), "people.csv", b"id,age\n1,30\n2,150\n3,\"x\n4,40,9\n5,-1\n1,20\n");
-    let jsonl = write(directory.path(), "more.jsonl", b"{\"id\": 6, \"age\": 199}\n{\"id\": 7, \"age\": \"old\"}\nnot json\n");
+    let csv = write(
+        directory.path(),
+        "people.csv",
+        b"id,age\n1,30\n2,150\n3,\"x\n4,40,9\n5,-1\n1,20\n",
+    );
+    let jsonl = write(
+        directory.path(),
+        "more.jsonl",
+        b"{\"id\": 6, \"age\": 199}\n{\"id\": 7, \"age\": \"old\"}\nnot json\n",
+    );
     let mut store = Store::open(&directory.path().join("store.db")).unwrap();
 
-    let report = check_files(&schema(STRICT), &[csv.clone(), jsonl], Some(&mut store), &CheckOptions::default()).unwrap();
-    assert_eq!((report.read, report.accepted, report.quarantined), (9, 1, 8));
+    let report = check_files(
+        &schema(STRICT),
+        &[csv.clone(), jsonl],
+        Some(&mut store),
+        &CheckOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (report.read, report.accepted, report.quarantined),
+        (9, 1, 8)
+    );
     assert_eq!(report.by_rule["max"], 2);
     // The quote opened on line 4 is never closed: only that line is lost.
     assert_eq!(report.by_rule["truncated"], 1);
@@ -65,7 +82,15 @@ fn a_run_routes_every_record_and_a_recheck_releases_fixed_ones() {
     assert_eq!(store.queue_length().unwrap(), 1);
     let entries = store.list_quarantine(false, Some("max"), 100).unwrap();
     assert_eq!(entries.len(), 2);
-    assert_eq!((entries[0].row, entries[0].line, entries[0].field.as_deref(), entries[0].value.as_deref()), (2, 3, Some("age"), Some("150")));
+    assert_eq!(
+        (
+            entries[0].row,
+            entries[0].line,
+            entries[0].field.as_deref(),
+            entries[0].value.as_deref()
+        ),
+        (2, 3, Some("age"), Some("150"))
+    );
     assert!(entries[0].source.ends_with("people.csv"));
 
     // The schema is relaxed: the two ages above 120 are now valid.
@@ -75,10 +100,22 @@ fn a_run_routes_every_record_and_a_recheck_releases_fixed_ones() {
     assert_eq!(store.list_quarantine(false, None, 100).unwrap().len(), 6);
     assert_eq!(store.list_quarantine(true, None, 100).unwrap().len(), 8);
     // Id 1 is still a duplicate of the queued record, even in a re-check.
-    assert_eq!(store.list_quarantine(false, Some("unique"), 100).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_quarantine(false, Some("unique"), 100)
+            .unwrap()
+            .len(),
+        1
+    );
 
     // A second check of the same file finds its ids already queued.
-    let twice = check_files(&schema(RELAXED), &[csv], Some(&mut store), &CheckOptions::default()).unwrap();
+    let twice = check_files(
+        &schema(RELAXED),
+        &[csv],
+        Some(&mut store),
+        &CheckOptions::default(),
+    )
+    .unwrap();
     assert_eq!(twice.by_rule.get("unique"), Some(&3), "{:?}", twice.by_rule);
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 3);
@@ -91,7 +128,13 @@ fn a_bad_header_stops_before_anything_is_written() {
     let good = write(directory.path(), "good.csv", b"id,age\n1,2\n");
     let bad = write(directory.path(), "bad.csv", b"name,age\nx,2\n");
     let mut store = Store::open(&directory.path().join("store.db")).unwrap();
-    let error = check_files(&schema(STRICT), &[good, bad], Some(&mut store), &CheckOptions::default()).unwrap_err();
+    let error = check_files(
+        &schema(STRICT),
+        &[good, bad],
+        Some(&mut store),
+        &CheckOptions::default(),
+    )
+    .unwrap_err();
     assert!(error.to_string().contains("bad.csv:1"), "{error}");
     assert!(error.is_bad_input());
     assert!(store.runs().unwrap().is_empty());
@@ -103,7 +146,9 @@ fn a_newer_store_version_is_refused() {
     let path = directory.path().join("store.db");
     drop(Store::open(&path).unwrap());
     let connection = rusqlite::Connection::open(&path).unwrap();
-    connection.execute("UPDATE data_schema_version SET version = 99", []).unwrap();
+    connection
+        .execute("UPDATE data_schema_version SET version = 99", [])
+        .unwrap();
     drop(connection);
     let error = Store::open(&path).err().unwrap();
     assert!(error.to_string().contains("version 99"), "{error}");

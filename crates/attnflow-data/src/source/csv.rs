@@ -37,13 +37,26 @@ pub struct CsvSource<R> {
 
 enum Outcome {
     NeedMore,
-    Record { end: usize },
-    Fault { kind: MalformedKind, at: usize, message: &'static str },
+    Record {
+        end: usize,
+    },
+    Fault {
+        kind: MalformedKind,
+        at: usize,
+        message: &'static str,
+    },
 }
 
 /// Parses one record from `input` (which starts at a record boundary),
 /// writing unescaped fields into `scratch` and their ends into `ends`.
-fn parse(input: &[u8], eof: bool, delimiter: u8, quote: u8, scratch: &mut Vec<u8>, ends: &mut Vec<usize>) -> Outcome {
+fn parse(
+    input: &[u8],
+    eof: bool,
+    delimiter: u8,
+    quote: u8,
+    scratch: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) -> Outcome {
     scratch.clear();
     ends.clear();
     let mut index = 0;
@@ -154,10 +167,15 @@ fn parse(input: &[u8], eof: bool, delimiter: u8, quote: u8, scratch: &mut Vec<u8
     }
 }
 
-impl<R: Read> CsvSource<R> {
+impl<R: Read + Send> CsvSource<R> {
     /// Opens a CSV stream; reads the header when `options.header` is set,
     /// otherwise expects `field_count` columns in schema order.
-    pub fn new(input: R, path: &Path, options: &SourceOptions, field_count: usize) -> DataResult<Self> {
+    pub fn new(
+        input: R,
+        path: &Path,
+        options: &SourceOptions,
+        field_count: usize,
+    ) -> DataResult<Self> {
         let mut source = Self::with_columns(input, path, options, Vec::new());
         source.expected_columns = field_count;
         if options.header {
@@ -204,7 +222,12 @@ impl<R: Read> CsvSource<R> {
 
     /// A headerless stream whose columns are already known (used to
     /// re-parse quarantined raw bytes).
-    pub fn with_columns(input: R, path: &Path, options: &SourceOptions, columns: Vec<String>) -> Self {
+    pub fn with_columns(
+        input: R,
+        path: &Path,
+        options: &SourceOptions,
+        columns: Vec<String>,
+    ) -> Self {
         Self {
             input,
             path: path.to_path_buf(),
@@ -257,7 +280,10 @@ impl<R: Read> CsvSource<R> {
     }
 
     fn advance(&mut self, count: usize) {
-        let newlines = self.buffer[self.position..self.position + count].iter().filter(|&&byte| byte == b'\n').count();
+        let newlines = self.buffer[self.position..self.position + count]
+            .iter()
+            .filter(|&&byte| byte == b'\n')
+            .count();
         self.line += newlines as u64;
         self.position += count;
         self.consumed += count as u64;
@@ -296,7 +322,7 @@ impl<R: Read> CsvSource<R> {
     }
 }
 
-impl<R: Read> RecordSource for CsvSource<R> {
+impl<R: Read + Send> RecordSource for CsvSource<R> {
     fn next_record(&mut self, record: &mut Record) -> DataResult<bool> {
         // Skip blank lines: they hold no record.
         loop {
@@ -306,14 +332,20 @@ impl<R: Read> RecordSource for CsvSource<R> {
                 }
                 continue;
             }
-            if self.consumed == 0 && self.buffer[self.position..self.filled].starts_with(b"\xEF\xBB\xBF") {
+            if self.consumed == 0
+                && self.buffer[self.position..self.filled].starts_with(b"\xEF\xBB\xBF")
+            {
                 self.position += 3;
                 self.consumed += 3;
                 continue;
             }
             match self.buffer[self.position] {
                 b'\n' => self.advance(1),
-                b'\r' => match self.buffer.get(self.position + 1).filter(|_| self.position + 1 < self.filled) {
+                b'\r' => match self
+                    .buffer
+                    .get(self.position + 1)
+                    .filter(|_| self.position + 1 < self.filled)
+                {
                     Some(b'\n') => self.advance(2),
                     None if !self.eof => {
                         self.fill()?;
@@ -357,7 +389,12 @@ impl<R: Read> RecordSource for CsvSource<R> {
                 Outcome::Fault { kind, at, message } => {
                     let before = &self.buffer[self.position..self.position + at];
                     let line_offset = before.iter().filter(|&&byte| byte == b'\n').count() as u64;
-                    let column = before.len() - before.iter().rposition(|&byte| byte == b'\n').map_or(0, |index| index + 1) + 1;
+                    let column = before.len()
+                        - before
+                            .iter()
+                            .rposition(|&byte| byte == b'\n')
+                            .map_or(0, |index| index + 1)
+                        + 1;
                     let fault = Malformed {
                         kind,
                         column: Some(self.ends.len() as u64 + 1),
@@ -371,12 +408,18 @@ impl<R: Read> RecordSource for CsvSource<R> {
                     return Ok(true);
                 }
                 Outcome::Record { end } => {
-                    record.raw.extend_from_slice(&self.buffer[self.position..self.position + end]);
+                    record
+                        .raw
+                        .extend_from_slice(&self.buffer[self.position..self.position + end]);
                     self.advance(end);
                     let scratch = std::mem::take(&mut self.scratch);
                     let ends = std::mem::take(&mut self.ends);
                     // Reuse the record's previous allocations for the next parse.
-                    if let Body::Text { text, ends: old_ends } = std::mem::replace(&mut record.body, Body::Json(Default::default())) {
+                    if let Body::Text {
+                        text,
+                        ends: old_ends,
+                    } = std::mem::replace(&mut record.body, Body::Json(Default::default()))
+                    {
                         self.scratch = text.into_bytes();
                         self.ends = old_ends;
                     }
@@ -389,7 +432,10 @@ impl<R: Read> RecordSource for CsvSource<R> {
                                 Body::Malformed(Malformed {
                                     kind: MalformedKind::ColumnCount,
                                     column: None,
-                                    message: format!("expected {} fields, found {found}", self.expected_columns),
+                                    message: format!(
+                                        "expected {} fields, found {found}",
+                                        self.expected_columns
+                                    ),
                                 })
                             } else {
                                 Body::Text { text, ends }
@@ -397,7 +443,10 @@ impl<R: Read> RecordSource for CsvSource<R> {
                         }
                         Err(error) => {
                             let valid = error.utf8_error().valid_up_to();
-                            let field = ends.iter().position(|&end| end > valid).unwrap_or(ends.len().saturating_sub(1));
+                            let field = ends
+                                .iter()
+                                .position(|&end| end > valid)
+                                .unwrap_or(ends.len().saturating_sub(1));
                             self.scratch = error.into_bytes();
                             self.ends = ends;
                             Body::Malformed(Malformed {
@@ -438,7 +487,9 @@ mod tests {
 
     fn fields(record: &Record) -> Vec<String> {
         match &record.body {
-            Body::Text { ends, .. } => (0..ends.len()).map(|index| record.text_field(index).unwrap().to_owned()).collect(),
+            Body::Text { ends, .. } => (0..ends.len())
+                .map(|index| record.text_field(index).unwrap().to_owned())
+                .collect(),
             other => panic!("not text: {other:?}"),
         }
     }
@@ -462,7 +513,10 @@ mod tests {
         assert_eq!((records[1].row, records[1].line), (2, 5));
         assert_eq!(fields(&records[2]), ["5", "6", "7"]);
         assert_eq!(records[2].line, 6);
-        let raw: Vec<u8> = records.iter().flat_map(|record| record.raw.clone()).collect();
+        let raw: Vec<u8> = records
+            .iter()
+            .flat_map(|record| record.raw.clone())
+            .collect();
         assert_eq!(raw, b"1,\"x,\"\"y\"\"\nz\",3\r\n4,,\"\"\n5,6,7");
     }
 
@@ -521,7 +575,9 @@ mod tests {
         assert_eq!(fault(&records[0]), MalformedKind::TooLong);
         assert_eq!(records[0].raw, b"1,\"never closed\n");
         assert_eq!(records.len(), 1999);
-        assert!(records[1..].iter().all(|record| matches!(record.body, Body::Text { .. })));
+        assert!(records[1..]
+            .iter()
+            .all(|record| matches!(record.body, Body::Text { .. })));
         assert_eq!(records[1].line, 3);
     }
 
@@ -545,9 +601,23 @@ mod tests {
 
     #[test]
     fn header_faults_are_errors() {
-        assert!(CsvSource::new(&b""[..], Path::new("t.csv"), &SourceOptions::default(), 1).is_err());
-        assert!(CsvSource::new(&b"a,a\n"[..], Path::new("t.csv"), &SourceOptions::default(), 1).is_err());
-        assert!(CsvSource::new(&b"a,\"b\n"[..], Path::new("t.csv"), &SourceOptions::default(), 1).is_err());
+        assert!(
+            CsvSource::new(&b""[..], Path::new("t.csv"), &SourceOptions::default(), 1).is_err()
+        );
+        assert!(CsvSource::new(
+            &b"a,a\n"[..],
+            Path::new("t.csv"),
+            &SourceOptions::default(),
+            1
+        )
+        .is_err());
+        assert!(CsvSource::new(
+            &b"a,\"b\n"[..],
+            Path::new("t.csv"),
+            &SourceOptions::default(),
+            1
+        )
+        .is_err());
     }
 
     #[test]
@@ -563,7 +633,13 @@ mod tests {
         }
         let data = b"a,b\r\n1,\"x\r\ny\"\r\n2,q\"\r\n3,\"z\"\r\n";
         let (_, expected) = read_all(data, &SourceOptions::default(), 0);
-        let mut source = CsvSource::new(Trickle(data), Path::new("t.csv"), &SourceOptions::default(), 0).unwrap();
+        let mut source = CsvSource::new(
+            Trickle(data),
+            Path::new("t.csv"),
+            &SourceOptions::default(),
+            0,
+        )
+        .unwrap();
         let mut record = Record::default();
         let mut records = Vec::new();
         while source.next_record(&mut record).unwrap() {

@@ -18,7 +18,7 @@ pub struct JsonlSource<R> {
     max_record_bytes: usize,
 }
 
-impl<R: Read> JsonlSource<R> {
+impl<R: Read + Send> JsonlSource<R> {
     /// Wraps a reader.
     pub fn new(input: R, path: &Path, max_record_bytes: usize) -> Self {
         Self {
@@ -66,7 +66,7 @@ impl<R: Read> JsonlSource<R> {
     }
 }
 
-impl<R: Read> RecordSource for JsonlSource<R> {
+impl<R: Read + Send> RecordSource for JsonlSource<R> {
     fn next_record(&mut self, record: &mut Record) -> DataResult<bool> {
         let mut line = std::mem::take(&mut record.raw);
         loop {
@@ -138,7 +138,11 @@ fn parse_line(line: &[u8], had_newline: bool) -> Body {
         Err(error) => {
             let truncated = error.is_eof() && !had_newline;
             Body::Malformed(Malformed {
-                kind: if truncated { MalformedKind::Truncated } else { MalformedKind::InvalidJson },
+                kind: if truncated {
+                    MalformedKind::Truncated
+                } else {
+                    MalformedKind::InvalidJson
+                },
                 column: Some(error.column() as u64),
                 message: if truncated {
                     format!("the file ends inside this JSON object ({error})")
@@ -193,7 +197,9 @@ mod tests {
         let mut record = Record::default();
         assert!(source.next_record(&mut record).unwrap());
         assert!(record.raw_cut && record.raw.len() == 64);
-        assert!(matches!(&record.body, Body::Malformed(fault) if fault.kind == MalformedKind::TooLong));
+        assert!(
+            matches!(&record.body, Body::Malformed(fault) if fault.kind == MalformedKind::TooLong)
+        );
         assert!(source.next_record(&mut record).unwrap());
         assert!(matches!(record.body, Body::Json(_)));
         assert_eq!(record.line, 2);

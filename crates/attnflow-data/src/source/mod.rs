@@ -136,7 +136,7 @@ impl Record {
 }
 
 /// A stream of records.
-pub trait RecordSource {
+pub trait RecordSource: Send {
     /// Reads the next record into `record`; `Ok(false)` at the end. Errors
     /// are I/O failures only: malformed input comes back as a record.
     fn next_record(&mut self, record: &mut Record) -> DataResult<bool>;
@@ -150,7 +150,12 @@ pub trait RecordSource {
 }
 
 /// Opens `path` as a source of the given format.
-pub fn open(path: &Path, format: Format, options: &SourceOptions, field_count: usize) -> DataResult<Box<dyn RecordSource>> {
+pub fn open(
+    path: &Path,
+    format: Format,
+    options: &SourceOptions,
+    field_count: usize,
+) -> DataResult<Box<dyn RecordSource>> {
     let file = File::open(path).map_err(|error| DataError::io(path, error))?;
     Ok(match format {
         Format::Csv => Box::new(CsvSource::new(file, path, options, field_count)?),
@@ -161,13 +166,18 @@ pub fn open(path: &Path, format: Format, options: &SourceOptions, field_count: u
 
 /// Opens `path` with the options and format of `schema`.
 pub fn open_for_schema(path: &Path, schema: &Schema) -> DataResult<Box<dyn RecordSource>> {
-    open(path, schema.format_of(path)?, &schema.source, schema.fields.len())
+    open(
+        path,
+        schema.format_of(path)?,
+        &schema.source,
+        schema.fields.len(),
+    )
 }
 
 /// Reads records from any reader (used for re-checking quarantined raw
 /// bytes and by the fuzz targets).
 pub fn from_reader<'a>(
-    reader: impl Read + 'a,
+    reader: impl Read + Send + 'a,
     name: &Path,
     format: Format,
     options: &SourceOptions,

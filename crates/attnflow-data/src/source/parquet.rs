@@ -69,15 +69,21 @@ fn to_json(field: &Field) -> serde_json::Value {
         Field::UShort(value) => Value::from(*value),
         Field::UInt(value) => Value::from(*value),
         Field::ULong(value) => Value::from(*value),
-        Field::Float(value) => serde_json::Number::from_f64(f64::from(*value)).map_or_else(|| Value::String(value.to_string()), Value::Number),
-        Field::Double(value) => serde_json::Number::from_f64(*value).map_or_else(|| Value::String(value.to_string()), Value::Number),
+        Field::Float(value) => serde_json::Number::from_f64(f64::from(*value))
+            .map_or_else(|| Value::String(value.to_string()), Value::Number),
+        Field::Double(value) => serde_json::Number::from_f64(*value)
+            .map_or_else(|| Value::String(value.to_string()), Value::Number),
         Field::Str(text) => Value::String(text.clone()),
         Field::Bytes(bytes) => match std::str::from_utf8(bytes.data()) {
             Ok(text) => Value::String(text.to_owned()),
             Err(_) => Value::Array(bytes.data().iter().map(|&byte| Value::from(byte)).collect()),
         },
         Field::ListInternal(list) => Value::Array(list.elements().iter().map(to_json).collect()),
-        Field::Group(row) => Value::Object(row.get_column_iter().map(|(name, field)| (name.clone(), to_json(field))).collect()),
+        Field::Group(row) => Value::Object(
+            row.get_column_iter()
+                .map(|(name, field)| (name.clone(), to_json(field)))
+                .collect(),
+        ),
         Field::MapInternal(map) => Value::Array(
             map.entries()
                 .iter()
@@ -103,9 +109,12 @@ impl RecordSource for ParquetSource {
         record.raw.clear();
         match next {
             Ok(row) => {
-                let map: serde_json::Map<String, serde_json::Value> =
-                    row.get_column_iter().map(|(name, field)| (name.clone(), to_json(field))).collect();
-                serde_json::to_writer(&mut record.raw, &map).map_err(|error| DataError::io(&self.path, error.into()))?;
+                let map: serde_json::Map<String, serde_json::Value> = row
+                    .get_column_iter()
+                    .map(|(name, field)| (name.clone(), to_json(field)))
+                    .collect();
+                serde_json::to_writer(&mut record.raw, &map)
+                    .map_err(|error| DataError::io(&self.path, error.into()))?;
                 record.body = Body::Json(map);
             }
             Err(error) => {
@@ -117,7 +126,10 @@ impl RecordSource for ParquetSource {
                 record.body = Body::Malformed(Malformed {
                     kind: MalformedKind::Unreadable,
                     column: None,
-                    message: format!("cannot decode rows from {} on ({left} rows declared left): {error}", self.row),
+                    message: format!(
+                        "cannot decode rows from {} on ({left} rows declared left): {error}",
+                        self.row
+                    ),
                 });
             }
         }
