@@ -525,6 +525,77 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// On random chains with at least one absorbing state: N (I - Q) = I,
+        /// rows of B sum to the absorption probability (1 where certain),
+        /// and t = 1 + Q t.
+        #[test]
+        fn absorption_identities_hold_on_random_chains(
+            size in 2_usize..7,
+            weights in proptest::collection::vec(0_u8..4, 49),
+            absorbing_count in 1_usize..3,
+        ) {
+            let absorbing_count = absorbing_count.min(size - 1);
+            let mut matrix = DMatrix::zeros(size, size);
+            for row in 0..size {
+                if row >= size - absorbing_count {
+                    matrix[(row, row)] = 1.0;
+                    continue;
+                }
+                let raw: Vec<f64> = (0..size).map(|column| f64::from(weights[row * 7 + column])).collect();
+                let total: f64 = raw.iter().sum();
+                for column in 0..size {
+                    matrix[(row, column)] = if total > 0.0 {
+                        raw[column] / total
+                    } else if column == (row + 1) % size {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                }
+                if matrix[(row, row)] == 1.0 {
+                    // Keep transient rows transient.
+                    matrix[(row, row)] = 0.5;
+                    matrix[(row, size - 1)] += 0.5;
+                }
+            }
+            let chain = MarkovChain::new(names(size), matrix.clone()).unwrap();
+            let absorption = chain.absorption().unwrap();
+            let solvable = &absorption.fundamental_states;
+            let index = |name: &String| chain.states.iter().position(|state| state == name).unwrap();
+            for (row, from) in solvable.iter().enumerate() {
+                for (column, to) in solvable.iter().enumerate() {
+                    // (N (I - Q))_{row, column}
+                    let mut value = 0.0;
+                    for (middle, via) in solvable.iter().enumerate() {
+                        let identity = if middle == column { 1.0 } else { 0.0 };
+                        value += absorption.fundamental[row][middle]
+                            * (identity - matrix[(index(via), index(to))]);
+                    }
+                    let expected = if row == column { 1.0 } else { 0.0 };
+                    proptest::prop_assert!((value - expected).abs() < 1e-8, "{from}->{to}: {value}");
+                }
+            }
+            for state in &absorption.transient {
+                let total: f64 = absorption.absorption_probabilities[state].values().sum();
+                if absorption.not_certain.contains(state) {
+                    proptest::prop_assert!(total < 1.0 - 1e-12 || absorption.never_absorbed.contains(state));
+                } else {
+                    proptest::prop_assert!((total - 1.0).abs() < 1e-9, "{state}: {total}");
+                    let steps = absorption.expected_steps[state].unwrap();
+                    let mut recursion = 1.0;
+                    for next in &absorption.transient {
+                        if let Some(next_steps) = absorption.expected_steps[next] {
+                            recursion += matrix[(index(state), index(next))] * next_steps;
+                        }
+                    }
+                    proptest::prop_assert!((steps - recursion).abs() < 1e-8 * steps.max(1.0));
+                }
+            }
+            proptest::prop_assert_eq!(absorption.certain, absorption.never_absorbed.is_empty());
+        }
+    }
+
     #[test]
     fn non_stochastic_matrix_is_rejected() {
         let matrix = DMatrix::from_row_slice(2, 2, &[0.5, 0.4, 0.0, 1.0]);

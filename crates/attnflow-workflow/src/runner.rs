@@ -193,8 +193,8 @@ impl<'a> Runner<'a> {
                 .into());
             };
 
-            let step = match self.store.open_step(run_id)? {
-                Some(step) if step.state == state.name => step,
+            let (step, fresh) = match self.store.open_step(run_id)? {
+                Some(step) if step.state == state.name => (step, false),
                 Some(step) => {
                     return Err(StoreError::Corrupt {
                         path: self.store.path().to_string(),
@@ -206,12 +206,23 @@ impl<'a> Runner<'a> {
                     .into())
                 }
                 None => {
-                    let step = self.store.begin_step(lease, &state.name, run.epoch)?;
+                    let earlier_visits = self.store.visits(run_id, &state.name, run.epoch)?;
+                    let exhausted = active
+                        .max_visits
+                        .is_some_and(|maximum| earlier_visits >= i64::from(maximum));
+                    // The common path records the step and its first attempt
+                    // together; an exhausted step runs no attempt.
+                    let step = if exhausted {
+                        self.store.begin_step(lease, &state.name, run.epoch)?
+                    } else {
+                        self.store
+                            .begin_step_with_attempt(lease, &state.name, run.epoch)?
+                    };
                     (self.observer)(&Progress::StepStarted {
                         step: step.seq,
                         state: state.name.clone(),
                     });
-                    step
+                    (step, !exhausted)
                 }
             };
 
@@ -237,7 +248,9 @@ impl<'a> Runner<'a> {
                 }
             }
 
-            let (attempt, rerun) = if step.attempt == 0 {
+            let (attempt, rerun) = if fresh {
+                (1, false)
+            } else if step.attempt == 0 {
                 (1, false)
             } else if step.attempt_open {
                 (step.attempt, true)
@@ -256,8 +269,10 @@ impl<'a> Runner<'a> {
                 (step.attempt + 1, false)
             };
             let key = TaskContext::idempotency_key_for(run_id, step.seq, attempt as u32);
-            self.store
-                .start_attempt(lease, &step, attempt, &key, rerun)?;
+            if !fresh {
+                self.store
+                    .start_attempt(lease, &step, attempt, &key, rerun)?;
+            }
             (self.observer)(&Progress::AttemptStarted {
                 state: state.name.clone(),
                 attempt,

@@ -1005,6 +1005,41 @@ mod tests {
         assert!(error.message.contains("unknown task `nope`"), "{error}");
     }
 
+    proptest::proptest! {
+        /// Any text, and the default spec with any one line removed or any
+        /// byte range cut out, is accepted or rejected with a place inside
+        /// the text; never a panic.
+        #[test]
+        fn malformed_specs_never_panic(
+            text in "\\PC{0,200}",
+            line in 0_usize..60,
+            start in 0_usize..2000,
+            length in 0_usize..40,
+        ) {
+            if let Err(error) = Spec::parse("fuzz.toml", &text) {
+                proptest::prop_assert!(error.span.end <= text.len());
+            }
+            let lines: Vec<&str> = DEFAULT_SPEC_SOURCE.lines().collect();
+            let without_line: String = lines
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| *index != line % lines.len())
+                .map(|(_, text)| format!("{text}\n"))
+                .collect();
+            if let Err(error) = Spec::parse("fuzz.toml", &without_line) {
+                proptest::prop_assert!(error.line >= 1 && error.line <= lines.len() + 1);
+            }
+            let bytes = DEFAULT_SPEC_SOURCE.as_bytes();
+            let start = start % bytes.len();
+            let end = (start + length).min(bytes.len());
+            let cut = [&bytes[..start], &bytes[end..]].concat();
+            let cut = String::from_utf8_lossy(&cut).into_owned();
+            if let Err(error) = Spec::parse("fuzz.toml", &cut) {
+                proptest::prop_assert!(error.span.start <= cut.len());
+            }
+        }
+    }
+
     #[test]
     fn backoff_grows_exponentially_and_is_capped() {
         let policy = RetryPolicy {

@@ -163,7 +163,12 @@ fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
 
 fn store_error(error: StoreError) -> CliError {
     match error {
-        StoreError::UnknownRun { .. } => CliError::bad_input(miette!("{error}")),
+        // A --db that cannot be opened or is not an SQLite file is bad input.
+        StoreError::UnknownRun { .. }
+        | StoreError::Sqlite {
+            operation: "open" | "configure",
+            ..
+        } => CliError::bad_input(miette!("{error}")),
         other => CliError::failed(miette!("{other}")),
     }
 }
