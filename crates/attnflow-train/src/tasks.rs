@@ -39,11 +39,20 @@ pub enum Task {
         /// The text file (UTF-8).
         path: PathBuf,
     },
+    /// Sequence-to-sequence pairs from a JSON Lines file, one
+    /// `{"input": [...], "target": [...]}` object a line (tokens as strings
+    /// or numbers, or one space-separated string): the records a quality
+    /// check accepted. All inputs share one length, all targets another.
+    Pairs {
+        /// The JSON Lines file.
+        path: PathBuf,
+    },
 }
 
 impl Task {
     /// The names `parse` accepts, for messages.
-    pub const NAMES: &'static str = "copy, reverse, sort, recall (alias induction), text:PATH";
+    pub const NAMES: &'static str =
+        "copy, reverse, sort, recall (alias induction), text:PATH, pairs:PATH";
 
     /// Parses `copy`, `reverse`, `sort`, `recall` (or `induction`) and
     /// `text:PATH`.
@@ -53,8 +62,11 @@ impl Task {
             "reverse" => Task::Reverse,
             "sort" => Task::Sort,
             "recall" | "induction" | "associative-recall" => Task::Recall,
-            _ => match text.strip_prefix("text:") {
-                Some(path) if !path.is_empty() => Task::Text {
+            _ => match (text.strip_prefix("text:"), text.strip_prefix("pairs:")) {
+                (Some(path), _) if !path.is_empty() => Task::Text {
+                    path: PathBuf::from(path),
+                },
+                (_, Some(path)) if !path.is_empty() => Task::Pairs {
                     path: PathBuf::from(path),
                 },
                 _ => {
@@ -75,6 +87,7 @@ impl Task {
             Task::Sort => "sort".into(),
             Task::Recall => "recall".into(),
             Task::Text { path } => format!("text:{}", path.display()),
+            Task::Pairs { path } => format!("pairs:{}", path.display()),
         }
     }
 }
@@ -128,6 +141,13 @@ pub struct Batch {
     pub examples: Vec<Example>,
 }
 
+/// Pairs read from a file, as token ids, and how they are split.
+struct PairData {
+    pairs: Vec<(Vec<u32>, Vec<u32>)>,
+    tokens: Vec<String>,
+    train: Vec<usize>,
+}
+
 struct TextData {
     tokens: Vec<u32>,
     alphabet: Vec<char>,
@@ -142,6 +162,7 @@ pub struct Dataset {
     length: usize,
     symbols: usize,
     text: Option<TextData>,
+    pairs: Option<PairData>,
     validation: Vec<Example>,
 }
 
@@ -171,6 +192,7 @@ impl Dataset {
             length,
             symbols,
             text: None,
+            pairs: None,
             validation: Vec::new(),
         };
         match task {
@@ -184,6 +206,31 @@ impl Dataset {
                 let (text, validation) = read_text(path, length, validation_size)?;
                 dataset.text = Some(text);
                 dataset.validation = validation;
+            }
+            Task::Pairs { path } => {
+                let (pairs, tokens) = read_pairs(path)?;
+                if pairs.len() < 2 {
+                    return Err(TrainError::config(
+                        "task",
+                        format!("{}: needs at least 2 pairs (one to train on, one to validate), found {}", path.display(), pairs.len()),
+                    ));
+                }
+                let mut order: Vec<usize> = (0..pairs.len()).collect();
+                Rng::derive(seed, "pairs-split", 0).shuffle(&mut order);
+                // At most half the pairs are held out, so training keeps data.
+                let held_out = validation_size.min(pairs.len() / 2).max(1);
+                let train = order.split_off(held_out);
+                dataset.symbols = tokens.len();
+                dataset.length = pairs[0].0.len();
+                dataset.validation = order
+                    .iter()
+                    .map(|&index| dataset.layout(&pairs[index].0, &pairs[index].1))
+                    .collect();
+                dataset.pairs = Some(PairData {
+                    pairs,
+                    tokens,
+                    train,
+                });
             }
             _ => {
                 if symbols < 2 {
@@ -228,6 +275,11 @@ impl Dataset {
         }
     }
 
+    /// The tokens of a pairs task, by token id (`SEP` and `SLOT` follow).
+    pub fn pair_tokens(&self) -> Option<&[String]> {
+        self.pairs.as_ref().map(|pairs| pairs.tokens.as_slice())
+    }
+
     /// The characters of a text task, by token id.
     pub fn alphabet(&self) -> Option<&[char]> {
         self.text.as_ref().map(|text| text.alphabet.as_slice())
@@ -248,6 +300,20 @@ impl Dataset {
     /// The next `count` training examples from `position`, advancing it.
     pub fn next_examples(&self, position: &mut DataPosition, count: usize) -> Vec<Example> {
         let mut examples = Vec::with_capacity(count);
+        if let Some(data) = &self.pairs {
+            let mut order = self.pair_order(data, position.epoch);
+            for _ in 0..count {
+                if position.index >= data.train.len() as u64 {
+                    position.epoch += 1;
+                    position.index = 0;
+                    order = self.pair_order(data, position.epoch);
+                }
+                let (prompt, answer) = &data.pairs[order[position.index as usize]];
+                examples.push(self.layout(prompt, answer));
+                position.index += 1;
+            }
+            return examples;
+        }
         match &self.text {
             None => {
                 for _ in 0..count {
@@ -272,6 +338,12 @@ impl Dataset {
             }
         }
         examples
+    }
+
+    fn pair_order(&self, data: &PairData, epoch: u64) -> Vec<usize> {
+        let mut order = data.train.clone();
+        Rng::derive(self.seed, "pairs-order", epoch).shuffle(&mut order);
+        order
     }
 
     fn epoch_order(&self, text: &TextData, epoch: u64) -> Vec<usize> {
@@ -302,7 +374,7 @@ impl Dataset {
                 answer.sort_unstable();
                 (prompt, answer)
             }
-            Task::Recall | Task::Text { .. } => {
+            Task::Recall | Task::Text { .. } | Task::Pairs { .. } => {
                 let pairs = self.length / 2;
                 let mut keys: Vec<u32> = (0..self.symbols as u32).collect();
                 rng.shuffle(&mut keys);
@@ -318,6 +390,12 @@ impl Dataset {
                 (prompt, vec![values[asked]])
             }
         };
+        self.layout(&prompt, &answer)
+    }
+
+    /// Lays a prompt and its answer out as the model reads them.
+    fn layout(&self, prompt: &[u32], answer: &[u32]) -> Example {
+        let (prompt, answer) = (prompt.to_vec(), answer.to_vec());
         let separator = self.symbols as u32;
         let slot = separator + 1;
         match self.format {
@@ -364,6 +442,82 @@ fn window(tokens: &[u32], start: usize, length: usize) -> Example {
         target: tokens[start + 1..start + length + 1].to_vec(),
         weight: vec![1.0; length],
     }
+}
+
+/// Reads sequence pairs from JSON Lines into token ids: the distinct tokens,
+/// sorted, are the alphabet. Every fault names the file and line.
+#[allow(clippy::type_complexity)]
+fn read_pairs(path: &Path) -> Result<(Vec<(Vec<u32>, Vec<u32>)>, Vec<String>)> {
+    let text = std::fs::read_to_string(path).map_err(|source| TrainError::io(path, source))?;
+    let fault = |line: usize, message: String| TrainError::Data {
+        path: path.to_path_buf(),
+        message: format!("line {line}: {message}"),
+    };
+    let tokens_of =
+        |value: Option<&serde_json::Value>, field: &str, line: usize| -> Result<Vec<String>> {
+            match value {
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .map(|item| match item {
+                        serde_json::Value::String(token) => Ok(token.clone()),
+                        serde_json::Value::Number(number) => Ok(number.to_string()),
+                        other => Err(fault(line, format!("`{field}` holds {other}, not a token"))),
+                    })
+                    .collect(),
+                Some(serde_json::Value::String(joined)) => {
+                    Ok(joined.split_whitespace().map(str::to_string).collect())
+                }
+                _ => Err(fault(line, format!("no `{field}` token list"))),
+            }
+        };
+    let mut raw = Vec::new();
+    for (index, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let number = index + 1;
+        let record: serde_json::Value = serde_json::from_str(line)
+            .map_err(|error| fault(number, format!("not JSON: {error}")))?;
+        let input = tokens_of(record.get("input"), "input", number)?;
+        let target = tokens_of(record.get("target"), "target", number)?;
+        if input.is_empty() || target.is_empty() {
+            return Err(fault(number, "empty `input` or `target`".into()));
+        }
+        if let Some((first_input, first_target, first_line)) = raw
+            .first()
+            .map(|(i, t, l): &(Vec<String>, Vec<String>, usize)| (i.len(), t.len(), *l))
+        {
+            if input.len() != first_input || target.len() != first_target {
+                return Err(fault(
+                    number,
+                    format!(
+                        "{} input and {} target tokens, but line {first_line} has {first_input} and {first_target}; all pairs need the same lengths",
+                        input.len(),
+                        target.len()
+                    ),
+                ));
+            }
+        }
+        raw.push((input, target, number));
+    }
+    let mut alphabet: Vec<String> = raw
+        .iter()
+        .flat_map(|(input, target, _)| input.iter().chain(target).cloned())
+        .collect();
+    alphabet.sort_unstable();
+    alphabet.dedup();
+    let id = |token: &String| alphabet.binary_search(token).unwrap_or(0) as u32;
+    let pairs = raw
+        .iter()
+        .map(|(input, target, _)| {
+            (
+                input.iter().map(id).collect(),
+                target.iter().map(id).collect(),
+            )
+        })
+        .collect();
+    Ok((pairs, alphabet))
 }
 
 /// Reads a text file into character tokens: the last tenth (at least one
@@ -456,6 +610,61 @@ pub fn collate(examples: &[Example], device: &Device) -> Result<Batch> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_are_read_split_and_laid_out_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pairs.jsonl");
+        let mut lines = String::new();
+        for index in 0..20 {
+            let input: Vec<String> = (0..4)
+                .map(|i| ["a", "b", "c"][(index + i) % 3].to_string())
+                .collect();
+            let target: Vec<String> = input.iter().rev().cloned().collect();
+            lines.push_str(&serde_json::json!({ "input": input, "target": target }).to_string());
+            lines.push('\n');
+        }
+        std::fs::write(&path, &lines).unwrap();
+        let task = Task::parse(&format!("pairs:{}", path.display())).unwrap();
+        let dataset = Dataset::new(&task, Format::Aligned, 99, 0, 5, 6).unwrap();
+        assert_eq!(dataset.pair_tokens().unwrap(), ["a", "b", "c"]);
+        assert_eq!(dataset.vocab_size(), 5);
+        assert_eq!(dataset.sequence_length(), 4);
+        assert_eq!(dataset.validation().len(), 6);
+        // One epoch visits each of the 14 training pairs once.
+        let mut position = DataPosition::default();
+        let epoch = dataset.next_examples(&mut position, 14);
+        assert_eq!(
+            position,
+            DataPosition {
+                epoch: 0,
+                index: 14
+            }
+        );
+        for example in epoch.iter().chain(dataset.validation()) {
+            let mut reversed = example.input.clone();
+            reversed.reverse();
+            assert_eq!(example.target, reversed);
+        }
+        dataset.next_examples(&mut position, 1);
+        assert_eq!(position, DataPosition { epoch: 1, index: 1 });
+
+        std::fs::write(&path, "{\"input\": [\"a\"], \"target\": [\"a\"]}\n{\"input\": [\"a\", \"b\"], \"target\": [\"a\"]}\n").unwrap();
+        let error = Dataset::new(&task, Format::Aligned, 4, 0, 5, 6)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("pairs.jsonl") && error.contains("line 2"),
+            "{error}"
+        );
+        std::fs::write(&path, "{\"input\": [\"a\"]}\n").unwrap();
+        let error = Dataset::new(&task, Format::Aligned, 4, 0, 5, 6)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("line 1: no `target` token list"), "{error}");
+    }
 
     #[test]
     fn synthetic_tasks_are_right_and_reproducible() {
