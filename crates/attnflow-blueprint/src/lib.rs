@@ -29,6 +29,8 @@
 //! assert_eq!(cost.total.params, 4 * (16 * 16 + 16));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod cost;
 pub mod diagram;
 pub mod error;
