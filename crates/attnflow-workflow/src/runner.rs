@@ -248,9 +248,7 @@ impl<'a> Runner<'a> {
                 }
             }
 
-            let (attempt, rerun) = if fresh {
-                (1, false)
-            } else if step.attempt == 0 {
+            let (attempt, rerun) = if fresh || step.attempt == 0 {
                 (1, false)
             } else if step.attempt_open {
                 (step.attempt, true)
