@@ -341,7 +341,11 @@ fn type_text<'a>(field: &Field, text: &'a str) -> Result<ValueRef<'a>, Box<Viola
         },
         FieldType::Bool => {
             let word = text.trim();
-            let is = |options: &[&str]| options.iter().any(|option| word.eq_ignore_ascii_case(option));
+            let is = |options: &[&str]| {
+                options
+                    .iter()
+                    .any(|option| word.eq_ignore_ascii_case(option))
+            };
             if is(&["true", "t", "yes", "y", "1"]) {
                 Ok(ValueRef::Bool(true))
             } else if is(&["false", "f", "no", "n", "0"]) {
@@ -355,7 +359,10 @@ fn type_text<'a>(field: &Field, text: &'a str) -> Result<ValueRef<'a>, Box<Viola
     }
 }
 
-fn type_json<'a>(field: &Field, value: &'a serde_json::Value) -> Result<ValueRef<'a>, Box<Violation>> {
+fn type_json<'a>(
+    field: &Field,
+    value: &'a serde_json::Value,
+) -> Result<ValueRef<'a>, Box<Violation>> {
     use serde_json::Value;
     let shown = || value.to_string();
     match (field.field_type, value) {

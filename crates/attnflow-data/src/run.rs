@@ -402,7 +402,12 @@ fn check_sources(
                             if let (Some(store), Some(run_id)) = (store.as_deref_mut(), run_id) {
                                 store.quarantine(run_id, source_id, record, &violations)?;
                             }
-                            report.note_quarantine(&name, record, &violations, options.sample_limit);
+                            report.note_quarantine(
+                                &name,
+                                record,
+                                &violations,
+                                options.sample_limit,
+                            );
                         }
                     }
                 }

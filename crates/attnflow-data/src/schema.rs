@@ -57,7 +57,7 @@ impl Format {
     /// Parses a format name.
     pub fn parse(name: &str) -> Option<Self> {
         Some(match name.to_ascii_lowercase().as_str() {
-            "csv" | "tsv" => Format::Csv,
+            "csv" => Format::Csv,
             "jsonl" | "ndjson" | "json" => Format::Jsonl,
             "parquet" | "pq" => Format::Parquet,
             _ => return None,

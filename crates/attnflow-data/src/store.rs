@@ -601,7 +601,11 @@ impl Store {
             // The store wrote this JSON itself; a row that does not parse
             // means the file was damaged, which `fail` reports.
             let value = serde_json::from_str(&text).map_err(|error| {
-                rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(error))
+                rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    Box::new(error),
+                )
             });
             visit(value.map_err(self.fail())?);
         }

@@ -177,7 +177,8 @@ impl<R: Read + Send> CsvSource<R> {
         field_count: usize,
     ) -> DataResult<Self> {
         let mut source = Self::with_columns(input, path, options, Vec::new());
-        source.expected_columns = field_count;
+        // The header sets the column count; without one, the schema does.
+        source.expected_columns = if options.header { 0 } else { field_count };
         if options.header {
             let mut header = Record::default();
             if !source.next_record(&mut header)? {
