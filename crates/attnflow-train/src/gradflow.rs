@@ -26,11 +26,15 @@ pub fn gradient_norms(
         .iter()
         .map(|(_, var)| match gradients.get(var.as_tensor()) {
             Some(gradient) => {
-                let norm = gradient
-                    .to_dtype(DType::F64)?
-                    .sqr()?
-                    .sum_all()?
-                    .to_scalar::<f64>()?
+                // Summed in f64 on the host: one pass, no rounding drift.
+                let values = gradient
+                    .flatten_all()?
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?;
+                let norm = values
+                    .iter()
+                    .map(|value| f64::from(*value) * f64::from(*value))
+                    .sum::<f64>()
                     .sqrt();
                 Ok((Some(gradient.clone()), norm))
             }

@@ -36,22 +36,25 @@ impl Default for AdamWConfig {
 }
 
 /// AdamW over named parameters; moments in the parameters' order.
+///
+/// The update runs as one fused loop per parameter on the host (training
+/// runs on the CPU): reading the weight, gradient and both moments once
+/// instead of a dozen candle passes with an allocation each.
 pub struct AdamW {
     config: AdamWConfig,
     parameters: Vec<(String, Var)>,
-    first_moments: Vec<Tensor>,
-    second_moments: Vec<Tensor>,
+    first_moments: Vec<Vec<f32>>,
+    second_moments: Vec<Vec<f32>>,
     steps: u64,
 }
 
 impl AdamW {
     /// Zero moments for `parameters`.
     pub fn new(parameters: Vec<(String, Var)>, config: AdamWConfig) -> Result<Self> {
-        let zeros = |var: &Var| var.as_tensor().zeros_like();
-        let first_moments = parameters
+        let first_moments: Vec<Vec<f32>> = parameters
             .iter()
-            .map(|(_, var)| zeros(var))
-            .collect::<candle_core::Result<Vec<_>>>()?;
+            .map(|(_, var)| vec![0f32; var.elem_count()])
+            .collect();
         let second_moments = first_moments.clone();
         Ok(Self {
             config,
@@ -75,6 +78,10 @@ impl AdamW {
     /// One update with `gradients` (one per parameter, in order; `None` for
     /// a parameter that received none, which then only decays) scaled by
     /// `gradient_scale` (for clipping) at learning rate `learning_rate`.
+    ///
+    /// The arithmetic follows PyTorch's `torch.optim.AdamW` (f32 state):
+    /// `θ ← θ(1 - ηλ)`, `m ← β₁m + (1-β₁)g`, `v ← β₂v + (1-β₂)g²`,
+    /// `θ ← θ - (η / (1-β₁ᵗ)) · m / (√v / √(1-β₂ᵗ) + ε)`.
     pub fn step(
         &mut self,
         gradients: &[Option<Tensor>],
@@ -89,48 +96,67 @@ impl AdamW {
             weight_decay,
         } = self.config;
         let t = self.steps as i32;
-        let correction1 = 1.0 - beta1.powi(t);
-        let correction2 = 1.0 - beta2.powi(t);
+        let step_size = (learning_rate / (1.0 - beta1.powi(t))) as f32;
+        let correction2_root = (1.0 - beta2.powi(t)).sqrt() as f32;
+        let (beta1, beta2, eps, scale) = (
+            beta1 as f32,
+            beta2 as f32,
+            eps as f32,
+            gradient_scale as f32,
+        );
         for (index, (_, var)) in self.parameters.iter().enumerate() {
             let decay = if var.rank() >= 2 { weight_decay } else { 0.0 };
-            let decayed = var.as_tensor().affine(1.0 - learning_rate * decay, 0.0)?;
-            let Some(gradient) = &gradients[index] else {
-                var.set(&decayed)?;
-                continue;
-            };
-            let gradient = gradient.affine(gradient_scale, 0.0)?;
-            let m = ((self.first_moments[index].affine(beta1, 0.0))?
-                + gradient.affine(1.0 - beta1, 0.0)?)?;
-            let v = ((self.second_moments[index].affine(beta2, 0.0))?
-                + gradient.sqr()?.affine(1.0 - beta2, 0.0)?)?;
-            // §2.3 / Kingma and Ba: θ ← θ(1 - ηλ) - η m̂ / (√v̂ + ε).
-            let denominator = (v.affine(1.0 / correction2, 0.0)?.sqrt()? + eps)?;
-            let update = m
-                .affine(learning_rate / correction1, 0.0)?
-                .div(&denominator)?;
-            var.set(&decayed.sub(&update)?)?;
-            self.first_moments[index] = m;
-            self.second_moments[index] = v;
+            let keep = (1.0 - learning_rate * decay) as f32;
+            let mut weights = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+            match &gradients[index] {
+                None => weights.iter_mut().for_each(|weight| *weight *= keep),
+                Some(gradient) => {
+                    let gradient = gradient.flatten_all()?.to_vec1::<f32>()?;
+                    let first = &mut self.first_moments[index];
+                    let second = &mut self.second_moments[index];
+                    for position in 0..weights.len() {
+                        let g = gradient[position] * scale;
+                        let m = beta1 * first[position] + (1.0 - beta1) * g;
+                        let v = beta2 * second[position] + (1.0 - beta2) * g * g;
+                        first[position] = m;
+                        second[position] = v;
+                        let denominator = v.sqrt() / correction2_root + eps;
+                        weights[position] = weights[position] * keep - step_size * m / denominator;
+                    }
+                }
+            }
+            let updated = Tensor::from_vec(weights, var.shape(), var.device())?;
+            var.set(&updated)?;
         }
         Ok(())
     }
 
     /// The moments as named tensors (`m.<name>`, `v.<name>`) for a
     /// checkpoint.
-    pub fn state(&self) -> Vec<(String, Tensor)> {
+    pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut state = Vec::with_capacity(2 * self.parameters.len());
-        for (index, (name, _)) in self.parameters.iter().enumerate() {
-            state.push((format!("m.{name}"), self.first_moments[index].clone()));
-            state.push((format!("v.{name}"), self.second_moments[index].clone()));
+        for (index, (name, var)) in self.parameters.iter().enumerate() {
+            for (prefix, moments) in [("m", &self.first_moments), ("v", &self.second_moments)] {
+                let tensor = Tensor::from_slice(&moments[index], var.shape(), var.device())?;
+                state.push((format!("{prefix}.{name}"), tensor));
+            }
         }
-        state
+        Ok(state)
     }
 
-    /// Restores moments and the step count (checked by the caller).
-    pub fn restore(&mut self, first: Vec<Tensor>, second: Vec<Tensor>, steps: u64) {
-        self.first_moments = first;
-        self.second_moments = second;
+    /// Restores moments (shaped like the parameters, checked by the caller)
+    /// and the step count.
+    pub fn restore(&mut self, first: Vec<Tensor>, second: Vec<Tensor>, steps: u64) -> Result<()> {
+        let host = |tensors: Vec<Tensor>| -> Result<Vec<Vec<f32>>> {
+            tensors
+                .iter()
+                .map(|tensor| Ok(tensor.flatten_all()?.to_vec1::<f32>()?))
+                .collect()
+        };
+        self.first_moments = host(first)?;
+        self.second_moments = host(second)?;
         self.steps = steps;
+        Ok(())
     }
 }
 
@@ -200,7 +226,7 @@ mod tests {
         let b = bias.as_tensor().to_vec1::<f32>().unwrap();
         assert!((f64::from(b[0]) - expected).abs() < 1e-6);
         assert_eq!(optimiser.steps(), 2);
-        assert_eq!(optimiser.state().len(), 4);
+        assert_eq!(optimiser.state().unwrap().len(), 4);
     }
 
     #[test]

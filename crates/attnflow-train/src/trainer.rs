@@ -593,7 +593,7 @@ impl Trainer {
             .chunks(2)
             .map(|pair| (pair[0].clone(), pair[1].clone()))
             .unzip();
-        self.optimizer.restore(first, second, loaded.meta.step);
+        self.optimizer.restore(first, second, loaded.meta.step)?;
         self.step = loaded.meta.step;
         self.rng = loaded.meta.rng;
         self.position = loaded.meta.data;
@@ -867,7 +867,7 @@ impl Trainer {
             weights: empty.clone(),
             optimizer: empty,
         };
-        checkpoint::save(&directory, meta, &self.weights(), &self.optimizer.state())?;
+        checkpoint::save(&directory, meta, &self.weights(), &self.optimizer.state()?)?;
         self.last_checkpoint = Some((directory.clone(), self.step));
         Ok(Some(directory))
     }
