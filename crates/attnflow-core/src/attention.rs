@@ -72,6 +72,60 @@ pub fn scaled_dot_product_attention(
     mask: &AttentionMask,
     options: &SdpaOptions,
 ) -> Result<AttentionOutput> {
+    let prepared = prepare(q, k, v, options)?;
+    let Prepared {
+        q4, k4, v4, scale, ..
+    } = &prepared;
+    let (batch, heads, n, _) = q4.dims4()?;
+    let m = k4.dim(2)?;
+    let mut scores = (q4.matmul(&k4.t()?)? * *scale)?;
+    let ResolvedMask { allowed, additive } =
+        mask.resolve((batch, heads, n, m), q.dtype(), q.device())?;
+    if let Some(additive) = additive {
+        scores = (scores + additive)?;
+    }
+    let weights = masked_softmax_last_dim(&scores, allowed.as_ref())?;
+    let output = weights.matmul(&v4.contiguous()?)?;
+    Ok(AttentionOutput {
+        output: prepared.restore_rank(output)?,
+        weights: prepared.restore_rank(weights)?,
+    })
+}
+
+/// The inputs of one attention call, checked and brought to the common
+/// `(batch, heads, n, d)` layout, with grouped key/value heads repeated.
+pub(crate) struct Prepared {
+    /// `(batch, heads, n, d)`.
+    pub q4: Tensor,
+    /// `(batch, heads, m, d)`.
+    pub k4: Tensor,
+    /// `(batch, heads, m, d_v)`.
+    pub v4: Tensor,
+    /// The score scale, `1 / sqrt(d)` unless the options say otherwise.
+    pub scale: f64,
+    /// The rank of the caller's tensors (2, 3 or 4).
+    pub rank: usize,
+}
+
+impl Prepared {
+    /// Brings a `(batch, heads, ...)` result back to the caller's rank.
+    pub fn restore_rank(&self, t: Tensor) -> Result<Tensor> {
+        Ok(match self.rank {
+            2 => t.squeeze(0)?.squeeze(0)?,
+            3 => t.squeeze(1)?,
+            _ => t,
+        })
+    }
+}
+
+/// Checks `q`, `k`, `v` (ranks, dtypes, matching dimensions) and brings them
+/// to rank 4, naming the tensor at fault on error.
+pub(crate) fn prepare(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    options: &SdpaOptions,
+) -> Result<Prepared> {
     let rank = q.rank();
     for (name, tensor) in [("k", k), ("v", v)] {
         if tensor.rank() != rank {
@@ -115,7 +169,7 @@ pub fn scaled_dot_product_attention(
         })
     };
     let (q4, k4, v4) = (as_four(q)?, as_four(k)?, as_four(v)?);
-    let (batch, heads, n, d_k) = q4.dims4()?;
+    let (batch, heads, _, d_k) = q4.dims4()?;
     let (k_batch, k_heads, m, k_d) = k4.dims4()?;
     let (v_batch, v_heads, v_m, _d_v) = v4.dims4()?;
     if k_batch != batch || v_batch != batch {
@@ -152,25 +206,12 @@ pub fn scaled_dot_product_attention(
     };
 
     let scale = options.scale.unwrap_or(1.0 / (d_k as f64).sqrt());
-    let mut scores = (q4.matmul(&k4.t()?)? * scale)?;
-    let ResolvedMask { allowed, additive } =
-        mask.resolve((batch, heads, n, m), q.dtype(), q.device())?;
-    if let Some(additive) = additive {
-        scores = (scores + additive)?;
-    }
-    let weights = masked_softmax_last_dim(&scores, allowed.as_ref())?;
-    let output = weights.matmul(&v4.contiguous()?)?;
-
-    let from_four = |t: Tensor| -> Result<Tensor> {
-        Ok(match rank {
-            2 => t.squeeze(0)?.squeeze(0)?,
-            3 => t.squeeze(1)?,
-            _ => t,
-        })
-    };
-    Ok(AttentionOutput {
-        output: from_four(output)?,
-        weights: from_four(weights)?,
+    Ok(Prepared {
+        q4,
+        k4,
+        v4,
+        scale,
+        rank,
     })
 }
 

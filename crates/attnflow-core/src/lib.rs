@@ -13,12 +13,18 @@ pub mod analysis;
 mod attention;
 pub mod claims;
 mod error;
+mod fused;
 mod mask;
 mod multi_head;
 mod softmax;
 
 pub use attention::{attention_matrix, scaled_dot_product_attention, AttentionOutput, SdpaOptions};
 pub use error::{CoreError, Result};
+pub use fused::bench as attention_bench;
+pub use fused::{
+    attend, fused_attention, fused_attention_weights, fused_unsupported_reason, FusedOptions,
+    FusedOutput, SimdPath, Tiling, FUSED_MIN_SCORES,
+};
 pub use mask::AttentionMask;
 pub use multi_head::{MultiHeadAttention, MultiHeadAttentionConfig};
 pub use softmax::masked_softmax_last_dim;

@@ -92,6 +92,12 @@ impl AttentionMask {
             && self.additive.is_none()
     }
 
+    /// Whether the mask has a boolean or additive part, which only the exact
+    /// path applies (the fused kernel handles causal and key padding).
+    pub(crate) fn has_dense_parts(&self) -> bool {
+        self.allowed.is_some() || self.additive.is_some()
+    }
+
     /// Resolves every part against the score shape `(batch, heads, n, m)`,
     /// checking shapes and naming the part at fault.
     pub(crate) fn resolve(

@@ -4,7 +4,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{linear_b, Linear, VarBuilder};
 
 use crate::attention::{merge_heads, split_heads};
-use crate::{scaled_dot_product_attention, AttentionMask, CoreError, Result, SdpaOptions};
+use crate::{attend, scaled_dot_product_attention, AttentionMask, CoreError, Result, SdpaOptions};
 
 /// The shape of a [`MultiHeadAttention`] block.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl MultiHeadAttentionConfig {
         if self.embed_dim == 0 {
             return Err(CoreError::config("embed_dim", "must be at least 1"));
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return Err(CoreError::config(
                 "embed_dim",
                 format!(
@@ -169,14 +169,23 @@ impl MultiHeadAttention {
         let q = split_heads(&self.q_proj.forward(&query)?, self.num_heads)?;
         let k = split_heads(&self.k_proj.forward(&key)?, self.num_heads)?;
         let v = split_heads(&self.v_proj.forward(&value)?, self.num_heads)?;
-        let attended = scaled_dot_product_attention(&q, &k, &v, mask, &SdpaOptions::default())?;
-        let output = self.out_proj.forward(&merge_heads(&attended.output)?)?;
-
-        let (output, weights) = if unbatched {
-            (output.squeeze(0)?, attended.weights.squeeze(0)?)
+        // Without weights to return, the fused kernel can run (when the
+        // input and mask allow); it never materialises the n × m weights.
+        let (attended, weights) = if need_weights {
+            let exact = scaled_dot_product_attention(&q, &k, &v, mask, &SdpaOptions::default())?;
+            (exact.output, Some(exact.weights))
         } else {
-            (output, attended.weights)
+            (attend(&q, &k, &v, mask, &SdpaOptions::default())?, None)
         };
-        Ok((output, need_weights.then_some(weights)))
+        let output = self.out_proj.forward(&merge_heads(&attended)?)?;
+
+        if unbatched {
+            Ok((
+                output.squeeze(0)?,
+                weights.map(|w| w.squeeze(0)).transpose()?,
+            ))
+        } else {
+            Ok((output, weights))
+        }
     }
 }

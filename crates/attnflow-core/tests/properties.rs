@@ -43,8 +43,8 @@ proptest! {
         let weights = values(&attended.weights);
         let output = values(&attended.output);
         prop_assert!(weights.iter().chain(&output).all(|x| x.is_finite()));
-        for b in 0..batch {
-            let all_padded = padded_per_batch[b] >= m;
+        for (b, &padded) in padded_per_batch.iter().enumerate().take(batch) {
+            let all_padded = padded >= m;
             for row in 0..heads * n {
                 let start = (b * heads * n + row) * m;
                 let sum: f64 = weights[start..start + m].iter().sum();
