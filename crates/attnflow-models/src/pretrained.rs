@@ -81,6 +81,18 @@ pub struct Embeddings {
     pub truncated: Vec<bool>,
 }
 
+impl Inspection {
+    /// Every layer's attention for the one text, `(heads, n, n)` each, in
+    /// layer order: the input of attention analysis (heatmaps, rollout).
+    pub fn layer_attentions(&self) -> Result<Vec<Tensor>> {
+        self.output
+            .attentions
+            .iter()
+            .map(|weights| Ok(weights.get(0)?))
+            .collect()
+    }
+}
+
 impl PretrainedBert {
     /// Loads `directory`: `config.json`, `model.safetensors` and
     /// `tokenizer.json` (required), plus the optional `tokenizer_config.json`

@@ -103,6 +103,24 @@ fn forward_keeps_every_layer_and_masks_padding() {
 }
 
 #[test]
+fn inspection_keeps_word_pieces_and_every_layer() {
+    let tiny = Tiny::default();
+    let dir = tiny_dir(&tiny);
+    let model = open(dir.path()).unwrap();
+    let inspection = model.inspect("The cats sat.").unwrap();
+    assert_eq!(
+        inspection.encoding.tokens,
+        ["[CLS]", "the", "cat", "##s", "sat", ".", "[SEP]"]
+    );
+    let layers = inspection.layer_attentions().unwrap();
+    assert_eq!(layers.len(), tiny.layers);
+    for weights in &layers {
+        assert_eq!(weights.dims(), &[tiny.heads, 7, 7]);
+    }
+    assert_eq!(inspection.output.hidden_states.len(), tiny.layers + 1);
+}
+
+#[test]
 fn embeddings_are_unit_length_in_input_order_and_independent_of_batching() {
     let dir = tiny_dir(&Tiny::default());
     let model = open(dir.path()).unwrap();
