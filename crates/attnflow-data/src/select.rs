@@ -449,6 +449,76 @@ fn branch_and_bound(weights: &[f64], values: &[f64], budget: f64, node_limit: u6
     }
 }
 
+/// Reads items from a data file (CSV with header, JSON Lines or Parquet):
+/// `weight_column` and `value_column` must hold numbers ≥ 0 in every record;
+/// `id_column`, when given, names the items (else the record number does).
+/// Any record that is malformed or lacks a valid number stops the load with
+/// its file and line: selecting over silently partial data would be wrong.
+pub fn load_items(
+    path: &std::path::Path,
+    weight_column: &str,
+    value_column: &str,
+    id_column: Option<&str>,
+) -> DataResult<Vec<Item>> {
+    use crate::check::Checker;
+    use crate::schema::Schema;
+    use crate::source::Record;
+
+    let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
+    let mut text = format!(
+        "[[field]]\nname = {}\ntype = \"float\"\nrequired = true\nmin = 0\n[[field]]\nname = {}\ntype = \"float\"\nrequired = true\nmin = 0\n",
+        quote(weight_column),
+        quote(value_column)
+    );
+    if let Some(id) = id_column {
+        text.push_str(&format!(
+            "[[field]]\nname = {}\ntype = \"string\"\n",
+            quote(id)
+        ));
+    }
+    let schema = Schema::parse(path, &text).map_err(|error| match error {
+        DataError::Schema { message, .. } => DataError::Invalid {
+            what: "columns".to_owned(),
+            message,
+        },
+        other => other,
+    })?;
+    let mut checker = Checker::new(&schema);
+    let mut source = crate::source::open_for_schema(path, &schema)?;
+    let format = schema.format_of(path)?;
+    let binding = checker.bind(source.columns(), path, format != crate::schema::Format::Csv)?;
+    let mut record = Record::default();
+    let mut items = Vec::new();
+    while source.next_record(&mut record)? {
+        match checker.check(&record, &binding) {
+            Ok(values) => {
+                let number = |index: usize| values[index].as_f64().unwrap_or(0.0);
+                let id = match values.get(2) {
+                    Some(value) if *value != crate::value::ValueRef::Null => value.display(),
+                    _ => record.row.to_string(),
+                };
+                items.push(Item {
+                    id,
+                    weight: number(0),
+                    value: number(1),
+                });
+            }
+            Err(violations) => {
+                let violation = &violations[0];
+                return Err(DataError::Source {
+                    path: path.to_path_buf(),
+                    line: record.line,
+                    message: format!(
+                        "record {}: {} ({})",
+                        record.row, violation.message, violation.rule
+                    ),
+                });
+            }
+        }
+    }
+    Ok(items)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -681,74 +751,4 @@ mod tests {
         let empty = select_within_budget(&[], 10.0, &SelectOptions::default()).unwrap();
         assert!(empty.chosen.is_empty() && empty.exact);
     }
-}
-
-/// Reads items from a data file (CSV with header, JSON Lines or Parquet):
-/// `weight_column` and `value_column` must hold numbers ≥ 0 in every record;
-/// `id_column`, when given, names the items (else the record number does).
-/// Any record that is malformed or lacks a valid number stops the load with
-/// its file and line: selecting over silently partial data would be wrong.
-pub fn load_items(
-    path: &std::path::Path,
-    weight_column: &str,
-    value_column: &str,
-    id_column: Option<&str>,
-) -> DataResult<Vec<Item>> {
-    use crate::check::Checker;
-    use crate::schema::Schema;
-    use crate::source::Record;
-
-    let quote = |text: &str| toml::Value::String(text.to_owned()).to_string();
-    let mut text = format!(
-        "[[field]]\nname = {}\ntype = \"float\"\nrequired = true\nmin = 0\n[[field]]\nname = {}\ntype = \"float\"\nrequired = true\nmin = 0\n",
-        quote(weight_column),
-        quote(value_column)
-    );
-    if let Some(id) = id_column {
-        text.push_str(&format!(
-            "[[field]]\nname = {}\ntype = \"string\"\n",
-            quote(id)
-        ));
-    }
-    let schema = Schema::parse(path, &text).map_err(|error| match error {
-        DataError::Schema { message, .. } => DataError::Invalid {
-            what: "columns".to_owned(),
-            message,
-        },
-        other => other,
-    })?;
-    let mut checker = Checker::new(&schema);
-    let mut source = crate::source::open_for_schema(path, &schema)?;
-    let format = schema.format_of(path)?;
-    let binding = checker.bind(source.columns(), path, format != crate::schema::Format::Csv)?;
-    let mut record = Record::default();
-    let mut items = Vec::new();
-    while source.next_record(&mut record)? {
-        match checker.check(&record, &binding) {
-            Ok(values) => {
-                let number = |index: usize| values[index].as_f64().unwrap_or(0.0);
-                let id = match values.get(2) {
-                    Some(value) if *value != crate::value::ValueRef::Null => value.display(),
-                    _ => record.row.to_string(),
-                };
-                items.push(Item {
-                    id,
-                    weight: number(0),
-                    value: number(1),
-                });
-            }
-            Err(violations) => {
-                let violation = &violations[0];
-                return Err(DataError::Source {
-                    path: path.to_path_buf(),
-                    line: record.line,
-                    message: format!(
-                        "record {}: {} ({})",
-                        record.row, violation.message, violation.rule
-                    ),
-                });
-            }
-        }
-    }
-    Ok(items)
 }

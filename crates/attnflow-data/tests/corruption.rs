@@ -179,11 +179,11 @@ proptest! {
         }
         let mut bytes = b"id,name,score,flag\n".to_vec();
         let mut line_of_row = Vec::new();
-        for row in 0..rows {
+        for (row, &seed) in seeds.iter().enumerate().take(rows) {
             line_of_row.push(row as u64 + 2);
             match corrupted.get(&row) {
-                Some(&corruption) => bytes.extend(corrupt_row(row + 1, seeds[row], corruption)),
-                None => bytes.extend(clean_row(row + 1, seeds[row]).into_bytes()),
+                Some(&corruption) => bytes.extend(corrupt_row(row + 1, seed, corruption)),
+                None => bytes.extend(clean_row(row + 1, seed).into_bytes()),
             }
         }
         // A truncated file: the last row stops inside an opened quote.
@@ -228,8 +228,8 @@ proptest! {
     ) {
         let mut bytes = b"id,name,score,flag\n".to_vec();
         let header = bytes.len();
-        for row in 0..rows {
-            bytes.extend(clean_row(row + 1, seeds[row]).into_bytes());
+        for (row, &seed) in seeds.iter().enumerate().take(rows) {
+            bytes.extend(clean_row(row + 1, seed).into_bytes());
         }
         for (position, byte) in damage {
             let position = header + position % (bytes.len() - header);
