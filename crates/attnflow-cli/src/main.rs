@@ -30,6 +30,8 @@ enum Command {
     /// Run durable workflows and analyse their history as a Markov chain (§5).
     #[command(subcommand)]
     Workflow(commands::workflow::WorkflowCommand),
+    /// Check each claim of the paper numerically: verdicts with evidence.
+    Verify(commands::verify::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::Attention(command) => commands::attention::run(command),
         Command::Embed(args) => commands::embed::run(args),
         Command::Workflow(command) => commands::workflow::run(command),
+        Command::Verify(args) => commands::verify::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

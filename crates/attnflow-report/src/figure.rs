@@ -178,6 +178,10 @@ const GAP: i32 = 18;
 const COLOUR_BAR_WIDTH: i32 = 16;
 const COLOUR_BAR_SPACE: i32 = 80;
 
+/// The most cells an SVG figure draws, over all its panels; larger maps are
+/// pooled. Keeps SVG files to a few megabytes whatever the input.
+pub const SVG_MAX_CELLS: usize = 40_000;
+
 /// A titled figure of one or more heatmap panels sharing one colour scale.
 #[derive(Clone, Debug)]
 pub struct Figure {
@@ -268,8 +272,10 @@ impl Figure {
         }
     }
 
-    /// Where everything goes, computed without drawing.
-    pub fn layout(&self) -> FigureLayout {
+    /// Where everything goes in the given format, computed without drawing.
+    /// SVG shows fewer, larger cells than PNG (at most [`SVG_MAX_CELLS`]
+    /// in all), since every cell is an element of the document.
+    pub fn layout(&self, format: ImageFormat) -> FigureLayout {
         let label_space = if self.token_labels {
             let longest = self
                 .panels
@@ -289,9 +295,16 @@ impl Figure {
         let mut panels = Vec::with_capacity(self.panels.len());
         let (mut cell_width_max, mut cell_height_max) = (0, 0);
         let budget = self.panel_pixels as usize;
+        let cell_budget = match format {
+            ImageFormat::Png => budget,
+            ImageFormat::Svg => {
+                let per_panel = SVG_MAX_CELLS / self.panels.len().max(1);
+                ((per_panel as f64).sqrt() as usize).clamp(8, budget)
+            }
+        };
         for panel in &self.panels {
             let largest = panel.rows.max(panel.columns);
-            let block = largest.div_ceil(budget).max(1);
+            let block = largest.div_ceil(cell_budget).max(1);
             let displayed = (panel.rows.div_ceil(block), panel.columns.div_ceil(block));
             let cell = ((budget / displayed.0.max(displayed.1)) as u32).clamp(1, 48);
             let label_stride = if self.token_labels {
@@ -356,7 +369,7 @@ impl Figure {
                 "a figure needs at least one panel",
             ));
         }
-        let layout = self.layout();
+        let layout = self.layout(format);
         let size = (layout.width, layout.height);
         let failed = |error: String| ReportError::Drawing {
             figure: self.title.clone(),

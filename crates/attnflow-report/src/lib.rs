@@ -16,11 +16,17 @@ mod error;
 mod figure;
 mod font;
 mod html;
+mod inspection;
+mod sections;
 
 pub use colour::viridis;
 pub use error::{ReportError, ReportResult};
-pub use figure::{display_label, Figure, FigureLayout, Heatmap, ImageFormat, PanelLayout};
+pub use figure::{
+    display_label, Figure, FigureLayout, Heatmap, ImageFormat, PanelLayout, SVG_MAX_CELLS,
+};
 pub use html::{
     escape_html, script_json, AttentionExplorer, InlineSvg, KeyValues, Paragraphs, RenderContext,
     Report, Section, Table,
 };
+pub use inspection::{blend_figure, HeadSummary, Inspection, OutputFile};
+pub use sections::{Group, LineChart, Preformatted, Series, TrustedSvg};

@@ -60,7 +60,7 @@ fn identity_lights_exactly_the_diagonal() {
     let figure = Figure::single("Identity attention", heatmap)
         .with_scale(0.0, 1.0)
         .with_scale_label("h = a / max a");
-    let layout = figure.layout();
+    let layout = figure.layout(ImageFormat::Png);
     let bytes = figure.render(ImageFormat::Png).unwrap();
     preview("identity.png", &bytes);
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
@@ -117,14 +117,18 @@ fn large_maps_are_pooled_and_say_so() {
     let values: Vec<f64> = (0..n * n).map(|i| ((i % n) as f64) / n as f64).collect();
     let heatmap = Heatmap::new("ramp", n, n, values).unwrap();
     let figure = Figure::single("A 1500-token map", heatmap);
-    let layout = figure.layout();
+    let layout = figure.layout(ImageFormat::Png);
     assert_eq!(layout.panels[0].block, 3);
     assert_eq!(layout.panels[0].displayed, (500, 500));
     let bytes = figure.render(ImageFormat::Png).unwrap();
     let (width, height, _) = decode(&bytes);
     assert_eq!((width, height), (layout.width, layout.height));
     let svg = String::from_utf8(figure.render(ImageFormat::Svg).unwrap()).unwrap();
-    assert!(svg.contains("mean of 3×3 blocks"));
+    // SVG pools harder: at most SVG_MAX_CELLS cells (200 × 200 here).
+    let svg_layout = figure.layout(ImageFormat::Svg);
+    assert_eq!(svg_layout.panels[0].block, 8);
+    assert!(svg.contains("mean of 8×8 blocks"));
+    assert!(svg.matches("<rect").count() < attnflow_report::SVG_MAX_CELLS + 1000);
 }
 
 #[test]
@@ -151,7 +155,7 @@ fn grid_of_layers_and_heads() {
         })
         .collect();
     let figure = Figure::grid("layers × heads", panels, heads);
-    let layout = figure.layout();
+    let layout = figure.layout(ImageFormat::Png);
     assert_eq!(layout.panels.len(), layers * heads);
     // Panels of one row share a top edge; rows go down.
     assert_eq!(layout.panels[0].origin.1, layout.panels[heads - 1].origin.1);

@@ -34,6 +34,13 @@ pub enum AttentionCommand {
     ///
     /// Writes `output` and `weights` to the output file.
     Sdpa(SdpaArgs),
+    /// Look inside attention: §4.2 heatmaps of every head, a layers × heads
+    /// grid, attention rollout and flow, per-head statistics (JSON) and a
+    /// self-contained report.html, for a weights file or a seeded model.
+    Inspect(super::inspect::InspectArgs),
+    /// §8.1 blend `α·A + (1 − α)·B` of two row-stochastic maps (CSV or
+    /// safetensors), written as CSV with PNG and SVG pictures.
+    Blend(super::inspect::BlendArgs),
 }
 
 /// Arguments of `attnflow attention sdpa`.
@@ -63,6 +70,8 @@ pub struct SdpaArgs {
 pub fn run(command: AttentionCommand) -> CliResult {
     match command {
         AttentionCommand::Sdpa(args) => sdpa(&args),
+        AttentionCommand::Inspect(args) => super::inspect::inspect(&args),
+        AttentionCommand::Blend(args) => super::inspect::blend_maps(&args),
     }
 }
 
@@ -205,7 +214,7 @@ fn shape_text(tensor: &Tensor) -> String {
 
 /// Reads every tensor of a safetensors file onto the CPU. `bool` tensors
 /// (which candle lacks) become `u8` with the same 0/1 values.
-fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>, CliError> {
+pub(crate) fn load_tensors(path: &Path) -> Result<HashMap<String, Tensor>, CliError> {
     let bytes = std::fs::read(path)
         .map_err(|error| CliError::bad_input(miette!("cannot read {}: {error}", path.display())))?;
     let file = SafeTensors::deserialize(&bytes).map_err(|error| {

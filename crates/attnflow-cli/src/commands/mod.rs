@@ -2,4 +2,6 @@
 
 pub mod attention;
 pub mod embed;
+pub mod inspect;
+pub mod verify;
 pub mod workflow;

@@ -329,12 +329,36 @@ impl AttentionStack {
         &self.layers
     }
 
-    /// Fails unless every map is row-stochastic within `tolerance`, naming
-    /// the first bad layer, head and row.
+    /// Fails unless every row of every map is a distribution within
+    /// `tolerance` or entirely zero (a fully masked query, which the engine
+    /// returns as zeros), naming the first bad layer, head and row.
     pub fn check_row_stochastic(&self, tolerance: f64) -> AnalysisResult<()> {
         for (layer, maps) in self.layers.iter().enumerate() {
             for (head, map) in maps.iter().enumerate() {
-                map.check_row_stochastic(&format!("layer {layer} head {head}"), tolerance)?;
+                let name = format!("layer {layer} head {head}");
+                map.check_finite(&name)?;
+                for (index, row) in map.iter_rows().enumerate() {
+                    if row.iter().all(|&value| value == 0.0) {
+                        continue;
+                    }
+                    let single = AttentionMap::new(1, row.len(), row.to_vec())?;
+                    single
+                        .check_row_stochastic(&name, tolerance)
+                        .map_err(|error| match error {
+                            AnalysisError::NotRowStochastic {
+                                map,
+                                message,
+                                tolerance,
+                                ..
+                            } => AnalysisError::NotRowStochastic {
+                                map,
+                                row: index,
+                                message,
+                                tolerance,
+                            },
+                            other => other,
+                        })?;
+                }
             }
         }
         Ok(())

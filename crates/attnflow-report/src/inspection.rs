@@ -1,0 +1,311 @@
+//! Everything `attnflow attention inspect` writes, from plain numbers: one
+//! heatmap per head, the layers × heads grid, the rollout view, and the
+//! HTML report tying them together.
+//!
+//! The numbers come from `attnflow-core`'s analysis; this module only
+//! draws and lays out, so it stays free of the tensor library.
+
+use crate::error::{ReportError, ReportResult};
+use crate::figure::{Figure, Heatmap, ImageFormat};
+use crate::html::{AttentionExplorer, InlineSvg, KeyValues, Paragraphs, Report, Table};
+
+/// Per-head statistics, as computed by the analysis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadSummary {
+    /// Layer index.
+    pub layer: usize,
+    /// Head index.
+    pub head: usize,
+    /// Mean row entropy in nats.
+    pub mean_entropy: f64,
+    /// Mean attention distance in tokens.
+    pub mean_distance: f64,
+    /// Mean weight on the first token.
+    pub first_token_share: f64,
+    /// Mean weight on the query's own position.
+    pub diagonal_share: f64,
+}
+
+/// One inspected input: the maps of every head and what was derived from
+/// them.
+#[derive(Clone, Debug)]
+pub struct Inspection {
+    /// Where the maps came from (file, or the seeded model's settings).
+    pub source: String,
+    /// The input tokens.
+    pub tokens: Vec<String>,
+    /// `maps[layer][head]`: raw weights, `n × n` row-major.
+    pub maps: Vec<Vec<Vec<f64>>>,
+    /// `heatmaps[layer][head]`: the same maps normalised by §4.2.
+    pub heatmaps: Vec<Vec<Vec<f64>>>,
+    /// The rollout matrix, `n × n` row-major.
+    pub rollout: Vec<f64>,
+    /// Rollout settings in words (fusion, discard ratio, start layer).
+    pub rollout_settings: String,
+    /// The target token whose row is shown.
+    pub target: usize,
+    /// Attention flow from the target to every input token, when computed.
+    pub flow: Option<Vec<f64>>,
+    /// Statistics of every head.
+    pub statistics: Vec<HeadSummary>,
+    /// Settings and facts shown at the top of the report.
+    pub summary: Vec<(String, String)>,
+}
+
+/// A file to write: its name inside the output directory and its bytes.
+#[derive(Clone, Debug)]
+pub struct OutputFile {
+    /// Relative path, e.g. `heatmaps/layer-0-head-1.png`.
+    pub name: String,
+    /// The contents.
+    pub bytes: Vec<u8>,
+}
+
+impl Inspection {
+    fn check(&self) -> ReportResult<usize> {
+        let n = self.tokens.len();
+        let layers = self.maps.len();
+        if n == 0 || layers == 0 || self.heatmaps.len() != layers {
+            return Err(ReportError::data(
+                "inspection",
+                "needs tokens, at least one layer, and one heatmap per map",
+            ));
+        }
+        if self.rollout.len() != n * n || self.target >= n {
+            return Err(ReportError::data(
+                "inspection",
+                format!(
+                    "rollout has {} values for {n} tokens, target {}",
+                    self.rollout.len(),
+                    self.target
+                ),
+            ));
+        }
+        Ok(n)
+    }
+
+    /// How many files [`Inspection::files`] produces (for progress bars).
+    pub fn file_count(&self) -> usize {
+        self.maps.iter().map(Vec::len).sum::<usize>() + 5
+    }
+
+    /// Draws every file; `progress` is called after each with the number
+    /// done so far.
+    pub fn files(&self, mut progress: impl FnMut(usize)) -> ReportResult<Vec<OutputFile>> {
+        let n = self.check()?;
+        let mut files = Vec::with_capacity(self.file_count());
+        let mut done = |files: &mut Vec<OutputFile>, file: OutputFile| {
+            files.push(file);
+            progress(files.len());
+        };
+        for (layer, heads) in self.heatmaps.iter().enumerate() {
+            for (head, values) in heads.iter().enumerate() {
+                let figure = self.head_figure(layer, head, values)?;
+                done(
+                    &mut files,
+                    OutputFile {
+                        name: format!("heatmaps/layer-{layer}-head-{head}.png"),
+                        bytes: figure.render(ImageFormat::Png)?,
+                    },
+                );
+            }
+        }
+        let grid = self.grid_figure(n)?;
+        let rollout = self.rollout_figure(n)?;
+        for (name, figure) in [("grid", &grid), ("rollout", &rollout)] {
+            for format in [ImageFormat::Png, ImageFormat::Svg] {
+                done(
+                    &mut files,
+                    OutputFile {
+                        name: format!("{name}.{}", format.extension()),
+                        bytes: figure.render(format)?,
+                    },
+                );
+            }
+        }
+        let html = self.report(&grid, &rollout)?.render()?;
+        done(
+            &mut files,
+            OutputFile {
+                name: "report.html".into(),
+                bytes: html.into_bytes(),
+            },
+        );
+        Ok(files)
+    }
+
+    fn head_figure(&self, layer: usize, head: usize, values: &[f64]) -> ReportResult<Figure> {
+        let n = self.tokens.len();
+        let heatmap = Heatmap::new(format!("layer {layer}, head {head}"), n, n, values.to_vec())?
+            .with_labels(self.tokens.clone(), self.tokens.clone())?;
+        Ok(Figure::single(
+            format!("Attention heatmap (§4.2), layer {layer} head {head}"),
+            heatmap,
+        )
+        .with_scale(0.0, 1.0)
+        .with_scale_label("h = a / max a"))
+    }
+
+    fn grid_figure(&self, n: usize) -> ReportResult<Figure> {
+        let heads = self.heatmaps[0].len();
+        let mut panels = Vec::new();
+        for (layer, maps) in self.heatmaps.iter().enumerate() {
+            for (head, values) in maps.iter().enumerate() {
+                panels.push(Heatmap::new(
+                    format!("L{layer} H{head}"),
+                    n,
+                    n,
+                    values.clone(),
+                )?);
+            }
+        }
+        Ok(Figure::grid(
+            format!("Every head (rows: layers, columns: heads), {n} tokens"),
+            panels,
+            heads,
+        )
+        .with_scale(0.0, 1.0)
+        .with_scale_label("h = a / max a"))
+    }
+
+    fn rollout_figure(&self, n: usize) -> ReportResult<Figure> {
+        let matrix = Heatmap::new(
+            "rollout: output token (row) from input token (column)",
+            n,
+            n,
+            self.rollout.clone(),
+        )?
+        .with_labels(self.tokens.clone(), self.tokens.clone())?;
+        let start = self.target * n;
+        let row = Heatmap::new(
+            format!("target token {}", self.target),
+            1,
+            n,
+            self.rollout[start..start + n].to_vec(),
+        )?
+        .with_labels(vec![self.tokens[self.target].clone()], self.tokens.clone())?;
+        Ok(Figure::side_by_side(
+            format!("Attention rollout ({})", self.rollout_settings),
+            vec![matrix, row],
+        )
+        .with_scale_label("relevance"))
+    }
+
+    fn report(&self, grid: &Figure, rollout: &Figure) -> ReportResult<Report> {
+        let n = self.tokens.len();
+        let mut report = Report::new(format!("attnflow inspection: {}", self.source))
+            .section(KeyValues {
+                title: "Input".into(),
+                entries: self.summary.clone(),
+            })
+            .section(AttentionExplorer {
+                title: "Attention by layer and head".into(),
+                tokens: self.tokens.clone(),
+                maps: self.maps.clone(),
+            })
+            .section(InlineSvg::render(
+                "All heads",
+                "Each panel is one head's §4.2 heatmap; rows are layers, columns heads.",
+                grid,
+            )?)
+            .section(InlineSvg::render(
+                "Attention rollout",
+                format!(
+                    "Rollout (Abnar & Zuidema 2020): per layer 0.5·A + 0.5·I with rows renormalised, multiplied from the first layer used to the last; {}.",
+                    self.rollout_settings
+                ),
+                rollout,
+            )?);
+        let start = self.target * n;
+        let mut headers = vec![
+            "token".to_string(),
+            "text".to_string(),
+            "rollout".to_string(),
+        ];
+        if self.flow.is_some() {
+            headers.push("flow".into());
+        }
+        let rows = (0..n)
+            .map(|j| {
+                let mut row = vec![
+                    j.to_string(),
+                    self.tokens[j].clone(),
+                    format!("{:.6}", self.rollout[start + j]),
+                ];
+                if let Some(flow) = &self.flow {
+                    row.push(format!("{:.6}", flow[j]));
+                }
+                row
+            })
+            .collect();
+        report.push(Table {
+            title: format!("Relevance to target token {}", self.target),
+            caption: format!(
+                "How much output token {} (“{}”) draws on each input token: its rollout row{}.",
+                self.target,
+                self.tokens[self.target],
+                if self.flow.is_some() {
+                    ", and the maximum flow from it to each input token through the layered attention graph"
+                } else {
+                    ""
+                }
+            ),
+            headers,
+            rows,
+        });
+        report.push(Table {
+            title: "Head statistics".into(),
+            caption: "Averages over queries with any weight: row entropy (nats), attention distance (tokens), weight on the first token and on the query's own position.".into(),
+            headers: ["layer", "head", "entropy", "distance", "first token", "diagonal"]
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
+            rows: self
+                .statistics
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.layer.to_string(),
+                        s.head.to_string(),
+                        format!("{:.4}", s.mean_entropy),
+                        format!("{:.3}", s.mean_distance),
+                        format!("{:.4}", s.first_token_share),
+                        format!("{:.4}", s.diagonal_share),
+                    ]
+                })
+                .collect(),
+        });
+        report.push(Paragraphs {
+            title: "Reading this report".into(),
+            paragraphs: vec![
+                "Heatmaps follow the paper's §4.2 exactly: each weight divided by the map's largest, non-positive weights shown as 0.".into(),
+                "Files next to this report: heatmaps/layer-L-head-H.png (one per head), grid.png/svg, rollout.png/svg, statistics.json, rollout.json.".into(),
+            ],
+        });
+        Ok(report)
+    }
+}
+
+/// The §8.1 blend view: `A_v`, `A_l` and their blend side by side on one
+/// colour scale.
+pub fn blend_figure(
+    tokens: &[String],
+    vision: Heatmap,
+    language: Heatmap,
+    blended: Heatmap,
+    alpha: f64,
+) -> ReportResult<Figure> {
+    let mut panels = Vec::new();
+    for panel in [vision, language, blended] {
+        let labels_fit = tokens.len() == panel.rows && tokens.len() == panel.columns;
+        panels.push(if labels_fit {
+            panel.with_labels(tokens.to_vec(), tokens.to_vec())?
+        } else {
+            panel
+        });
+    }
+    Ok(
+        Figure::side_by_side(format!("Blend α·A_v + (1 − α)·A_l, α = {alpha}"), panels)
+            .with_scale_label("weight"),
+    )
+}
