@@ -16,6 +16,12 @@ fn tally(update: impl FnOnce(&mut Flops)) {
     COUNTS.with(|counts| update(&mut counts.borrow_mut()));
 }
 
+/// Counts one operation of the kind `field` selects (kept out of the
+/// operator impls so that their bodies hold only the operation itself).
+fn record(field: fn(&mut Flops) -> &mut u128) {
+    tally(|counts| *field(counts) += 1);
+}
+
 fn take_counts() -> Flops {
     COUNTS.with(|counts| std::mem::take(&mut *counts.borrow_mut()))
 }
@@ -27,7 +33,7 @@ struct Counted(f64);
 impl Add for Counted {
     type Output = Counted;
     fn add(self, other: Counted) -> Counted {
-        tally(|counts| counts.add += 1);
+        record(|counts| &mut counts.add);
         Counted(self.0 + other.0)
     }
 }
@@ -35,7 +41,7 @@ impl Add for Counted {
 impl Sub for Counted {
     type Output = Counted;
     fn sub(self, other: Counted) -> Counted {
-        tally(|counts| counts.add += 1);
+        record(|counts| &mut counts.add);
         Counted(self.0 - other.0)
     }
 }
@@ -43,7 +49,7 @@ impl Sub for Counted {
 impl Mul for Counted {
     type Output = Counted;
     fn mul(self, other: Counted) -> Counted {
-        tally(|counts| counts.mul += 1);
+        record(|counts| &mut counts.mul);
         Counted(self.0 * other.0)
     }
 }
@@ -51,27 +57,27 @@ impl Mul for Counted {
 impl Div for Counted {
     type Output = Counted;
     fn div(self, other: Counted) -> Counted {
-        tally(|counts| counts.div += 1);
+        record(|counts| &mut counts.div);
         Counted(self.0 / other.0)
     }
 }
 
 impl Counted {
     fn exp(self) -> Counted {
-        tally(|counts| counts.exp += 1);
+        record(|counts| &mut counts.exp);
         Counted(self.0.exp())
     }
     /// tanh and erf cost one transcendental each, counted with exp.
     fn transcendental(self, function: fn(f64) -> f64) -> Counted {
-        tally(|counts| counts.exp += 1);
+        record(|counts| &mut counts.exp);
         Counted(function(self.0))
     }
     fn sqrt(self) -> Counted {
-        tally(|counts| counts.sqrt += 1);
+        record(|counts| &mut counts.sqrt);
         Counted(self.0.sqrt())
     }
     fn max(self, other: Counted) -> Counted {
-        tally(|counts| counts.compare += 1);
+        record(|counts| &mut counts.compare);
         if other.0 > self.0 {
             other
         } else {
@@ -266,7 +272,7 @@ fn attention(
             if !exact && causal_window.is_some() {
                 for (position, key) in keys_used.iter().enumerate() {
                     // Building the mask: one comparison per entry.
-                    tally(|counts| counts.compare += 1);
+                    record(|counts| &mut counts.compare);
                     if !visible(query, *key) {
                         scores[position] = constant(-1e30);
                     }
