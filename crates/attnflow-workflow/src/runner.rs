@@ -173,6 +173,10 @@ impl<'a> Runner<'a> {
 
     fn drive_with_lease(&mut self, lease: &Lease, spec: &Spec) -> Result<RunRecord, RunError> {
         let run_id = lease.run_id;
+        // The step this executor began together with the previous step's
+        // completion: its first attempt is recorded as started but has not
+        // run, so it is not a re-execution.
+        let mut prepared_step: Option<i64> = None;
         loop {
             let run = self.store.run(run_id)?;
             if run.status != RunStatus::Running {
@@ -194,7 +198,16 @@ impl<'a> Runner<'a> {
             };
 
             let (step, fresh) = match self.store.open_step(run_id)? {
-                Some(step) if step.state == state.name => (step, false),
+                Some(step) if step.state == state.name => {
+                    let fresh = prepared_step.take() == Some(step.seq);
+                    if fresh {
+                        (self.observer)(&Progress::StepStarted {
+                            step: step.seq,
+                            state: state.name.clone(),
+                        });
+                    }
+                    (step, fresh)
+                }
                 Some(step) => {
                     return Err(StoreError::Corrupt {
                         path: self.store.path().to_string(),
@@ -305,14 +318,27 @@ impl<'a> Runner<'a> {
                         .next_state(output.outcome)
                         .ok_or_else(unknown)?
                         .to_string();
-                    let terminal = spec.state(&next).and_then(|target| target.terminal());
+                    let target = spec.state(&next).ok_or_else(unknown)?;
+                    let terminal = target.terminal();
+                    // Begin the next step in the same commit unless it is
+                    // terminal or its visit cap is reached.
+                    let begin_next = match target.active() {
+                        None => false,
+                        Some(next_active) => match next_active.max_visits {
+                            None => true,
+                            Some(maximum) => {
+                                self.store.visits(run_id, &next, run.epoch)? < i64::from(maximum)
+                            }
+                        },
+                    };
                     AttemptDecision::Complete {
                         outcome: output.outcome,
                         next_state: next,
                         terminal,
+                        begin_next,
                     }
                 };
-            self.store.finish_attempt(
+            prepared_step = self.store.finish_attempt(
                 lease,
                 &step,
                 attempt,

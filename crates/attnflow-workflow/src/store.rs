@@ -479,6 +479,9 @@ pub enum AttemptDecision {
         next_state: String,
         /// Set when `next_state` is terminal: how the run ended.
         terminal: Option<TerminalKind>,
+        /// Also begin `next_state`'s step and record its first attempt as
+        /// started, in the same transaction (one commit per transition).
+        begin_next: bool,
     },
 }
 
@@ -1119,36 +1122,7 @@ impl Store {
     ) -> Result<StepRecord, StoreError> {
         let run_id = lease.run_id;
         let seq = self.fenced(lease, "begin step", |transaction, now| {
-            let seq: i64 = transaction.query_row(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM wf_steps WHERE run_id = ?1",
-                [run_id],
-                |row| row.get(0),
-            )?;
-            transaction.execute(
-                "INSERT INTO wf_steps (run_id, seq, state, epoch, status, attempt, attempt_open, started_ms) \
-                 VALUES (?1, ?2, ?3, ?4, 'running', 1, 1, ?5)",
-                params![run_id, seq, state, epoch, now],
-            )?;
-            let common = || NewEvent {
-                step: Some(seq),
-                state: Some(state),
-                lease_token: Some(lease.token),
-                ..NewEvent::default()
-            };
-            append_event(transaction, run_id, now, EventKind::StepStarted, common())?;
-            let key = crate::action::TaskContext::idempotency_key_for(run_id, seq, 1);
-            append_event(
-                transaction,
-                run_id,
-                now,
-                EventKind::AttemptStarted,
-                NewEvent {
-                    attempt: Some(1),
-                    idempotency_key: Some(&key),
-                    ..common()
-                },
-            )?;
-            Ok(seq)
+            insert_step_with_first_attempt(transaction, lease, state, epoch, now)
         })?;
         self.step(run_id, seq)
     }
@@ -1197,7 +1171,9 @@ impl Store {
 
     /// Records an attempt's result and what follows: a retry after a
     /// backoff, or the step's completion with the transition (and, for a
-    /// terminal target, the run's end) in the same transaction.
+    /// terminal target, the run's end; or, with `begin_next`, the next
+    /// step and its first attempt) in the same transaction. Returns the
+    /// sequence number of a step begun this way.
     pub fn finish_attempt(
         &mut self,
         lease: &Lease,
@@ -1206,7 +1182,7 @@ impl Store {
         outcome: Outcome,
         detail: &str,
         decision: &AttemptDecision,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         self.fenced(lease, "finish attempt", |transaction, now| {
             let changed = transaction.execute(
                 "UPDATE wf_steps SET attempt_open = 0, last_outcome = ?4 \
@@ -1250,21 +1226,36 @@ impl Store {
                             detail: &format!("next attempt in {} ms", (at_ms - now).max(0)),
                             ..NewEvent::default()
                         },
-                    )
+                    )?;
+                    Ok(None)
                 }
                 AttemptDecision::Complete {
                     outcome,
                     next_state,
                     terminal,
-                } => complete_step(
-                    transaction,
-                    lease,
-                    step,
-                    now,
-                    *outcome,
-                    next_state,
-                    *terminal,
-                ),
+                    begin_next,
+                } => {
+                    complete_step(
+                        transaction,
+                        lease,
+                        step,
+                        now,
+                        *outcome,
+                        next_state,
+                        *terminal,
+                    )?;
+                    if *begin_next && terminal.is_none() {
+                        let epoch: i64 = transaction.query_row(
+                            "SELECT epoch FROM wf_runs WHERE id = ?1",
+                            [step.run_id],
+                            |row| row.get(0),
+                        )?;
+                        insert_step_with_first_attempt(transaction, lease, next_state, epoch, now)
+                            .map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                }
             }
         })
     }
@@ -1496,6 +1487,48 @@ fn read_run(transaction: &Transaction<'_>, run_id: i64) -> rusqlite::Result<Opti
             run_from_row,
         )
         .optional()
+}
+
+/// Inserts a new open step of `state` whose first attempt is recorded as
+/// started, with its `step_started` and `attempt_started` events.
+fn insert_step_with_first_attempt(
+    transaction: &Transaction<'_>,
+    lease: &Lease,
+    state: &str,
+    epoch: i64,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    let run_id = lease.run_id;
+    let seq: i64 = transaction.query_row(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM wf_steps WHERE run_id = ?1",
+        [run_id],
+        |row| row.get(0),
+    )?;
+    transaction.execute(
+        "INSERT INTO wf_steps (run_id, seq, state, epoch, status, attempt, attempt_open, started_ms) \
+         VALUES (?1, ?2, ?3, ?4, 'running', 1, 1, ?5)",
+        params![run_id, seq, state, epoch, now],
+    )?;
+    let common = || NewEvent {
+        step: Some(seq),
+        state: Some(state),
+        lease_token: Some(lease.token),
+        ..NewEvent::default()
+    };
+    append_event(transaction, run_id, now, EventKind::StepStarted, common())?;
+    let key = crate::action::TaskContext::idempotency_key_for(run_id, seq, 1);
+    append_event(
+        transaction,
+        run_id,
+        now,
+        EventKind::AttemptStarted,
+        NewEvent {
+            attempt: Some(1),
+            idempotency_key: Some(&key),
+            ..common()
+        },
+    )?;
+    Ok(seq)
 }
 
 fn complete_step(

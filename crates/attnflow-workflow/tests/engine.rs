@@ -211,6 +211,7 @@ fn crashed_attempt_is_re_executed_with_the_same_key_and_completed_steps_are_not(
                 outcome: Outcome::Ok,
                 next_state: "Processing".into(),
                 terminal: None,
+                begin_next: false,
             },
         )
         .unwrap();
