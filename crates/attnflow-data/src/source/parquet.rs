@@ -25,7 +25,15 @@ impl ParquetSource {
     /// Opens a Parquet file; a file whose footer cannot be read is an error
     /// for the whole file (there is no record to quarantine).
     pub fn new(file: File, path: &Path) -> DataResult<Self> {
-        let reader = SerializedFileReader::new(file).map_err(|error| DataError::Source {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            SerializedFileReader::new(file)
+        }))
+        .unwrap_or_else(|_| {
+            Err(parquet::errors::ParquetError::General(
+                "the Parquet footer is damaged".to_owned(),
+            ))
+        });
+        let reader = opened.map_err(|error| DataError::Source {
             path: path.to_path_buf(),
             line: 0,
             message: format!("not a readable Parquet file: {error}"),
@@ -99,8 +107,15 @@ impl RecordSource for ParquetSource {
         if self.failed {
             return Ok(false);
         }
-        let Some(next) = self.rows.next() else {
-            return Ok(false);
+        // The decoder is third-party code fed untrusted bytes: a panic in it
+        // becomes an unreadable-rows entry rather than a crash.
+        let rows = &mut self.rows;
+        let next = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rows.next())) {
+            Ok(Some(next)) => next,
+            Ok(None) => return Ok(false),
+            Err(_) => Err(parquet::errors::ParquetError::General(
+                "the Parquet decoder failed on damaged data".to_owned(),
+            )),
         };
         self.row += 1;
         record.row = self.row;
