@@ -152,12 +152,12 @@ pub fn run(args: EmbedArgs) -> CliResult {
         return Ok(());
     }
     say(format!(
-        "embedded {} texts with {} ({} layers, width {}; {:?} pooling{}, at most {} tokens)",
+        "embedded {} texts with {} ({} layers, width {}; {} pooling{}, at most {} tokens)",
         texts.len(),
         model.directory.display(),
         model.config.num_hidden_layers,
         model.config.hidden_size,
-        model.sentence.pooling,
+        format!("{:?}", model.sentence.pooling).to_lowercase(),
         if model.sentence.normalize {
             ", unit length"
         } else {
@@ -225,16 +225,19 @@ fn jsonl(texts: &[String], embedded: &attnflow_models::Embeddings) -> Result<Vec
         .map_err(|error| CliError::failed(miette!("cannot read the embeddings: {error}")))?;
     let mut out = Vec::new();
     for (index, (text, embedding)) in texts.iter().zip(rows).enumerate() {
-        let line = serde_json::json!({
-            "line": index + 1,
-            "text": text,
-            "tokens": embedded.token_counts[index],
-            "truncated": embedded.truncated[index],
-            "embedding": embedding,
-        });
-        serde_json::to_writer(&mut out, &line).map_err(|error| {
+        // Written by hand so the fields keep this order (serde_json's maps sort keys).
+        let encode = |error: serde_json::Error| {
             CliError::failed(miette!("cannot encode line {}: {error}", index + 1))
-        })?;
+        };
+        let line = format!(
+            "{{\"line\":{},\"text\":{},\"tokens\":{},\"truncated\":{},\"embedding\":{}}}",
+            index + 1,
+            serde_json::to_string(text).map_err(encode)?,
+            embedded.token_counts[index],
+            embedded.truncated[index],
+            serde_json::to_string(&embedding).map_err(encode)?,
+        );
+        out.extend_from_slice(line.as_bytes());
         out.push(b'\n');
     }
     Ok(out)
