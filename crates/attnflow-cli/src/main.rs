@@ -22,6 +22,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The main job: ingest and check data, train, validate, report (figure 3).
+    /// With no spec, runs an embedded default in about a minute.
+    Run(commands::run::RunArgs),
+    /// Check, cost, scale and draw architecture blueprints (§3.1, §4.1, §9).
+    #[command(subcommand)]
+    Blueprint(commands::blueprint::BlueprintCommand),
     /// Run the attention engine on your own tensors.
     #[command(subcommand)]
     Attention(commands::attention::AttentionCommand),
@@ -32,6 +38,16 @@ enum Command {
     Workflow(commands::workflow::WorkflowCommand),
     /// Check each claim of the paper numerically: verdicts with evidence.
     Verify(commands::verify::VerifyArgs),
+    /// Check data with quarantine, profile it, select items under a budget (§6).
+    #[command(subcommand)]
+    Data(commands::data::DataCommand),
+    /// Benchmarks against named peers, run side by side.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+    /// Train a blueprint on a task: J = L + λR, gradient flow, checkpoints (§2.3, §7.1).
+    Train(commands::train::TrainArgs),
+    /// Score a training checkpoint on its task's validation set.
+    Eval(commands::train::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,10 +57,16 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => commands::run::run(args),
+        Command::Blueprint(command) => commands::blueprint::run(command),
         Command::Attention(command) => commands::attention::run(command),
         Command::Embed(args) => commands::embed::run(args),
         Command::Workflow(command) => commands::workflow::run(command),
         Command::Verify(args) => commands::verify::run(args),
+        Command::Data(command) => commands::data::run(command),
+        Command::Bench(command) => commands::bench::run(command),
+        Command::Train(args) => commands::train::train(args),
+        Command::Eval(args) => commands::train::eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

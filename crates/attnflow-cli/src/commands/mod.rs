@@ -1,7 +1,12 @@
 //! One module per subcommand group.
 
 pub mod attention;
+pub mod bench;
+pub mod blueprint;
+pub mod data;
 pub mod embed;
 pub mod inspect;
+pub mod run;
+pub mod train;
 pub mod verify;
 pub mod workflow;

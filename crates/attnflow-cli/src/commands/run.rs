@@ -1,0 +1,166 @@
+//! `attnflow run`: the main job, the paper's figure 3 pipeline end to end.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use attnflow_pipeline::{PipelineError, RunOptions, StepEvent};
+use clap::Args;
+use miette::miette;
+
+use crate::error::{CliError, CliResult};
+
+/// Arguments of `attnflow run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A pipeline spec (TOML). Without one, runs the embedded default: a
+    /// built-in blueprint on a generated dataset with a few broken records.
+    spec: Option<PathBuf>,
+    /// The run folder (default: attnflow-runs/run-YYYYMMDD-HHMMSS).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The SQLite store of run history, queue and quarantine, shared by runs
+    /// so the workflow analysis sees them all.
+    #[arg(long, default_value = "attnflow-runs/attnflow.sqlite")]
+    db: PathBuf,
+    /// Continue the run in this folder from its last recorded state.
+    #[arg(long, conflicts_with_all = ["spec", "out"])]
+    resume: Option<PathBuf>,
+    /// Rows of valid records in the default dataset.
+    #[arg(long, default_value_t = attnflow_pipeline::DEFAULT_ROWS)]
+    rows: usize,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the pipeline and prints where the report is.
+pub fn run(args: RunArgs) -> CliResult {
+    let started = Instant::now();
+    let quiet = args.json;
+    let observer = move |event: &StepEvent| {
+        if quiet {
+            return;
+        }
+        match event {
+            StepEvent::StepStarted { state, .. } => eprintln!("▶ {state}"),
+            StepEvent::AttemptStarted {
+                attempt,
+                rerun: true,
+                state,
+                ..
+            } => {
+                eprintln!("  re-running {state} (attempt {attempt}) after an interruption")
+            }
+            StepEvent::AttemptFinished { output, .. } if !output.detail.is_empty() => {
+                eprintln!("  {}: {}", output.outcome.as_str(), output.detail)
+            }
+            StepEvent::Backoff { state, delay } => {
+                eprintln!("  {state} failed; retrying in {} ms", delay.as_millis())
+            }
+            _ => {}
+        }
+    };
+    let fail = |error: PipelineError| {
+        if error.is_bad_input() {
+            CliError::bad_input(miette!("{error}"))
+        } else {
+            CliError::failed(miette!("{error}"))
+        }
+    };
+    let outcome = match &args.resume {
+        Some(run_dir) => attnflow_pipeline::resume(
+            run_dir,
+            RunOptions {
+                run_dir: run_dir.clone(),
+                store: args.db.clone(),
+                observer: Box::new(observer),
+                progress_bar: !quiet,
+            },
+        ),
+        None => {
+            let run_dir = args.out.clone().unwrap_or_else(default_run_dir);
+            let spec = match &args.spec {
+                Some(spec) => spec.clone(),
+                None => {
+                    if !quiet {
+                        eprintln!(
+                            "attnflow run: the embedded default pipeline ({} records + a few broken ones) in {}",
+                            args.rows,
+                            run_dir.display()
+                        );
+                    }
+                    attnflow_pipeline::write_default_inputs(&run_dir.join("inputs"), args.rows)
+                        .map_err(fail)?
+                }
+            };
+            attnflow_pipeline::start(
+                &spec,
+                RunOptions {
+                    run_dir,
+                    store: args.db.clone(),
+                    observer: Box::new(observer),
+                    progress_bar: !quiet,
+                },
+            )
+        }
+    }
+    .map_err(fail)?;
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&outcome).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "run {} ended in {} after {:.0} s",
+            outcome.workflow_run,
+            outcome.state,
+            started.elapsed().as_secs_f64()
+        );
+        println!("  run folder: {}", outcome.run_dir.display());
+        match &outcome.report {
+            Some(report) => println!("  report:     {}", report.display()),
+            None => println!("  no report (the run did not reach output generation)"),
+        }
+    }
+    if outcome.succeeded {
+        Ok(())
+    } else {
+        Err(CliError::failed(miette!(
+            "the pipeline ended in {}; `attnflow workflow show {} --db {}` shows every step",
+            outcome.state,
+            outcome.workflow_run,
+            args.db.display()
+        )))
+    }
+}
+
+/// `attnflow-runs/run-YYYYMMDD-HHMMSS` in UTC.
+fn default_run_dir() -> PathBuf {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    PathBuf::from(format!(
+        "attnflow-runs/run-{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60
+    ))
+}

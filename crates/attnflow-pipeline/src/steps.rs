@@ -1,0 +1,567 @@
+//! The workflow tasks of the pipeline and the code that starts and resumes
+//! a run. Every task reads what earlier steps left in the run folder, so a
+//! step that re-runs after a crash finds its inputs where they were.
+
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use attnflow_data::run::{check_files, CheckOptions, CheckReport};
+use attnflow_data::Schema;
+use attnflow_train::tasks::Task;
+use attnflow_train::{BlueprintSource, Regulariser, TrainConfig, TrainReport, Trainer};
+use attnflow_workflow::{
+    Outcome, RunStatus, Runner, Spec as WorkflowSpec, Store as WorkflowStore, TaskContext,
+    TaskOutput, TaskRegistry,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{embedded, PipelineSpec};
+use crate::{PipelineError, Result, RunFile, RunOptions, RunOutcome};
+
+/// What the pipeline reports while it runs: the workflow's own events.
+pub type StepEvent = attnflow_workflow::Progress;
+
+/// File names inside a run folder.
+pub(crate) mod files {
+    pub const RUN: &str = "run.json";
+    pub const DATA: &str = "data";
+    pub const PAIRS: &str = "data/pairs.jsonl";
+    pub const QUALITY: &str = "quality.json";
+    pub const TRAINING_DIR: &str = "training";
+    pub const TRAINING: &str = "training.json";
+    pub const VALIDATION: &str = "validation.json";
+    pub const REPORT: &str = "report.html";
+    pub const MANIFEST: &str = "manifest.json";
+}
+
+/// What every task knows: the run folder, its spec and its store.
+pub(crate) struct Context {
+    pub run_dir: PathBuf,
+    pub spec_path: PathBuf,
+    pub spec: PipelineSpec,
+    pub store: PathBuf,
+    pub progress_bar: bool,
+}
+
+impl Context {
+    /// A path of the spec, resolved against the spec's folder.
+    pub fn input(&self, relative: &Path) -> PathBuf {
+        match self.spec_path.parent() {
+            Some(folder) if relative.is_relative() => folder.join(relative),
+            _ => relative.to_path_buf(),
+        }
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.run_dir.join(name)
+    }
+}
+
+/// The validation verdict written by the Validation step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Validation {
+    /// Exact-sequence accuracy on held-out records.
+    pub sequence_accuracy: f64,
+    /// Per-token accuracy on held-out records.
+    pub token_accuracy: f64,
+    /// The threshold from the spec.
+    pub threshold: f64,
+    /// Whether the threshold was met.
+    pub passed: bool,
+    /// The checkpoint step that was validated.
+    pub step: u64,
+}
+
+pub(crate) fn start(spec_path: &Path, options: RunOptions<'_>) -> Result<RunOutcome> {
+    let spec = PipelineSpec::from_file(spec_path)?;
+    let run_dir = options.run_dir.clone();
+    if run_dir.exists()
+        && std::fs::read_dir(&run_dir)
+            .map_err(|source| PipelineError::io(&run_dir, source))?
+            .any(|entry| entry.map(|e| e.file_name() != "inputs").unwrap_or(true))
+    {
+        return Err(PipelineError::RunFolder {
+            path: run_dir,
+            message: "already holds a run; resume it with `attnflow run --resume` or choose another folder".into(),
+        });
+    }
+    std::fs::create_dir_all(&run_dir).map_err(|source| PipelineError::io(&run_dir, source))?;
+    let spec_path = spec_path
+        .canonicalize()
+        .map_err(|source| PipelineError::io(spec_path, source))?;
+    let context = Arc::new(Context {
+        run_dir: run_dir.clone(),
+        spec_path,
+        spec,
+        store: options.store.clone(),
+        progress_bar: options.progress_bar,
+    });
+    // Check the schema and blueprint now, so a typo fails before any work.
+    load_schema(&context)?;
+    load_blueprint(&context)?;
+    let workflow = WorkflowSpec::parse("attnflow-pipeline (embedded)", embedded::WORKFLOW)
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let registry = registry(&context);
+    let mut store = open_store(&context.store)?;
+    let run_id = Runner::new(&mut store, &registry)
+        .create(&workflow)
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let run_file = RunFile {
+        workflow_run: run_id,
+        store: context
+            .store
+            .canonicalize()
+            .unwrap_or(context.store.clone()),
+        spec: context.spec_path.clone(),
+    };
+    write_json(&context.file(files::RUN), &run_file)?;
+    drive(&context, &mut store, &registry, run_id, options)
+}
+
+pub(crate) fn resume(run_dir: &Path, options: RunOptions<'_>) -> Result<RunOutcome> {
+    let run_path = run_dir.join(files::RUN);
+    let text = std::fs::read_to_string(&run_path).map_err(|source| PipelineError::RunFolder {
+        path: run_dir.to_path_buf(),
+        message: format!("is not a pipeline run folder ({}: {source})", files::RUN),
+    })?;
+    let run_file: RunFile =
+        serde_json::from_str(&text).map_err(|error| PipelineError::RunFolder {
+            path: run_path.clone(),
+            message: format!("is damaged: {error}"),
+        })?;
+    let spec = PipelineSpec::from_file(&run_file.spec)?;
+    let context = Arc::new(Context {
+        run_dir: run_dir.to_path_buf(),
+        spec_path: run_file.spec.clone(),
+        spec,
+        store: run_file.store.clone(),
+        progress_bar: options.progress_bar,
+    });
+    let registry = registry(&context);
+    let mut store = open_store(&context.store)?;
+    drive(
+        &context,
+        &mut store,
+        &registry,
+        run_file.workflow_run,
+        options,
+    )
+}
+
+fn drive(
+    context: &Arc<Context>,
+    store: &mut WorkflowStore,
+    registry: &TaskRegistry,
+    run_id: i64,
+    mut options: RunOptions<'_>,
+) -> Result<RunOutcome> {
+    let record = Runner::new(store, registry)
+        .with_observer(|event| (options.observer)(event))
+        .resume(run_id)
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let report = context.file(files::REPORT);
+    Ok(RunOutcome {
+        run_dir: context.run_dir.clone(),
+        workflow_run: run_id,
+        state: record.current_state.clone(),
+        succeeded: record.status == RunStatus::Succeeded,
+        report: report.exists().then_some(report),
+    })
+}
+
+fn open_store(path: &Path) -> Result<WorkflowStore> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| PipelineError::io(parent, source))?;
+    }
+    WorkflowStore::open(path).map_err(|error| PipelineError::Workflow(error.to_string()))
+}
+
+/// The built-in tasks plus the pipeline's own, each bound to this run.
+fn registry(context: &Arc<Context>) -> TaskRegistry {
+    let mut registry = TaskRegistry::with_builtins();
+    let steps: [(&str, fn(&Context, &TaskContext) -> Result<TaskOutput>); 6] = [
+        ("pipeline.ingest", ingest),
+        ("pipeline.check", quality_check),
+        ("pipeline.reject", reject),
+        ("pipeline.train", train),
+        ("pipeline.validate", validate),
+        ("pipeline.report", output_generation),
+    ];
+    for (name, step) in steps {
+        let context = Arc::clone(context);
+        registry.register(name, move |task: &TaskContext| {
+            step(&context, task)
+                .unwrap_or_else(|error| TaskOutput::with(Outcome::Failed, error.to_string()))
+        });
+    }
+    let context = Arc::clone(context);
+    registry.register("pipeline.store", move |task: &TaskContext| {
+        storage(&context, task)
+            .unwrap_or_else(|error| TaskOutput::with(Outcome::Failed, error.to_string()))
+    });
+    registry
+}
+
+/// Ingestion: snapshot every source into the run folder, so later steps (and
+/// a resumed run) read exactly what was ingested.
+fn ingest(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
+    let data_dir = context.file(files::DATA);
+    std::fs::create_dir_all(&data_dir).map_err(|source| PipelineError::io(&data_dir, source))?;
+    let mut total = 0u64;
+    for source in &context.spec.data.sources {
+        let path = context.input(source);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                return Ok(TaskOutput::with(
+                    Outcome::Invalid,
+                    format!("cannot read data source {}: {error}", path.display()),
+                ))
+            }
+        };
+        total += bytes.len() as u64;
+        write_atomically(&data_dir.join(snapshot_name(source)), &bytes)?;
+    }
+    Ok(TaskOutput::with(
+        Outcome::Ok,
+        format!(
+            "ingested {} source(s), {total} bytes",
+            context.spec.data.sources.len()
+        ),
+    ))
+}
+
+fn snapshot_name(source: &Path) -> String {
+    source
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "source".into())
+}
+
+fn load_schema(context: &Context) -> Result<Schema> {
+    let path = context.input(&context.spec.data.schema);
+    let text = std::fs::read_to_string(&path).map_err(|source| PipelineError::io(&path, source))?;
+    Schema::parse(&path, &text).map_err(|error| PipelineError::Input(error.to_string()))
+}
+
+fn load_blueprint(context: &Context) -> Result<BlueprintSource> {
+    let path = context.input(&context.spec.model.blueprint);
+    let source = BlueprintSource::from_file(&path)
+        .map_err(|error| PipelineError::Input(error.to_string()))?;
+    attnflow_blueprint::Blueprint::from_text(&source.file, &source.text, &[])
+        .map_err(|error| PipelineError::Input(error.to_string()))?;
+    Ok(source)
+}
+
+/// §6.1 quality check: every record to the queue or to quarantine with its
+/// reason; then the accepted records become the training set.
+fn quality_check(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
+    let schema = load_schema(context)?;
+    let snapshots: Vec<PathBuf> = context
+        .spec
+        .data
+        .sources
+        .iter()
+        .map(|source| context.file(files::DATA).join(snapshot_name(source)))
+        .collect();
+    let mut store = attnflow_data::store::Store::open(&context.store)
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let report = check_files(
+        &schema,
+        &snapshots,
+        Some(&mut store),
+        &CheckOptions::default(),
+    )
+    .map_err(|error| PipelineError::Input(error.to_string()))?;
+    assert_eq!(
+        report.read,
+        report.accepted + report.quarantined,
+        "the data check lost records"
+    );
+    write_json(&context.file(files::QUALITY), &report)?;
+    let share = if report.read == 0 {
+        1.0
+    } else {
+        report.quarantined as f64 / report.read as f64
+    };
+    if report.accepted == 0 || share > context.spec.data.max_quarantine_share {
+        return Ok(TaskOutput::with(
+            Outcome::Invalid,
+            format!(
+                "{} of {} records quarantined ({:.1}%, limit {:.1}%)",
+                report.quarantined,
+                report.read,
+                100.0 * share,
+                100.0 * context.spec.data.max_quarantine_share
+            ),
+        ));
+    }
+    export_pairs(context, &store, &report)?;
+    Ok(TaskOutput::with(
+        Outcome::Ok,
+        format!(
+            "read {} = accepted {} + quarantined {}",
+            report.read, report.accepted, report.quarantined
+        ),
+    ))
+}
+
+/// Writes the run's accepted records as `{"input": [...], "target": [...]}`
+/// lines: the processing queue as training reads it.
+fn export_pairs(
+    context: &Context,
+    store: &attnflow_data::store::Store,
+    report: &CheckReport,
+) -> Result<()> {
+    let run_id = report
+        .run_id
+        .ok_or_else(|| PipelineError::Workflow("the data check recorded no run".into()))?;
+    let mut lines = Vec::new();
+    let mut missing = None;
+    store
+        .queued_records(run_id, |record| {
+            let field = |name: &str| record.get(name).cloned();
+            match (field("input"), field("target")) {
+                (Some(input), Some(target)) => {
+                    let line = serde_json::json!({ "input": input, "target": target });
+                    let _ = writeln!(lines, "{line}");
+                }
+                _ => missing = Some(record.to_string()),
+            }
+        })
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    if let Some(record) = missing {
+        return Err(PipelineError::Input(format!(
+            "the schema accepts records without `input` and `target` fields, which training needs: {record}"
+        )));
+    }
+    write_atomically(&context.file(files::PAIRS), &lines)
+}
+
+/// Error handling: the data was rejected as a whole; the quarantine holds
+/// the reasons and `quality.json` the counts.
+fn reject(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
+    let detail = match std::fs::read_to_string(context.file(files::QUALITY)) {
+        Ok(_) => "data rejected; see quality.json and `attnflow data quarantine`".to_string(),
+        Err(_) => "data could not be ingested".to_string(),
+    };
+    Ok(TaskOutput::with(Outcome::Ok, detail))
+}
+
+fn train_config(context: &Context) -> Result<TrainConfig> {
+    let train = &context.spec.train;
+    let regulariser = Regulariser::parse(&train.regulariser).map_err(PipelineError::Input)?;
+    Ok(TrainConfig {
+        task: Task::Pairs {
+            path: context.file(files::PAIRS),
+        },
+        seed: train.seed,
+        steps: train.steps,
+        batch_size: train.batch_size,
+        learning_rate: train.learning_rate,
+        min_learning_rate: train.learning_rate / 10.0,
+        eval_every: train.eval_every,
+        checkpoint_every: train.checkpoint_every,
+        validation_size: train.validation_size,
+        target_accuracy: train.target_accuracy,
+        lambda: train.lambda,
+        regulariser,
+        ..TrainConfig::default()
+    })
+}
+
+/// Training: a fresh run, or the continuation of the last checkpoint when
+/// this step re-runs (after a crash, or from the Retry state — then with
+/// half the budget again, so a retry trains further).
+fn train(context: &Context, task: &TaskContext) -> Result<TaskOutput> {
+    let directory = context.file(files::TRAINING_DIR);
+    let checkpointed = directory.join("checkpoint.json").exists();
+    let budget = context.spec.train.steps;
+    let mut trainer = if checkpointed {
+        let meta = attnflow_train::checkpoint::read_meta(&directory)
+            .map_err(|error| PipelineError::Input(error.to_string()))?;
+        let steps =
+            if meta.step >= meta.config.steps && task.attempt >= 1 && validation_failed(context) {
+                Some(meta.config.steps + budget / 2)
+            } else {
+                None
+            };
+        Trainer::resume(&directory, None, steps)
+    } else {
+        Trainer::new(load_blueprint(context)?, train_config(context)?)
+            .and_then(|t| t.with_output(&directory))
+    }
+    .map_err(|error| PipelineError::Input(error.to_string()))?;
+
+    let bar = progress_bar(context, trainer.config().steps, trainer.step_count());
+    let report = trainer
+        .run(|progress| {
+            bar.set_position(progress.step);
+            let accuracy = progress
+                .evaluation
+                .map(|e| format!(" acc {:.3}", e.sequence_accuracy))
+                .unwrap_or_default();
+            bar.set_message(format!(
+                "loss {:.4}{accuracy} {:.0} tok/s",
+                progress.metrics.loss, progress.metrics.tokens_per_second
+            ));
+            ControlFlow::Continue(())
+        })
+        .map_err(|error| PipelineError::Workflow(format!("training: {error}")))?;
+    bar.finish_and_clear();
+    write_json(
+        &context.file(files::TRAINING),
+        &merge_training(context, report)?,
+    )?;
+    Ok(TaskOutput::with(Outcome::Ok, "trained".to_string()))
+}
+
+/// Keeps the evaluations of earlier attempts, so a resumed run's report
+/// shows the whole curve.
+fn merge_training(context: &Context, mut report: TrainReport) -> Result<TrainReport> {
+    if let Ok(text) = std::fs::read_to_string(context.file(files::TRAINING)) {
+        if let Ok(previous) = serde_json::from_str::<TrainReport>(&text) {
+            let first = report.evaluations.first().map_or(u64::MAX, |e| e.step);
+            let mut merged: Vec<_> = previous
+                .evaluations
+                .into_iter()
+                .filter(|e| e.step < first)
+                .collect();
+            merged.append(&mut report.evaluations);
+            report.evaluations = merged;
+        }
+    }
+    Ok(report)
+}
+
+fn validation_failed(context: &Context) -> bool {
+    std::fs::read_to_string(context.file(files::VALIDATION))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Validation>(&text).ok())
+        .is_some_and(|validation| !validation.passed)
+}
+
+fn progress_bar(context: &Context, steps: u64, position: u64) -> ProgressBar {
+    if !context.progress_bar {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("  training {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(position);
+    bar
+}
+
+/// Validation: the last checkpoint, evaluated on held-out records, against
+/// the spec's threshold.
+fn validate(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
+    let (meta, evaluation) =
+        attnflow_train::evaluate_checkpoint(&context.file(files::TRAINING_DIR))
+            .map_err(|error| PipelineError::Input(error.to_string()))?;
+    let threshold = context.spec.validate.min_sequence_accuracy;
+    let validation = Validation {
+        sequence_accuracy: evaluation.sequence_accuracy,
+        token_accuracy: evaluation.token_accuracy,
+        threshold,
+        passed: evaluation.sequence_accuracy >= threshold,
+        step: meta.step,
+    };
+    write_json(&context.file(files::VALIDATION), &validation)?;
+    let detail = format!(
+        "sequence accuracy {:.4} (threshold {threshold}) at step {}",
+        validation.sequence_accuracy, meta.step
+    );
+    Ok(TaskOutput::with(
+        if validation.passed {
+            Outcome::Ok
+        } else {
+            Outcome::Invalid
+        },
+        detail,
+    ))
+}
+
+/// Output generation: the HTML report.
+fn output_generation(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
+    let html = crate::report::build(context)?;
+    write_atomically(&context.file(files::REPORT), html.as_bytes())?;
+    Ok(TaskOutput::with(
+        Outcome::Ok,
+        "report.html written".to_string(),
+    ))
+}
+
+/// Storage: the manifest of every artifact, written last, marks the run
+/// folder complete.
+fn storage(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
+    let mut artifacts = Vec::new();
+    for name in [
+        files::QUALITY,
+        files::PAIRS,
+        files::TRAINING,
+        files::VALIDATION,
+        files::REPORT,
+        "training/checkpoint.json",
+        "training/weights.safetensors",
+        "training/metrics.jsonl",
+        "training/gradients.jsonl",
+    ] {
+        let path = context.file(name);
+        if let Ok(metadata) = std::fs::metadata(&path) {
+            artifacts.push(serde_json::json!({ "file": name, "bytes": metadata.len() }));
+        }
+    }
+    let manifest = serde_json::json!({
+        "pipeline": context.spec.pipeline.name,
+        "store": context.store,
+        "artifacts": artifacts,
+    });
+    write_json(&context.file(files::MANIFEST), &manifest)?;
+    Ok(TaskOutput::with(
+        Outcome::Ok,
+        format!("{} artifacts", artifacts.len()),
+    ))
+}
+
+/// Reads a JSON file the run wrote earlier.
+pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::io(path, source))?;
+    serde_json::from_str(&text).map_err(|error| PipelineError::RunFolder {
+        path: path.to_path_buf(),
+        message: format!("is damaged: {error}"),
+    })
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    write_atomically(path, text.as_bytes())
+}
+
+/// Temp file in the same folder, fsync, rename.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    let temporary = folder.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)?;
+        if let Ok(directory) = std::fs::File::open(folder) {
+            let _ = directory.sync_all();
+        }
+        Ok(())
+    };
+    write().map_err(|source| PipelineError::io(path, source))
+}
