@@ -270,6 +270,18 @@ impl Spec {
     /// Checks the spec and builds the [`Blueprint`].
     pub fn check(&self, overrides: &[(String, String)]) -> crate::Result<Blueprint> {
         let dims = self.resolve_dims(overrides)?;
+        if self.nodes.is_empty() && self.blocks.is_empty() {
+            return Err(self
+                .error(
+                    0..0,
+                    None,
+                    SpecErrorKind::Missing {
+                        field: "[[node]]".into(),
+                        context: ": a blueprint needs at least one node".into(),
+                    },
+                )
+                .into());
+        }
 
         // Names: top-level nodes and blocks share one namespace.
         let mut declared: HashMap<String, Range<usize>> = HashMap::new();

@@ -373,3 +373,12 @@ fn huge_sizes_are_refused_not_overflowed() {
     let cost = attnflow_blueprint::account(&blueprint, Default::default());
     assert!(cost.total.forward_flops > 0);
 }
+
+#[test]
+fn a_spec_without_nodes_is_refused() {
+    for text in ["", "[dims]\nseq = 4\n"] {
+        let error = check(text).unwrap_err();
+        assert!(error.to_string().contains("at least one node"), "{error}");
+        assert_eq!(error.spec().unwrap().location.line, 1);
+    }
+}
