@@ -552,3 +552,54 @@ terminal = "failure"
     );
     assert!(diagram.contains("Completed --> [*]"));
 }
+
+#[test]
+fn executor_that_loses_its_lease_mid_action_writes_nothing_more() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("runs.db");
+    let clock = Arc::new(ManualClock::new(10_000_000));
+    let mut store = Store::open(&path).unwrap().with_clock(clock.clone());
+    let spec = Spec::parse(
+        "takeover.toml",
+        "[workflow]\nname = \"takeover\"\ninitial = \"A\"\nlease_ms = 1000\n\
+         [states.A]\naction = { task = \"stall\" }\non = { ok = \"Done\", failed = \"Done\" }\n\
+         [states.Done]\nterminal = \"success\"\n",
+    )
+    .unwrap();
+    // While the first executor's action runs, its lease expires and a
+    // second executor takes the run over.
+    let mut registry = TaskRegistry::with_builtins();
+    let takeover_path = path.clone();
+    let takeover_clock = clock.clone();
+    registry.register("stall", move |context: &TaskContext| {
+        takeover_clock.advance(Duration::from_millis(5_000));
+        let mut other = Store::open(&takeover_path)
+            .unwrap()
+            .with_clock(takeover_clock.clone());
+        other
+            .acquire_lease(context.run_id, "host:1:second", Duration::from_secs(60), 5)
+            .unwrap();
+        TaskOutput::ok()
+    });
+    let error = Runner::new(&mut store, &registry)
+        .with_owner("host:1:first")
+        .start(&spec)
+        .unwrap_err();
+    assert!(
+        matches!(error, RunError::Store(StoreError::LeaseLost { .. })),
+        "{error}"
+    );
+    // The first executor's result never landed: the attempt is still open
+    // and the run is still in A, held by the second executor.
+    let run = store.run(1).unwrap();
+    assert_eq!(run.current_state, "A");
+    assert_eq!(run.lease_owner.as_deref(), Some("host:1:second"));
+    let steps = store.steps(1).unwrap();
+    assert!(steps[0].attempt_open && !steps[0].completed);
+    let events = store.events(1).unwrap();
+    assert_log_consistent(&events, "A");
+    assert!(events.iter().all(
+        |event| event.kind != EventKind::AttemptFinished && event.kind != EventKind::Transition
+    ));
+    assert_eq!(events.last().unwrap().kind, EventKind::LeaseAcquired);
+}
