@@ -10,6 +10,7 @@
 //!   the gradient-flow report of §2.3, atomic checkpoints with bit-identical
 //!   resume.
 
+pub mod bench;
 pub mod checkpoint;
 mod error;
 pub mod gradflow;
