@@ -286,7 +286,7 @@ fn safetensors_bytes(
 }
 
 /// A model error as a CLI error: the user's input (exit 2) or the work (1).
-fn model_error(error: ModelError) -> CliError {
+pub(crate) fn model_error(error: ModelError) -> CliError {
     if error.is_input_fault() {
         CliError::bad_input(miette!("{error}"))
     } else {

@@ -33,6 +33,11 @@ pub struct InspectArgs {
     /// (heads, n, n) or (batch, heads, n, n). Without it, a model with
     /// seeded weights is built (see --layers, --heads, --width, --seed).
     weights: Option<PathBuf>,
+    /// A Hugging Face BERT model directory (config.json, model.safetensors,
+    /// tokenizer.json): runs --text through it and inspects its attention,
+    /// labelled with its word pieces.
+    #[arg(long, conflicts_with_all = ["weights", "tokens"], requires = "text")]
+    model: Option<PathBuf>,
     /// The input text; for a seeded model each character is a token.
     #[arg(long, conflicts_with = "tokens")]
     text: Option<String>,
@@ -248,6 +253,32 @@ fn write_file(directory: &Path, name: &str, bytes: &[u8]) -> CliResult {
         .map_err(|error| CliError::failed(miette!("cannot write {}: {error}", path.display())))
 }
 
+/// Runs `text` through the pretrained model in `directory` (attnflow-models)
+/// and returns every layer's attention, the word pieces and a description.
+fn model_attention(
+    directory: &Path,
+    text: &str,
+) -> Result<(AttentionStack, Vec<String>, String), CliError> {
+    use super::embed::model_error;
+    let model = attnflow_models::PretrainedBert::open(directory, &candle_core::Device::Cpu)
+        .map_err(model_error)?;
+    let inspection = model.inspect(text).map_err(model_error)?;
+    let layers = inspection.layer_attentions().map_err(model_error)?;
+    let place = directory.display().to_string();
+    let stack = AttentionStack::from_layer_tensors(&layers)
+        .map_err(|error| analysis_error(&place, error))?;
+    let source = format!(
+        "{place} ({} word pieces{})",
+        inspection.encoding.tokens.len(),
+        if inspection.encoding.truncated {
+            format!(", text cut at {}", model.tokenizer.max_length())
+        } else {
+            String::new()
+        }
+    );
+    Ok((stack, inspection.encoding.tokens, source))
+}
+
 /// Runs `attnflow attention inspect`.
 pub fn inspect(args: &InspectArgs) -> CliResult {
     let fusion: HeadFusion = args
@@ -259,8 +290,9 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
         (None, Some(path)) => Some(read_tokens(path)?),
         _ => None,
     };
-    let (stack, tokens, source) = match &args.weights {
-        Some(path) => {
+    let (stack, tokens, source) = match (&args.model, &args.weights) {
+        (Some(directory), _) => model_attention(directory, args.text.as_deref().unwrap_or(""))?,
+        (None, Some(path)) => {
             let stack = load_stack(path, args.batch)?;
             let n = stack.num_tokens();
             let tokens = match given_tokens {
@@ -281,7 +313,7 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
             };
             (stack, tokens, path.display().to_string())
         }
-        None => {
+        (None, None) => {
             let tokens = given_tokens
                 .filter(|tokens| !tokens.is_empty())
                 .ok_or_else(|| {
