@@ -75,7 +75,7 @@ impl Default for ClaimOptions {
         Self {
             seed: 0,
             trials: 200,
-            timing_lengths: vec![256, 512, 1024, 2048],
+            timing_lengths: vec![512, 1024, 2048, 3072],
         }
     }
 }
@@ -406,17 +406,15 @@ fn theorem_1() -> ClaimCheck {
         let output = (e0 * values[0] + e1 * values[1]) / (e0 + e1);
         (output - target).powi(2)
     };
+    // The largest violation on the grid, so the evidence is not a rounding
+    // artefact.
     let grid: Vec<f64> = (0..=80).map(|i| -4.0 + 0.1 * i as f64).collect();
     let mut violation: Option<(f64, f64, f64)> = None;
-    'search: for &a in &grid {
-        for &b in &grid {
-            if b <= a {
-                continue;
-            }
+    for &a in &grid {
+        for &b in grid.iter().filter(|&&b| b > a) {
             let gap = loss(0.5 * (a + b)) - 0.5 * (loss(a) + loss(b));
-            if gap > 1e-6 {
+            if gap > violation.map_or(1e-9, |(_, _, best)| best) {
                 violation = Some((a, b, gap));
-                break 'search;
             }
         }
     }
@@ -459,6 +457,14 @@ fn complexity_exponent(lengths: &[usize]) -> ClaimCheck {
         else {
             continue;
         };
+        // One untimed run first: thread pools and allocations warm up.
+        let _ = scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            &AttentionMask::none(),
+            &SdpaOptions::default(),
+        );
         let mut best = f64::INFINITY;
         for _ in 0..3 {
             let start = Instant::now();

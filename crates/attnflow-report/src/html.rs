@@ -585,11 +585,14 @@ const EXPLORER_SCRIPT: &str = r##"
   var explorers = [];
   document.querySelectorAll("[data-explorer]").forEach(function (root) { explorers.push(new Explorer(root)); });
   window.attnflowExplorers = explorers;
+  document.body.dataset.readyMs = performance.now().toFixed(0);
   if (location.hash === "#selftest" && explorers.length > 0) {
     var first = explorers[0], before = first.canvas.toDataURL();
     var options = first.headSelect.options.length > 1 ? first.headSelect : first.layerSelect;
     options.selectedIndex = (options.selectedIndex + 1) % options.options.length;
+    var switchStart = performance.now();
     options.dispatchEvent(new Event("change"));
+    document.body.dataset.switchMs = (performance.now() - switchStart).toFixed(1);
     document.body.dataset.selftest = first.canvas.toDataURL() !== before ? "view-changed" : "view-unchanged";
   }
 })();

@@ -69,7 +69,7 @@ pub fn run(args: VerifyArgs) -> CliResult {
     }
     let count = |status: ClaimStatus| checks.iter().filter(|c| c.status == status).count();
     println!(
-        "\n{} claims: {} hold, {} false, {} hold under a condition, {} definitions",
+        "\n{} claims: holds {}, false {}, holds under condition {}, definition {}",
         checks.len(),
         count(ClaimStatus::Holds),
         count(ClaimStatus::False),
