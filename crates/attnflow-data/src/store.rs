@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS data_runs (
     schema_name TEXT NOT NULL,
     schema_path TEXT NOT NULL,
     schema_text TEXT NOT NULL,
+    queue_start INTEGER NOT NULL DEFAULT 0,
     started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     finished_at TEXT,
     read INTEGER,
@@ -52,7 +53,6 @@ CREATE TABLE IF NOT EXISTS data_queue (
     line INTEGER NOT NULL,
     record TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS data_queue_run ON data_queue(run_id);
 CREATE TABLE IF NOT EXISTS data_quarantine (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL REFERENCES data_runs(id),
@@ -159,8 +159,11 @@ impl Store {
             .busy_timeout(std::time::Duration::from_secs(30))
             .map_err(fail)?;
         connection
+            // A 64 MiB page cache and fewer checkpoints make bulk inserts
+            // markedly faster and stay well within a check run's memory.
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+                 PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192;",
             )
             .map_err(fail)?;
         connection.execute_batch(TABLES).map_err(fail)?;
@@ -205,16 +208,24 @@ impl Store {
 
     /// Starts a run and opens its first transaction.
     pub fn begin_run(&mut self, kind: &str, schema: &Schema) -> DataResult<i64> {
+        // The run row is written in the run's first transaction, so a run
+        // that fails before its first batch leaves no trace at all.
+        self.connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(self.fail())?;
         self.connection
             .execute(
-                "INSERT INTO data_runs (kind, schema_name, schema_path, schema_text) VALUES (?1, ?2, ?3, ?4)",
-                params![kind, schema.name, schema.path.display().to_string(), schema.text],
+                "INSERT INTO data_runs (kind, schema_name, schema_path, schema_text, queue_start)
+                 VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(rowid), 0) FROM data_queue))",
+                params![
+                    kind,
+                    schema.name,
+                    schema.path.display().to_string(),
+                    schema.text
+                ],
             )
             .map_err(self.fail())?;
         let id = self.connection.last_insert_rowid();
-        self.connection
-            .execute_batch("BEGIN")
-            .map_err(self.fail())?;
         self.pending = 0;
         Ok(id)
     }
@@ -358,7 +369,12 @@ impl Store {
             )
         } else {
             (
-                self.count("SELECT COUNT(*) FROM data_queue WHERE run_id = ?1", run_id)?,
+                // Rows of this run come after the queue's end at its start
+                // (rowids grow), so the count scans only this run's rows.
+                self.count(
+                    "SELECT COUNT(*) FROM data_queue WHERE rowid > (SELECT queue_start FROM data_runs WHERE id = ?1) AND run_id = ?1",
+                    run_id,
+                )?,
                 self.count(
                     "SELECT COUNT(*) FROM data_quarantine WHERE run_id = ?1",
                     run_id,
