@@ -418,3 +418,69 @@ fn verify_prints_verdicts() {
         .success()
         .stdout(predicate::str::contains("lemma-1").and(predicate::str::contains("P·1 = c·1")));
 }
+
+fn train_example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/train")
+        .join(name)
+}
+
+#[test]
+fn checkpoint_and_blueprint_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("run");
+    attnflow()
+        .arg("train")
+        .arg(train_example("reverse.toml"))
+        .args(["--task", "reverse", "--steps", "3", "--json", "--out"])
+        .arg(&checkpoint)
+        .assert()
+        .success();
+    let out = dir.path().join("checkpoint");
+    let assert = attnflow()
+        .args(["attention", "inspect", "--checkpoint"])
+        .arg(&checkpoint)
+        .args(["--text", "3 1 4 1 5 9", "--json", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let summary: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    // reverse.toml: 2 layers of 4 heads.
+    assert_eq!(
+        (summary["layers"].as_u64(), summary["heads"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_eq!(summary["tokens"], 6);
+    assert!(summary["source"].as_str().unwrap().contains("task reverse"));
+    assert!(read(&out.join("report.html")).contains("step 3"));
+    attnflow()
+        .args(["attention", "inspect", "--checkpoint"])
+        .arg(&checkpoint)
+        .args(["--text", "3 12", "--out"])
+        .arg(&out)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("token 1 `12`").and(predicate::str::contains("0..11")));
+
+    let seeded = |seed: &str| {
+        let out = dir.path().join(format!("blueprint-{seed}"));
+        attnflow()
+            .args(["attention", "inspect", "--blueprint"])
+            .arg(train_example("reverse.toml"))
+            .args(["--text", "1 2 3 4", "--seed", seed, "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+        read(&out.join("statistics.json"))
+    };
+    assert_eq!(seeded("1"), seeded("1"), "seeded weights repeat");
+    assert_ne!(seeded("1"), seeded("2"));
+    attnflow()
+        .args(["attention", "inspect", "--blueprint"])
+        .arg(train_example("reverse.toml"))
+        .args(["--text", "one two", "--out"])
+        .arg(dir.path().join("x"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("token 0 `one`"));
+}

@@ -38,6 +38,17 @@ pub struct InspectArgs {
     /// labelled with its word pieces.
     #[arg(long, conflicts_with_all = ["weights", "tokens"], requires = "text")]
     model: Option<PathBuf>,
+    /// A training checkpoint directory (`attnflow train --out DIR`): runs
+    /// the input through the trained model. Text tasks take characters
+    /// (--text); pair tasks take their words; synthetic tasks take token
+    /// ids (--text "3 1 4 1 5" or one id per line of --tokens).
+    #[arg(long, conflicts_with_all = ["weights", "model", "blueprint"])]
+    checkpoint: Option<PathBuf>,
+    /// A blueprint spec (TOML): builds the model with seeded weights (--seed)
+    /// and runs the input through it; tokens are ids below the blueprint's
+    /// vocabulary (--text "3 1 4" or one id per line of --tokens).
+    #[arg(long, conflicts_with_all = ["weights", "model"])]
+    blueprint: Option<PathBuf>,
     /// The input text; for a seeded model each character is a token.
     #[arg(long, conflicts_with = "tokens")]
     text: Option<String>,
@@ -279,6 +290,185 @@ fn model_attention(
     Ok((stack, inspection.encoding.tokens, source))
 }
 
+/// The input of a trained or blueprint model as strings: `--text` split
+/// into characters (`by_character`) or at whitespace, or the lines of
+/// `--tokens`.
+fn input_strings(args: &InspectArgs, by_character: bool) -> Result<Vec<String>, CliError> {
+    let strings = match (&args.text, &args.tokens) {
+        (Some(text), None) if by_character => character_tokens(text),
+        (Some(text), None) => text.split_whitespace().map(str::to_string).collect(),
+        (None, Some(path)) => read_tokens(path)?,
+        _ => Vec::new(),
+    };
+    if strings.is_empty() {
+        return Err(CliError::bad_input(miette!(
+            "give the model's input as --text \"...\" or --tokens FILE"
+        )));
+    }
+    Ok(strings)
+}
+
+/// Token ids written as numbers, each below `vocab`.
+fn numeric_ids(strings: &[String], vocab: usize, place: &str) -> Result<Vec<u32>, CliError> {
+    strings
+        .iter()
+        .enumerate()
+        .map(|(position, text)| match text.parse::<u32>() {
+            Ok(id) if (id as usize) < vocab => Ok(id),
+            _ => Err(CliError::bad_input(miette!(
+                "token {position} `{text}`: {place} takes token ids 0..{} (whole numbers)",
+                vocab.saturating_sub(1)
+            ))),
+        })
+        .collect()
+}
+
+/// Runs `ids` through `model` and returns every attention node's maps for
+/// the single sequence.
+fn captured_attention(
+    model: &attnflow_train::Model,
+    ids: &[u32],
+    place: &str,
+) -> Result<AttentionStack, CliError> {
+    use attnflow_train::{Capture, Mode};
+    let input = model
+        .blueprint()
+        .inputs()
+        .find(|node| node.element == attnflow_blueprint::Element::Index)
+        .ok_or_else(|| {
+            CliError::bad_input(miette!(
+                "{place}: the model has no token-id input to feed text to"
+            ))
+        })?
+        .name
+        .clone();
+    let tensor = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &candle_core::Device::Cpu)
+        .map_err(|error| CliError::failed(miette!("{place}: {error}")))?;
+    let inputs = std::collections::BTreeMap::from([(input, tensor)]);
+    let output = model
+        .forward(&inputs, Mode::Eval, Some(&Capture::all()))
+        .map_err(|error| CliError::bad_input(miette!("{place}: {error}")))?;
+    if output.attention.is_empty() {
+        return Err(CliError::bad_input(miette!(
+            "{place}: the model has no attention node"
+        )));
+    }
+    let layers = output
+        .attention
+        .iter()
+        .map(|captured| {
+            captured.weights.get(0).map_err(|error| {
+                CliError::failed(miette!(
+                    "{place}: attention of `{}`: {error}",
+                    captured.node
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    AttentionStack::from_layer_tensors(&layers).map_err(|error| analysis_error(place, error))
+}
+
+/// The attention of a trained checkpoint on the user's input.
+fn checkpoint_attention(
+    directory: &Path,
+    args: &InspectArgs,
+) -> Result<(AttentionStack, Vec<String>, String), CliError> {
+    let place = directory.display().to_string();
+    let trainer = attnflow_train::Trainer::resume(directory, None, None)
+        .map_err(|error| CliError::bad_input(miette!("{place}: {error}")))?;
+    let dataset = trainer.dataset();
+    let (strings, ids) = if let Some(alphabet) = dataset.alphabet() {
+        let strings = input_strings(args, true)?;
+        let ids = strings
+            .iter()
+            .enumerate()
+            .map(|(position, text)| {
+                let mut characters = text.chars();
+                match (characters.next(), characters.next()) {
+                    (Some(character), None) => alphabet
+                        .binary_search(&character)
+                        .map(|id| id as u32)
+                        .map_err(|_| {
+                            CliError::bad_input(miette!(
+                                "token {position} {text:?} is not in the alphabet the model at {place} was trained on"
+                            ))
+                        }),
+                    _ => Err(CliError::bad_input(miette!(
+                        "token {position} {text:?}: the model at {place} reads one character per token"
+                    ))),
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        (strings, ids)
+    } else if let Some(words) = dataset.pair_tokens() {
+        let strings = input_strings(args, false)?;
+        let ids = strings
+            .iter()
+            .enumerate()
+            .map(|(position, text)| {
+                words
+                    .iter()
+                    .position(|word| word == text)
+                    .map(|id| id as u32)
+                    .ok_or_else(|| {
+                        CliError::bad_input(miette!(
+                        "token {position} {text:?} is not in the vocabulary of the model at {place}"
+                    ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        (strings, ids)
+    } else {
+        let strings = input_strings(args, false)?;
+        let ids = numeric_ids(&strings, dataset.vocab_size(), &place)?;
+        (strings, ids)
+    };
+    let stack = captured_attention(trainer.model(), &ids, &place)?;
+    let source = format!(
+        "checkpoint {place} (step {}, task {})",
+        trainer.step_count(),
+        dataset.task().name()
+    );
+    Ok((stack, strings, source))
+}
+
+/// The attention of a blueprint built with seeded weights on token ids.
+fn blueprint_attention(
+    spec: &Path,
+    args: &InspectArgs,
+) -> Result<(AttentionStack, Vec<String>, String), CliError> {
+    let place = spec.display().to_string();
+    let text = std::fs::read_to_string(spec)
+        .map_err(|error| CliError::bad_input(miette!("cannot read {place}: {error}")))?;
+    let blueprint = attnflow_blueprint::Spec::parse(&place, &text)
+        .map_err(|error| CliError::bad_input(miette!("{error}")))?
+        .check(&[])
+        .map_err(|error| CliError::bad_input(miette!("{error}")))?;
+    let vocab = blueprint
+        .nodes
+        .iter()
+        .find_map(|node| match node.op {
+            attnflow_blueprint::Op::Embedding { vocab, .. } => Some(vocab as usize),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            CliError::bad_input(miette!(
+                "{place}: no embedding node, so no token ids to feed"
+            ))
+        })?;
+    let strings = input_strings(args, false)?;
+    let ids = numeric_ids(&strings, vocab, &place)?;
+    let store = attnflow_train::ParameterStore::new(args.seed);
+    let model = attnflow_train::Model::new(&blueprint, &store, &candle_core::Device::Cpu)
+        .map_err(|error| CliError::bad_input(miette!("{place}: {error}")))?;
+    let stack = captured_attention(&model, &ids, &place)?;
+    Ok((
+        stack,
+        strings,
+        format!("blueprint {place} with seeded weights (seed {})", args.seed),
+    ))
+}
+
 /// Runs `attnflow attention inspect`.
 pub fn inspect(args: &InspectArgs) -> CliResult {
     let fusion: HeadFusion = args
@@ -290,7 +480,13 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
         (None, Some(path)) => Some(read_tokens(path)?),
         _ => None,
     };
+    let trained = match (&args.checkpoint, &args.blueprint) {
+        (Some(directory), _) => Some(checkpoint_attention(directory, args)?),
+        (None, Some(spec)) => Some(blueprint_attention(spec, args)?),
+        (None, None) => None,
+    };
     let (stack, tokens, source) = match (&args.model, &args.weights) {
+        _ if trained.is_some() => trained.expect("checked"),
         (Some(directory), _) => model_attention(directory, args.text.as_deref().unwrap_or(""))?,
         (None, Some(path)) => {
             let stack = load_stack(path, args.batch)?;
