@@ -25,6 +25,8 @@
 //! # Ok::<(), attnflow_models::ModelError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 mod bert;
 mod blueprint;
 mod config;

@@ -18,6 +18,10 @@ pub struct Weights {
     path: PathBuf,
     prefix: String,
     tensors: HashMap<String, Tensor>,
+    /// Integer tensors left out (buffers such as `position_ids`), by name
+    /// and dtype, so that a weight stored as integers is reported as such
+    /// rather than as missing.
+    skipped: HashMap<String, String>,
     used: std::cell::RefCell<Vec<String>>,
 }
 
@@ -35,6 +39,7 @@ impl Weights {
             message: error.to_string(),
         })?;
         let mut tensors = HashMap::new();
+        let mut skipped = HashMap::new();
         for (name, view) in file.tensors() {
             let dtype = match view.dtype() {
                 safetensors::Dtype::F32 => DType::F32,
@@ -43,8 +48,11 @@ impl Weights {
                 safetensors::Dtype::F64 => DType::F64,
                 // Integer buffers (`embeddings.position_ids` in older
                 // checkpoints) are not weights; the forward pass derives them.
-                safetensors::Dtype::I64 | safetensors::Dtype::I32 | safetensors::Dtype::U8 => {
-                    continue
+                dtype @ (safetensors::Dtype::I64
+                | safetensors::Dtype::I32
+                | safetensors::Dtype::U8) => {
+                    skipped.insert(name, format!("{dtype:?}"));
+                    continue;
                 }
                 other => {
                     return Err(ModelError::TensorDtype {
@@ -62,7 +70,9 @@ impl Weights {
                 })?;
             tensors.insert(name, tensor);
         }
-        Self::from_tensors(path, tensors, probe)
+        let mut weights = Self::from_tensors(path, tensors, probe)?;
+        weights.skipped = skipped;
+        Ok(weights)
     }
 
     /// Wraps tensors already in memory; `path` names their origin in
@@ -82,6 +92,7 @@ impl Weights {
             path: path.to_path_buf(),
             prefix,
             tensors,
+            skipped: HashMap::new(),
             used: Default::default(),
         })
     }
@@ -121,6 +132,13 @@ impl Weights {
     pub fn find(&self, name: &str, shape: &[usize]) -> Result<Option<Tensor>> {
         let full = format!("{}{name}", self.prefix);
         let Some(tensor) = self.tensors.get(&full) else {
+            if let Some(dtype) = self.skipped.get(&full) {
+                return Err(ModelError::TensorDtype {
+                    path: self.path.clone(),
+                    tensor: full,
+                    dtype: dtype.clone(),
+                });
+            }
             return Ok(None);
         };
         if tensor.dims() != shape {

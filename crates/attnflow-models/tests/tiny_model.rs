@@ -179,6 +179,34 @@ fn loads_the_bert_prefixed_layout_identically() {
 }
 
 #[test]
+fn half_precision_weights_load_as_f32() {
+    let tiny = Tiny::default();
+    let full = tiny_dir(&tiny);
+    let half = tempfile::tempdir().unwrap();
+    let tensors = tiny
+        .tensors()
+        .into_iter()
+        .map(|(name, tensor)| (name, tensor.to_dtype(candle_core::DType::F16).unwrap()))
+        .collect();
+    tiny.write_with(half.path(), tensors);
+    let a = open(full.path())
+        .unwrap()
+        .embed(&["the red cat"], 1, |_| {})
+        .unwrap();
+    let b = open(half.path())
+        .unwrap()
+        .embed(&["the red cat"], 1, |_| {})
+        .unwrap();
+    assert_eq!(b.embeddings.dtype(), candle_core::DType::F32);
+    let diff = max_abs_diff(&a.embeddings, &b.embeddings);
+    // f16 keeps about three decimal digits of each weight.
+    assert!(
+        diff > 0.0 && diff < 2e-2,
+        "f16 weights moved the embedding by {diff}"
+    );
+}
+
+#[test]
 fn derived_blueprint_counts_the_loaded_parameters() {
     let tiny = Tiny::default();
     let dir = tiny_dir(&tiny);
@@ -271,6 +299,20 @@ fn refuses_missing_and_misshapen_tensors() {
     let message = refusal(dir.path());
     assert!(
         message.contains("embeddings.word_embeddings.weight"),
+        "{message}"
+    );
+
+    let mut tensors = tiny.tensors();
+    let name = "encoder.layer.0.attention.self.key.bias";
+    tensors.insert(
+        name.into(),
+        tensors[name].to_dtype(candle_core::DType::I64).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    tiny.write_with(dir.path(), tensors);
+    let message = refusal(dir.path());
+    assert!(
+        message.contains(&format!("`{name}` has dtype I64")),
         "{message}"
     );
 
