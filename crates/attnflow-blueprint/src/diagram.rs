@@ -448,6 +448,7 @@ pub fn svg(drawing: &Drawing) -> String {
         MARGIN + 4.0,
         xml_text(&drawing.title)
     );
+    let mut group_labels: Vec<String> = Vec::new();
     for (group_index, label) in drawing.groups.iter().enumerate() {
         let members: Vec<usize> = (0..count)
             .filter(|index| drawing.boxes[*index].group == Some(group_index))
@@ -477,13 +478,20 @@ pub fn svg(drawing: &Drawing) -> String {
             + 10.0;
         let _ = writeln!(
             out,
-            "<rect x=\"{left:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"8\" fill=\"none\" stroke=\"#888\" stroke-dasharray=\"6 4\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" font-weight=\"bold\" fill=\"#444\">{}</text>",
+            "<rect x=\"{left:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" rx=\"8\" fill=\"none\" stroke=\"#888\" stroke-dasharray=\"6 4\"/>",
             right - left,
             bottom - top,
+        );
+        // Labels go on top of the edges, on a white backing, once edges are drawn.
+        group_labels.push(format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"15\" fill=\"white\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" font-weight=\"bold\" fill=\"#444\">{}</text>",
+            left + 4.0,
+            top + 3.0,
+            label.chars().count() as f64 * CHARACTER_WIDTH + 8.0,
             left + 8.0,
             top + 15.0,
             xml_text(label)
-        );
+        ));
     }
     for edge in &drawing.edges {
         let (from_x, from_y) = position[edge.from];
@@ -518,11 +526,31 @@ pub fn svg(drawing: &Drawing) -> String {
         } else if rank[edge.to] > rank[edge.from] + 1 {
             // A skip over rows (a residual connection): route it round the
             // left so that it does not hide behind the boxes in between.
-            let start = (from_x, from_y + from_height * 0.7);
-            let end = (to_x, to_y + to_height * 0.3);
-            let lane = start.0.min(end.0)
-                - 18.0
-                - 8.0 * ((rank[edge.to] - rank[edge.from]) as f64).min(5.0);
+            let span = 18.0 + 8.0 * ((rank[edge.to] - rank[edge.from]) as f64).min(5.0);
+            let from_center = from_x + from_width / 2.0;
+            let to_center = to_x + to_width / 2.0;
+            // Clear the boxes on the rows in between, not just the two ends.
+            let between: Vec<usize> = (0..count)
+                .filter(|index| rank[*index] > rank[edge.from] && rank[*index] < rank[edge.to])
+                .collect();
+            let (start, end, lane) = if from_center > to_center + 1.0 {
+                // Coming from the right: go round the right-hand side.
+                let start = (from_x + from_width, from_y + from_height * 0.7);
+                let end = (to_x + to_width, to_y + to_height * 0.3);
+                let edge_of_boxes = between
+                    .iter()
+                    .map(|index| position[*index].0 + sizes[*index].0)
+                    .fold(start.0.max(end.0), f64::max);
+                (start, end, edge_of_boxes + span)
+            } else {
+                let start = (from_x, from_y + from_height * 0.7);
+                let end = (to_x, to_y + to_height * 0.3);
+                let edge_of_boxes = between
+                    .iter()
+                    .map(|index| position[*index].0)
+                    .fold(start.0.min(end.0), f64::min);
+                (start, end, edge_of_boxes - span)
+            };
             let _ = writeln!(
                 out,
                 "<path d=\"M {:.1} {:.1} C {lane:.1} {:.1}, {lane:.1} {:.1}, {:.1} {:.1}\" fill=\"none\" stroke=\"#555\" marker-end=\"url(#arrow)\"/>",
@@ -538,6 +566,10 @@ pub fn svg(drawing: &Drawing) -> String {
                 to_y
             );
         }
+    }
+    for label in &group_labels {
+        out.push_str(label);
+        out.push('\n');
     }
     for (index, item) in drawing.boxes.iter().enumerate() {
         let (x, y) = position[index];
@@ -566,4 +598,178 @@ pub fn svg(drawing: &Drawing) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Figure 1 (§3.2): the inside of one attention node — projections, scaled
+/// scores, mask, softmax (whose output is returned as the attention
+/// weights), weighted values, heads concatenated, output projection — with
+/// the shape of every intermediate.
+pub fn attention_drawing(blueprint: &Blueprint, name: &str) -> crate::Result<Drawing> {
+    let node = blueprint.node(name).ok_or_else(|| {
+        let hint =
+            crate::ops::suggestion(name, blueprint.nodes.iter().map(|node| node.name.as_str()));
+        crate::Error::Request(format!("--node {name}: no node of that name{hint}"))
+    })?;
+    let Op::Attention(attention) = &node.op else {
+        return Err(crate::Error::Request(format!(
+            "--node {name}: `{name}` is a `{}` node; figure 1 draws attention nodes",
+            node.op.name()
+        )));
+    };
+    let query = blueprint.node(&node.inputs[0]).expect("checked input");
+    let memory = blueprint
+        .node(node.inputs.get(1).unwrap_or(&node.inputs[0]))
+        .expect("checked input");
+    let rank = query.shape.len();
+    let batch = &query.shape[..rank - 2];
+    let (queries, keys) = (query.shape[rank - 2], memory.shape[rank - 2]);
+    let shape = |tail: &[u64]| shape_text(&batch.iter().chain(tail).copied().collect::<Vec<_>>());
+    let (heads, kv_heads, head_dim) = (attention.heads, attention.kv_heads, attention.head_dim);
+    let rotary = |text: &str| {
+        if attention.rotary {
+            format!("rotary({text})")
+        } else {
+            text.to_string()
+        }
+    };
+    let mut boxes: Vec<Box> = Vec::new();
+    let mut add = |lines: Vec<String>, op: &str, group: Option<usize>| {
+        boxes.push(Box {
+            id: format!("n{}", boxes.len()),
+            lines,
+            op: op.to_string(),
+            group,
+        });
+        boxes.len() - 1
+    };
+    let x = add(
+        vec![format!("X = {}", query.name), shape_text(&query.shape)],
+        "input",
+        None,
+    );
+    let m = if attention.cross {
+        add(
+            vec![format!("M = {}", memory.name), shape_text(&memory.shape)],
+            "input",
+            None,
+        )
+    } else {
+        x
+    };
+    let source = if attention.cross { "M" } else { "X" };
+    let q = add(
+        vec![
+            format!("Q = {}", rotary("X W_Q")),
+            shape(&[queries, heads, head_dim]),
+        ],
+        "linear",
+        None,
+    );
+    let k = add(
+        vec![
+            format!("K = {}", rotary(&format!("{source} W_K"))),
+            shape(&[keys, kv_heads, head_dim]),
+        ],
+        "linear",
+        None,
+    );
+    let v = add(
+        vec![
+            format!("V = {source} W_V"),
+            shape(&[keys, kv_heads, head_dim]),
+        ],
+        "linear",
+        None,
+    );
+    let group = Some(0);
+    let scores = add(
+        vec![
+            "S = Q Kᵀ / √d_k".into(),
+            format!("d_k = {head_dim}"),
+            shape(&[heads, queries, keys]),
+        ],
+        "matmul",
+        group,
+    );
+    let masked = match attention.mask {
+        Mask::None => None,
+        Mask::Causal => Some(add(
+            vec!["mask: causal".into(), "S_ij = −∞ for j > i".into()],
+            "mask",
+            group,
+        )),
+        Mask::Window { size } => Some(add(
+            vec![
+                format!("mask: window {size}"),
+                format!("S_ij = −∞ unless i−{size} < j ≤ i"),
+            ],
+            "mask",
+            group,
+        )),
+    };
+    let weights = add(
+        vec![
+            "A = softmax(S) by rows".into(),
+            shape(&[heads, queries, keys]),
+            "returned as the weights".into(),
+        ],
+        "attention",
+        group,
+    );
+    let context = add(
+        vec!["A V".into(), shape(&[heads, queries, head_dim])],
+        "matmul",
+        group,
+    );
+    let concat = add(
+        vec!["concat heads".into(), shape(&[queries, heads * head_dim])],
+        "concat",
+        None,
+    );
+    let output = add(
+        vec![
+            format!("{} = concat · W_O", node.name),
+            shape_text(&node.shape),
+        ],
+        "linear",
+        None,
+    );
+    let mut edges = Vec::new();
+    let mut link = |from: usize, to: usize| {
+        edges.push(Edge {
+            from,
+            to,
+            next_layer: false,
+            tied: false,
+        })
+    };
+    link(x, q);
+    link(m, k);
+    link(m, v);
+    link(q, scores);
+    link(k, scores);
+    match masked {
+        Some(mask) => {
+            link(scores, mask);
+            link(mask, weights);
+        }
+        None => link(scores, weights),
+    }
+    link(weights, context);
+    link(v, context);
+    link(context, concat);
+    link(concat, output);
+    let mut group_label = format!("each of {heads} heads");
+    if kv_heads != heads {
+        group_label.push_str(&format!(
+            " ({} share each key/value head)",
+            heads / kv_heads
+        ));
+    }
+    Ok(Drawing {
+        title: format!("{}: {} (figure 1)", blueprint.name, node.name),
+        boxes,
+        groups: vec![group_label],
+        edges,
+    })
 }

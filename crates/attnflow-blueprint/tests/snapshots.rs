@@ -59,3 +59,9 @@ fn dot() {
     };
     insta::assert_snapshot!("dot", diagram::dot(&diagram::drawing(&tiny(), options)));
 }
+
+#[test]
+fn figure_one() {
+    let drawing = diagram::attention_drawing(&tiny(), "block.1.attn").unwrap();
+    insta::assert_snapshot!("figure_one_mermaid", diagram::mermaid(&drawing));
+}

@@ -356,3 +356,27 @@ fn diagrams_in_three_formats() {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
     assert!(svg.contains("block.1.attn"));
 }
+
+#[test]
+fn figure_one_draws_an_attention_node() {
+    attnflow()
+        .args(["blueprint", "diagram", "--node", "h.3.attn"])
+        .arg(example("gpt2-small.toml"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("A = softmax(S) by rows"))
+        .stdout(predicate::str::contains("[1, 12, 1024, 1024]"))
+        .stdout(predicate::str::contains("mask: causal"));
+    attnflow()
+        .args(["blueprint", "diagram", "--node", "h.3.mlp"])
+        .arg(example("gpt2-small.toml"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("is a `feed_forward` node"));
+    attnflow()
+        .args(["blueprint", "diagram", "--node", "h.3.atn"])
+        .arg(example("gpt2-small.toml"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("did you mean `h.3.attn`"));
+}

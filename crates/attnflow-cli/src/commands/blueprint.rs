@@ -207,6 +207,10 @@ pub struct DiagramArgs {
     /// Draw every layer of repeated blocks instead of one box marked ×L.
     #[arg(long)]
     expand: bool,
+    /// Draw the inside of this attention node instead (figure 1):
+    /// projections, scores, mask, softmax, weighted values, with shapes.
+    #[arg(long, value_name = "NODE", conflicts_with_all = ["expand", "shapes", "cost"])]
+    node: Option<String>,
     /// Show output shapes on nodes.
     #[arg(long)]
     shapes: bool,
@@ -300,7 +304,11 @@ pub fn run(command: BlueprintCommand) -> CliResult {
                 shapes: args.shapes,
                 cost: args.cost.then(|| args.count.options()),
             };
-            let drawing = diagram::drawing(&blueprint, options);
+            let drawing = match &args.node {
+                Some(name) => diagram::attention_drawing(&blueprint, name)
+                    .map_err(|error| CliError::bad_input(miette!("{error}")))?,
+                None => diagram::drawing(&blueprint, options),
+            };
             let text = match args.format {
                 FormatArg::Mermaid => diagram::mermaid(&drawing),
                 FormatArg::Dot => diagram::dot(&drawing),
