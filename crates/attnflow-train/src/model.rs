@@ -758,17 +758,21 @@ fn attend(
                 q = rotate(&q, n, head_dim)?;
                 k = rotate(&k, m, head_dim)?;
             }
-            let attended =
-                scaled_dot_product_attention(&q, &k, &v, &mask, &SdpaOptions::default())?;
-            let merged = attended.output.transpose(1, 2)?.contiguous()?.reshape((
-                batch,
-                n,
-                heads * head_dim,
-            ))?;
-            (
-                output.forward(&merged)?,
-                need_weights.then_some(attended.weights),
-            )
+            // Without weights to hand back, core's `attend` may take its
+            // fused kernel; with them, the exact path materialises them.
+            let options = SdpaOptions::default();
+            let (attended, weights) = if need_weights {
+                let exact = scaled_dot_product_attention(&q, &k, &v, &mask, &options)?;
+                (exact.output, Some(exact.weights))
+            } else {
+                (attnflow_core::attend(&q, &k, &v, &mask, &options)?, None)
+            };
+            let merged =
+                attended
+                    .transpose(1, 2)?
+                    .contiguous()?
+                    .reshape((batch, n, heads * head_dim))?;
+            (output.forward(&merged)?, weights)
         }
     };
     if unbatched {
