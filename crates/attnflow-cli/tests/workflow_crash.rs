@@ -331,3 +331,111 @@ fn sigkill_at_many_points_then_resume_loses_and_repeats_nothing() {
     assert_eq!(runs.len() as i64, run_id);
     assert!(runs.iter().all(|run| run.crash_count <= 1));
 }
+
+/// Live (non-zombie) processes in process group `group`.
+#[cfg(target_os = "linux")]
+fn group_members(group: i64) -> Vec<u32> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 2 && fields[0] != "Z" && fields[2].parse::<i64>().ok() == Some(group) {
+            members.push(pid);
+        }
+    }
+    members
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn resume_kills_what_a_killed_executor_left_running() {
+    let directory = tempfile::tempdir().unwrap();
+    let database = directory.path().join("orphans.db");
+    let group_file = directory.path().join("group");
+    let marker = directory.path().join("marker");
+    let late = directory.path().join("late");
+    let spec_path = directory.path().join("orphans.toml");
+    // The first execution leaves `sleep` running as a grandchild of the
+    // executor (the shell forks it); a re-execution finds the marker and
+    // succeeds at once.
+    std::fs::write(
+        &spec_path,
+        format!(
+            r#"
+[workflow]
+name = "orphans"
+initial = "Long"
+
+[states.Long]
+action = {{ command = ["sh", "-c", "echo $$ > {group}.tmp && mv {group}.tmp {group}; if [ -e {marker} ]; then exit 0; fi; touch {marker}; sleep 30; echo late > {late}"] }}
+on = {{ ok = "Done", failed = "Done" }}
+
+[states.Done]
+terminal = "success"
+"#,
+            group = group_file.display(),
+            marker = marker.display(),
+            late = late.display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(binary())
+        .args(["workflow", "run", "--quiet", "--db"])
+        .arg(&database)
+        .arg(&spec_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(marker.exists() && group_file.exists()) {
+        assert!(Instant::now() < deadline, "the action never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let group: i64 = std::fs::read_to_string(&group_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // `sleep` has started once the shell's group has more than the shell.
+    while group_members(group).len() < 2 {
+        assert!(Instant::now() < deadline, "sleep never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let output = Command::new(binary())
+        .args(["workflow", "resume", "1", "--quiet", "--db"])
+        .arg(&database)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Killing is immediate but reaping is not; allow the kernel a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !group_members(group).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "processes of the killed executor's attempt still run: {:?}",
+            group_members(group)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!late.exists());
+}

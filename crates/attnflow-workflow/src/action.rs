@@ -18,6 +18,76 @@ use crate::spec::Outcome;
 /// The environment variable that carries the idempotency key to commands.
 pub const IDEMPOTENCY_KEY_VARIABLE: &str = "ATTNFLOW_IDEMPOTENCY_KEY";
 
+/// The environment variable that names the run store (canonical path) to
+/// external commands, with `ATTNFLOW_RUN_ID` identifying their run.
+pub const DATABASE_VARIABLE: &str = "ATTNFLOW_WORKFLOW_DB";
+
+/// Kills processes that a dead executor of run `run_id` in the store
+/// `database` left behind: the executor's direct children die with it
+/// (`PR_SET_PDEATHSIG`), but their own children (a `sh -c` wrapper's
+/// program, say) would run on beside the re-executed attempt. They are
+/// recognised by `ATTNFLOW_WORKFLOW_DB` and `ATTNFLOW_RUN_ID` in their
+/// environment; their whole process groups are killed. Called only by an
+/// executor that holds the run's lease, so no live executor owns them.
+/// Returns how many processes were found.
+#[cfg(target_os = "linux")]
+pub(crate) fn kill_orphans(database: &str, run_id: i64) -> usize {
+    let wanted_database = format!("{DATABASE_VARIABLE}={database}");
+    let wanted_run = format!("ATTNFLOW_RUN_ID={run_id}");
+    let own = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut found = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        // Other users' processes are unreadable and cannot be ours.
+        let Ok(environment) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut matches_database = false;
+        let mut matches_run = false;
+        for variable in environment.split(|byte| *byte == 0) {
+            matches_database |= variable == wanted_database.as_bytes();
+            matches_run |= variable == wanted_run.as_bytes();
+        }
+        if !(matches_database && matches_run) {
+            continue;
+        }
+        found += 1;
+        let group = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| {
+                // Fields after the parenthesised name: state, ppid, pgrp.
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace().nth(2)?.parse::<libc::pid_t>().ok()
+            });
+        // SAFETY: plain syscalls; a negative pid addresses a process group.
+        unsafe {
+            if let Some(group) = group.filter(|group| *group > 1) {
+                libc::kill(-group, libc::SIGKILL);
+            }
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    found
+}
+
+/// Elsewhere orphans cannot be found; they finish on their own.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn kill_orphans(_database: &str, _run_id: i64) -> usize {
+    0
+}
+
 /// Exit status by which an external command reports invalid input
 /// (`EX_DATAERR` from sysexits.h); it maps to [`Outcome::Invalid`].
 pub const INVALID_EXIT_CODE: i32 = 65;
@@ -351,8 +421,14 @@ impl RunningAction {
         argv: &[String],
         env: &BTreeMap<String, String>,
         context: &TaskContext,
+        database: Option<&str>,
     ) -> Result<RunningAction, TaskOutput> {
         let mut command = Command::new(&argv[0]);
+        if let Some(database) = database {
+            // Lets a later executor find this command's processes if this
+            // executor dies (see `kill_orphans`).
+            command.env(DATABASE_VARIABLE, database);
+        }
         command
             .args(&argv[1..])
             .envs(env)
@@ -616,6 +692,7 @@ mod tests {
                 &argv,
                 &BTreeMap::new(),
                 &context("run-3/step-4/attempt-5", serde_json::json!({})),
+                None,
             )
             .ok()
             .unwrap();
@@ -633,6 +710,7 @@ mod tests {
             &["/nonexistent/program".to_string()],
             &BTreeMap::new(),
             &context("k", serde_json::json!({})),
+            None,
         );
         assert!(matches!(missing, Err(output) if output.outcome == Outcome::Failed));
     }

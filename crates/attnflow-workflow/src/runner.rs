@@ -96,16 +96,23 @@ pub struct Runner<'a> {
     registry: &'a TaskRegistry,
     owner: String,
     observer: Box<dyn FnMut(&Progress) + 'a>,
+    /// The store's canonical path, given to commands so that orphans of a
+    /// dead executor can be found.
+    database: Option<String>,
 }
 
 impl<'a> Runner<'a> {
     /// A runner with a fresh executor identity.
     pub fn new(store: &'a mut Store, registry: &'a TaskRegistry) -> Self {
+        let database = std::fs::canonicalize(store.path())
+            .ok()
+            .map(|path| path.display().to_string());
         Runner {
             store,
             registry,
             owner: new_owner_id(),
             observer: Box::new(|_| {}),
+            database,
         }
     }
 
@@ -158,6 +165,16 @@ impl<'a> Runner<'a> {
         let lease = self
             .store
             .acquire_lease(run_id, &self.owner, spec.lease, spec.max_crashes)?;
+        let runs_commands = spec.states.iter().any(|state| {
+            matches!(
+                state.active().map(|active| &active.action),
+                Some(Action::Command { .. })
+            )
+        });
+        if let (true, Some(database)) = (runs_commands, &self.database) {
+            // Holding the lease, every process of this run is an orphan.
+            crate::action::kill_orphans(database, run_id);
+        }
         let result = self.drive_with_lease(&lease, spec);
         if let Err(error) = &result {
             // Hand the lease back on an orderly failure so the next executor
@@ -395,7 +412,9 @@ impl<'a> Runner<'a> {
                 context.args = args.clone();
                 Ok(RunningAction::start_task(task, context))
             }
-            Action::Command { argv, env } => RunningAction::start_command(argv, env, &context),
+            Action::Command { argv, env } => {
+                RunningAction::start_command(argv, env, &context, self.database.as_deref())
+            }
         };
         let mut running = match started {
             Ok(running) => running,
