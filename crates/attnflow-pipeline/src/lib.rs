@@ -14,6 +14,7 @@
 //!   inputs/          the spec, schema, blueprint and data as given (the default run writes them)
 //!   run.json         which workflow run and store this folder belongs to
 //!   data/            ingested copies of the sources; pairs.jsonl, the accepted records
+//!   data.sqlite      the run's processing queue and quarantine (attnflow-data)
 //!   quality.json     the quality check: read = accepted + quarantined, reasons
 //!   training/        checkpoints, metrics, gradient norms (attnflow-train)
 //!   training.json    the training report
@@ -69,7 +70,9 @@ pub struct RunOutcome {
 pub struct RunOptions<'a> {
     /// The run folder (must not exist or be empty).
     pub run_dir: PathBuf,
-    /// The SQLite store (shared by runs, so the Markov analysis sees them all).
+    /// The SQLite store of workflow history (shared by runs, so the Markov
+    /// analysis sees them all). Each run's data queue and quarantine live in
+    /// its own folder (`data.sqlite`).
     pub store: PathBuf,
     /// Called for every transition and attempt, and for training progress.
     pub observer: Box<dyn FnMut(&StepEvent) + Send + 'a>,

@@ -14,7 +14,7 @@ use attnflow_report::{
     AttentionExplorer, Figure, Group, Heatmap, InlineSvg, KeyValues, LineChart, Preformatted,
     Report, Series, Table, TrustedSvg,
 };
-use attnflow_train::{Capture, Mode, TrainReport, Trainer};
+use attnflow_train::{Capture, Mode, StepMetrics, TrainReport, Trainer};
 use attnflow_workflow::report::analyze;
 use attnflow_workflow::Store as WorkflowStore;
 use candle_core::Tensor;
@@ -45,8 +45,9 @@ pub(crate) fn build(context: &Context) -> Result<String> {
         &training.blueprint,
         &blueprint_text,
     )?);
-    report.push(data_section(&quality));
-    report.push(training_section(&training));
+    let profile: serde_json::Value = read_json(&context.file(files::PROFILE))?;
+    report.push(data_section(&quality, &profile));
+    report.push(training_section(&training, &step_metrics(context)));
     report.push(attention_section(context)?);
     report.push(workflow_section(context)?);
     report.push(claims_section());
@@ -70,7 +71,11 @@ fn summary(
                 ),
             ),
             ("run folder".into(), context.run_dir.display().to_string()),
-            ("store".into(), context.store.display().to_string()),
+            ("workflow store".into(), context.store.display().to_string()),
+            (
+                "data store (queue, quarantine)".into(),
+                context.file(files::DATA_STORE).display().to_string(),
+            ),
             (
                 "records".into(),
                 format!(
@@ -173,7 +178,7 @@ fn text(value: &serde_json::Value) -> String {
 
 /// §6: counts, quarantine reasons and samples (from `quality.json`, the
 /// data check's report).
-fn data_section(quality: &serde_json::Value) -> Group {
+fn data_section(quality: &serde_json::Value, profile: &serde_json::Value) -> Group {
     let list = |key: &str| quality[key].as_array().cloned().unwrap_or_default();
     let files = Table {
         title: "Records per source".into(),
@@ -213,18 +218,77 @@ fn data_section(quality: &serde_json::Value) -> Group {
     };
     let samples = Table {
         title: "Quarantined records".into(),
-        caption: "Source, line and every violation; `attnflow data quarantine --db STORE` lists them all.".into(),
+        caption: "Source, line and every violation; `attnflow data quarantine --db RUN/data.sqlite` lists them all.".into(),
         headers: vec!["source".into(), "line".into(), "violations".into()],
         rows: list("samples")
             .iter()
-            .map(|sample| vec![text(&sample["source"]), text(&sample["line"]), text(&sample["violations"])])
+            .map(|sample| {
+                let violations: Vec<String> = sample["violations"]
+                    .as_array()
+                    .map(|list| {
+                        list.iter()
+                            .map(|v| format!("{} [{}]", text(&v["message"]), text(&v["rule"])))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                vec![text(&sample["source"]), text(&sample["line"]), violations.join("; ")]
+            })
             .collect(),
     };
-    Group::new("Data").part(files).part(reasons).part(samples)
+    let number = |value: &serde_json::Value| {
+        value
+            .as_f64()
+            .map_or("–".to_string(), |v| format!("{v:.3}"))
+    };
+    let fields = Table {
+        title: "Profile".into(),
+        caption: "Per field: values seen, nulls, invalid values, range, mean and standard deviation (of the value, or of the length for text and token lists), approximate distinct count.".into(),
+        headers: ["field", "type", "count", "nulls", "invalid", "min", "max", "mean", "std", "of", "distinct ≈"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect(),
+        rows: profile["fields"]
+            .as_array()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            text(&f["name"]),
+                            text(&f["field_type"]),
+                            text(&f["count"]),
+                            text(&f["nulls"]),
+                            text(&f["invalid"]),
+                            number(&f["min"]),
+                            number(&f["max"]),
+                            number(&f["mean"]),
+                            number(&f["std"]),
+                            text(&f["measure"]),
+                            text(&f["distinct"]),
+                        ]
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    Group::new("Data")
+        .part(files)
+        .part(reasons)
+        .part(samples)
+        .part(fields)
+}
+
+/// Every logged training step (`training/metrics.jsonl`), across attempts.
+fn step_metrics(context: &Context) -> Vec<StepMetrics> {
+    std::fs::read_to_string(context.file(files::TRAINING_DIR).join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
 }
 
 /// §7.1 and §2.3: the objective's terms, accuracy and gradient flow.
-fn training_section(training: &TrainReport) -> Group {
+fn training_section(training: &TrainReport, steps: &[StepMetrics]) -> Group {
     let evaluations = &training.evaluations;
     let curve = |name: &str, value: &dyn Fn(&attnflow_train::Evaluation) -> f64| Series {
         name: name.into(),
@@ -233,13 +297,28 @@ fn training_section(training: &TrainReport) -> Group {
             .map(|e| (e.step as f64, value(e)))
             .collect(),
     };
+    let step_series = |name: &str, value: &dyn Fn(&StepMetrics) -> Option<f64>| Series {
+        name: name.into(),
+        points: steps
+            .iter()
+            .filter_map(|m| value(m).map(|v| (m.step as f64, v)))
+            .collect(),
+    };
+    let mut terms = vec![
+        step_series("J (training)", &|m| Some(m.objective)),
+        step_series("L (training)", &|m| Some(m.loss)),
+    ];
+    if steps.iter().any(|m| m.regulariser.is_some()) {
+        terms.push(step_series("R (training)", &|m| m.regulariser));
+    }
+    terms.push(curve("L (validation)", &|e| e.loss));
     let loss = LineChart {
-        title: "Validation loss".into(),
-        caption: "Cross-entropy L on held-out records at each evaluation.".into(),
+        title: "Objective and loss".into(),
+        caption: "J = L + λR, its cross-entropy term L and regulariser R at every logged training step, and L on held-out records at each evaluation.".into(),
         x_label: "step".into(),
-        y_label: "loss (nats)".into(),
+        y_label: "nats".into(),
         log_y: true,
-        series: vec![curve("L (validation)", &|e| e.loss)],
+        series: terms,
     };
     let accuracy = LineChart {
         title: "Validation accuracy".into(),
@@ -447,7 +526,7 @@ fn workflow_section(context: &Context) -> Result<Group> {
         group.parts.push(Box::new(TrustedSvg {
             title: "State diagram".into(),
             caption: format!(
-                "Figure 2/3 as run: edges carry T_ij estimated from {} transitions of {} run(s).",
+                "Figure 2/3 as run: edges carry T_ij estimated from {} transitions of {} run(s) in the store. This report is written in OutputGeneration, so this run's last steps (Storage, Completed) are not counted yet; `attnflow workflow analyze --db STORE` shows them.",
                 analysis.transitions, analysis.runs
             ),
             svg: state_diagram_svg(

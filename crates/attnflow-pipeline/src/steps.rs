@@ -30,6 +30,8 @@ pub(crate) mod files {
     pub const DATA: &str = "data";
     pub const PAIRS: &str = "data/pairs.jsonl";
     pub const QUALITY: &str = "quality.json";
+    pub const PROFILE: &str = "profile.json";
+    pub const DATA_STORE: &str = "data.sqlite";
     pub const TRAINING_DIR: &str = "training";
     pub const TRAINING: &str = "training.json";
     pub const VALIDATION: &str = "validation.json";
@@ -267,7 +269,9 @@ fn quality_check(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
         .iter()
         .map(|source| context.file(files::DATA).join(snapshot_name(source)))
         .collect();
-    let mut store = attnflow_data::store::Store::open(&context.store)
+    // Each run checks its data into its own store: `unique` then means
+    // unique within this run's data, and the queue is this run's alone.
+    let mut store = attnflow_data::store::Store::open(&context.file(files::DATA_STORE))
         .map_err(|error| PipelineError::Workflow(error.to_string()))?;
     let report = check_files(
         &schema,
@@ -282,6 +286,9 @@ fn quality_check(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
         "the data check lost records"
     );
     write_json(&context.file(files::QUALITY), &report)?;
+    let profile = attnflow_data::profile::profile_files(&schema, &snapshots)
+        .map_err(|error| PipelineError::Input(error.to_string()))?;
+    write_json(&context.file(files::PROFILE), &profile)?;
     let share = if report.read == 0 {
         1.0
     } else {
@@ -502,6 +509,7 @@ fn storage(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
     let mut artifacts = Vec::new();
     for name in [
         files::QUALITY,
+        files::PROFILE,
         files::PAIRS,
         files::TRAINING,
         files::VALIDATION,
@@ -519,6 +527,7 @@ fn storage(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
     let manifest = serde_json::json!({
         "pipeline": context.spec.pipeline.name,
         "store": context.store,
+        "data_store": context.file(files::DATA_STORE),
         "artifacts": artifacts,
     });
     write_json(&context.file(files::MANIFEST), &manifest)?;

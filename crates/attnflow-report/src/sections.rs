@@ -93,13 +93,21 @@ impl Section for TrustedSvg {
                 "SVG with script is not embedded",
             ));
         }
-        let start = self.svg.find("<svg").unwrap_or(0);
         Ok(format!(
             "<figure class=\"image\">{}<figcaption>{}</figcaption></figure>",
-            &self.svg[start..],
+            inline_svg(&self.svg),
             escape_html(&self.caption)
         ))
     }
+}
+
+/// An SVG document made fit for inline HTML: no XML declaration and no
+/// namespace URLs (HTML implies them), so the report holds no URL at all.
+fn inline_svg(svg: &str) -> String {
+    let start = svg.find("<svg").unwrap_or(0);
+    svg[start..]
+        .replace(" xmlns=\"http://www.w3.org/2000/svg\"", "")
+        .replace(" xmlns:xlink=\"http://www.w3.org/1999/xlink\"", "")
 }
 
 /// Whether markup holds a script element, a `javascript:` URL or an event
@@ -286,7 +294,7 @@ impl Section for LineChart {
     fn render(&self, _: &mut RenderContext) -> ReportResult<String> {
         Ok(format!(
             "<figure class=\"image\">{}<figcaption>{}</figcaption></figure>",
-            self.svg(),
+            inline_svg(&self.svg()),
             escape_html(&self.caption)
         ))
     }

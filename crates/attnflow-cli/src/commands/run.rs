@@ -18,8 +18,9 @@ pub struct RunArgs {
     /// The run folder (default: attnflow-runs/run-YYYYMMDD-HHMMSS).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The SQLite store of run history, queue and quarantine, shared by runs
-    /// so the workflow analysis sees them all.
+    /// The SQLite store of workflow history, shared by runs so the workflow
+    /// analysis sees them all (each run's data queue and quarantine are in
+    /// its folder's data.sqlite).
     #[arg(long, default_value = "attnflow-runs/attnflow.sqlite")]
     db: PathBuf,
     /// Continue the run in this folder from its last recorded state.
@@ -28,6 +29,10 @@ pub struct RunArgs {
     /// Rows of valid records in the default dataset.
     #[arg(long, default_value_t = attnflow_pipeline::DEFAULT_ROWS)]
     rows: usize,
+    /// Write the embedded default pipeline (spec, schema, blueprint, data)
+    /// into this folder to edit, and stop.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["spec", "resume"])]
+    write_default: Option<PathBuf>,
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
@@ -67,6 +72,15 @@ pub fn run(args: RunArgs) -> CliResult {
             CliError::failed(miette!("{error}"))
         }
     };
+    if let Some(directory) = &args.write_default {
+        let spec = attnflow_pipeline::write_default_inputs(directory, args.rows).map_err(fail)?;
+        println!(
+            "wrote the default pipeline to {}; run it with `attnflow run {}`",
+            directory.display(),
+            spec.display()
+        );
+        return Ok(());
+    }
     let outcome = match &args.resume {
         Some(run_dir) => attnflow_pipeline::resume(
             run_dir,
