@@ -13,43 +13,9 @@ use crate::run::{check_files, CheckOptions};
 use crate::schema::Schema;
 use crate::store::Store;
 
-/// The bench schema; `tools/bench_data_pandera.py` declares the same rules.
-pub const BENCH_SCHEMA: &str = r#"
-name = "bench"
-
-[[field]]
-name = "id"
-type = "int"
-required = true
-unique = true
-min = 1
-
-[[field]]
-name = "category"
-type = "string"
-one_of = ["alpha", "beta", "gamma", "delta"]
-
-[[field]]
-name = "score"
-type = "float"
-min = 0.0
-max = 100.0
-
-[[field]]
-name = "count"
-type = "int"
-min = 0
-max = 1000
-
-[[field]]
-name = "active"
-type = "bool"
-
-[[field]]
-name = "code"
-type = "string"
-regex = "[A-Z]{3}-[0-9]{4}"
-"#;
+/// The bench schema (`examples/data/bench.toml`); `tools/bench_data_pandera.py`
+/// declares the same rules.
+pub const BENCH_SCHEMA: &str = include_str!("../../../examples/data/bench.toml");
 
 /// The pandera script, embedded so the bench runs from any directory.
 pub const PANDERA_SCRIPT: &str = include_str!("../../../tools/bench_data_pandera.py");
