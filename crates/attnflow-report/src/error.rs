@@ -26,6 +26,14 @@ pub enum ReportError {
         /// The value.
         value: f64,
     },
+    /// A finished file could not be delivered (the caller's writer failed).
+    #[error("{file}: {message}")]
+    Output {
+        /// The file's name.
+        file: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The drawing library failed (should not happen with in-memory
     /// backends; reported rather than unwrapped).
     #[error("drawing {figure}: {message}")]

@@ -84,54 +84,61 @@ impl Inspection {
         Ok(n)
     }
 
-    /// How many files [`Inspection::files`] produces (for progress bars).
+    /// How many files [`Inspection::write_files`] produces (for progress
+    /// bars).
     pub fn file_count(&self) -> usize {
         self.maps.iter().map(Vec::len).sum::<usize>() + 5
     }
 
-    /// Draws every file; `progress` is called after each with the number
-    /// done so far.
-    pub fn files(&self, mut progress: impl FnMut(usize)) -> ReportResult<Vec<OutputFile>> {
+    /// Draws every file and hands each to `emit` as soon as it is ready
+    /// (so only one image is held at a time), returning the files' names in
+    /// order. Consumes the inspection: its maps move into the report
+    /// rather than being copied, which matters at 512 tokens × 144 heads.
+    /// An `Err` from `emit` stops the work and is returned as
+    /// [`ReportError::Output`].
+    pub fn write_files(
+        mut self,
+        mut emit: impl FnMut(OutputFile) -> Result<(), String>,
+    ) -> ReportResult<Vec<String>> {
         let n = self.check()?;
-        let mut files = Vec::with_capacity(self.file_count());
-        let mut done = |files: &mut Vec<OutputFile>, file: OutputFile| {
-            files.push(file);
-            progress(files.len());
+        let mut names = Vec::with_capacity(self.file_count());
+        let mut send = |file: OutputFile| -> ReportResult<()> {
+            let name = file.name.clone();
+            emit(file).map_err(|message| ReportError::Output {
+                file: name.clone(),
+                message,
+            })?;
+            names.push(name);
+            Ok(())
         };
         for (layer, heads) in self.heatmaps.iter().enumerate() {
             for (head, values) in heads.iter().enumerate() {
                 let figure = self.head_figure(layer, head, values)?;
-                done(
-                    &mut files,
-                    OutputFile {
-                        name: format!("heatmaps/layer-{layer}-head-{head}.png"),
-                        bytes: figure.render(ImageFormat::Png)?,
-                    },
-                );
+                send(OutputFile {
+                    name: format!("heatmaps/layer-{layer}-head-{head}.png"),
+                    bytes: figure.render(ImageFormat::Png)?,
+                })?;
             }
         }
         let grid = self.grid_figure(n)?;
         let rollout = self.rollout_figure(n)?;
         for (name, figure) in [("grid", &grid), ("rollout", &rollout)] {
             for format in [ImageFormat::Png, ImageFormat::Svg] {
-                done(
-                    &mut files,
-                    OutputFile {
-                        name: format!("{name}.{}", format.extension()),
-                        bytes: figure.render(format)?,
-                    },
-                );
+                send(OutputFile {
+                    name: format!("{name}.{}", format.extension()),
+                    bytes: figure.render(format)?,
+                })?;
             }
         }
+        // The heatmaps are drawn; free them before the report copies the
+        // maps into its quantised form.
+        self.heatmaps = Vec::new();
         let html = self.report(&grid, &rollout)?.render()?;
-        done(
-            &mut files,
-            OutputFile {
-                name: "report.html".into(),
-                bytes: html.into_bytes(),
-            },
-        );
-        Ok(files)
+        send(OutputFile {
+            name: "report.html".into(),
+            bytes: html.into_bytes(),
+        })?;
+        Ok(names)
     }
 
     fn head_figure(&self, layer: usize, head: usize, values: &[f64]) -> ReportResult<Figure> {
@@ -191,7 +198,7 @@ impl Inspection {
         .with_scale_label("relevance"))
     }
 
-    fn report(&self, grid: &Figure, rollout: &Figure) -> ReportResult<Report> {
+    fn report(&mut self, grid: &Figure, rollout: &Figure) -> ReportResult<Report> {
         let n = self.tokens.len();
         let mut report = Report::new(format!("attnflow inspection: {}", self.source))
             .section(KeyValues {
@@ -201,7 +208,7 @@ impl Inspection {
             .section(AttentionExplorer {
                 title: "Attention by layer and head".into(),
                 tokens: self.tokens.clone(),
-                maps: self.maps.clone(),
+                maps: std::mem::take(&mut self.maps),
             })
             .section(InlineSvg::render(
                 "All heads",

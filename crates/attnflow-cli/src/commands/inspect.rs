@@ -637,13 +637,31 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
             .progress_chars("=> "),
     );
     bar.set_message("drawing");
+    let layers = stack.num_layers();
+    let heads = stack.num_heads();
+    // The analysis is done: free the maps before drawing (the inspection
+    // holds its own copy, which moves into the report).
+    drop(stack);
+    let out = args.out.clone();
     let files = inspection
-        .files(|done| bar.set_position(done as u64))
-        .map_err(report_error)?;
+        .write_files(|file| {
+            let path = out.join(&file.name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|error| format!("cannot create {}: {error}", parent.display()))?;
+            }
+            write_atomically(&path, &file.bytes)
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))?;
+            bar.inc(1);
+            Ok(())
+        })
+        .map_err(|error| match error {
+            attnflow_report::ReportError::Output { message, .. } => {
+                CliError::failed(miette!("{message}"))
+            }
+            other => report_error(other),
+        })?;
     bar.finish_and_clear();
-    for file in &files {
-        write_file(&args.out, &file.name, &file.bytes)?;
-    }
     let statistics_json: Vec<serde_json::Value> = statistics
         .iter()
         .map(|s| {
@@ -688,19 +706,18 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
             "source": source,
             "out": args.out,
             "tokens": n,
-            "layers": stack.num_layers(),
-            "heads": stack.num_heads(),
+            "layers": layers,
+            "heads": heads,
             "target": target,
             "top_relevance": top.iter().map(|&j| serde_json::json!({"token": j, "text": tokens[j], "rollout": relevance[j]})).collect::<Vec<_>>(),
-            "files": files.iter().map(|f| f.name.clone()).chain(["statistics.json".to_string(), "rollout.json".to_string()]).collect::<Vec<_>>(),
+            "files": files.iter().cloned().chain(["statistics.json".to_string(), "rollout.json".to_string()]).collect::<Vec<_>>(),
             "statistics": statistics_json,
         });
         println!("{summary}");
     } else {
         println!(
             "inspected {source}: {n} tokens, {} layers × {} heads",
-            stack.num_layers(),
-            stack.num_heads()
+            layers, heads
         );
         println!();
         println!(
