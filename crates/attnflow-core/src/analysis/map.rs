@@ -246,8 +246,8 @@ impl AttentionStack {
     /// (the usual "all attentions" export), taking batch element `batch`.
     pub fn from_tensor(weights: &Tensor, batch: usize) -> AnalysisResult<Self> {
         let dims = weights.dims();
-        let [layers, batches, heads, n, m] = match dims {
-            &[a, b, c, d, e] => [a, b, c, d, e],
+        let (layers, batches) = match dims {
+            &[layers, batches, _, _, _] => (layers, batches),
             _ => {
                 return Err(AnalysisError::shape(
                     "weights",
@@ -264,7 +264,7 @@ impl AttentionStack {
         let per_layer = (0..layers)
             .map(|layer| weights.get(layer)?.get(batch))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let _ = (heads, n, m);
+        // Squareness and equal head counts are checked per layer there.
         Self::from_layer_tensors(&per_layer)
     }
 
