@@ -83,6 +83,7 @@ fn the_embedded_default_runs_end_to_end() {
         !report.contains("https://") && !report.contains("http://"),
         "the report loads nothing"
     );
+    opens_in_headless_chromium(&run_dir.join("report.html"));
 
     // The store holds the quarantine and the run's history.
     let quarantine = attnflow()
@@ -112,6 +113,73 @@ fn the_embedded_default_runs_end_to_end() {
         .success()
         .stdout(predicate::str::contains("attnflow-pipeline"))
         .stdout(predicate::str::contains("Completed"));
+}
+
+/// Opens the report in headless Chromium: no console or script errors,
+/// every section in the live DOM. Skipped only where no Chromium is
+/// installed and `ATTNFLOW_REQUIRE_BROWSER` is unset (CI sets it).
+fn opens_in_headless_chromium(report: &Path) {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|name| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(name))
+                    .find(|path| path.is_file())
+            })
+        });
+    let Some(browser) = browser else {
+        assert!(
+            std::env::var_os("ATTNFLOW_REQUIRE_BROWSER").is_none(),
+            "ATTNFLOW_REQUIRE_BROWSER is set but no Chromium is installed"
+        );
+        eprintln!("SKIPPED: no chromium on PATH (apt-get install chromium to run this check)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}#selftest", report.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "chromium failed: {log}");
+    assert!(
+        !log.contains("Uncaught") && !log.contains("CONSOLE"),
+        "console errors: {log}"
+    );
+    assert!(!dom.contains("data-errors"), "script errors: {dom}");
+    for section in [
+        "Summary",
+        "Blueprint",
+        "Data",
+        "Training",
+        "Attention",
+        "Workflow",
+        "Claims, checked",
+    ] {
+        assert!(
+            dom.contains(&format!("<h2>{section}</h2>")),
+            "the live page lacks {section}"
+        );
+    }
+    assert!(
+        dom.contains("data-selftest=\"view-changed\""),
+        "the attention explorer did not redraw"
+    );
 }
 
 fn weights_at_end(run_dir: &Path) -> (PathBuf, Vec<u8>) {

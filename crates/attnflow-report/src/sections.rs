@@ -279,10 +279,10 @@ fn format_tick(value: f64) -> String {
     let magnitude = value.abs();
     if magnitude != 0.0 && !(1e-3..1e5).contains(&magnitude) {
         format!("{value:.1e}")
-    } else if magnitude >= 100.0 || value.fract() == 0.0 {
+    } else if magnitude >= 10.0 || value.fract() == 0.0 {
         format!("{value:.0}")
     } else {
-        format!("{value:.3}")
+        format!("{value:.2}")
     }
 }
 
