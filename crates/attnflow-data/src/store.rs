@@ -83,7 +83,20 @@ pub struct Store {
     connection: Connection,
     path: PathBuf,
     pending: usize,
+    queued: QueueBuffer,
 }
+
+/// Accepted records waiting for one multi-row INSERT: SQLite spends most
+/// of a single-row insert on statement overhead, so rows go in groups.
+#[derive(Default)]
+struct QueueBuffer {
+    keys: Vec<[i64; 4]>,
+    text: String,
+    ends: Vec<usize>,
+}
+
+/// Rows per multi-row INSERT into the queue.
+const QUEUE_GROUP: usize = 64;
 
 /// A stored source file of a run.
 #[derive(Debug, Clone)]
@@ -189,6 +202,7 @@ impl Store {
             connection,
             path: path.to_path_buf(),
             pending: 0,
+            queued: QueueBuffer::default(),
         })
     }
 
@@ -256,9 +270,53 @@ impl Store {
         Ok(self.connection.last_insert_rowid())
     }
 
+    /// Writes the buffered queue rows.
+    fn flush_queue(&mut self) -> DataResult<()> {
+        let count = self.queued.keys.len();
+        if count == 0 {
+            return Ok(());
+        }
+        let mut sql =
+            String::from("INSERT INTO data_queue (run_id, source_id, row, line, record) VALUES ");
+        for index in 0..count {
+            if index > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?,?,?)");
+        }
+        let buffer = &self.queued;
+        let mut start = 0;
+        let texts: Vec<&str> = buffer
+            .ends
+            .iter()
+            .map(|&end| {
+                let text = &buffer.text[start..end];
+                start = end;
+                text
+            })
+            .collect();
+        let mut parameters: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(count * 5);
+        for (keys, text) in buffer.keys.iter().zip(&texts) {
+            for key in keys {
+                parameters.push(key);
+            }
+            parameters.push(text);
+        }
+        let result = self
+            .connection
+            .prepare_cached(&sql)
+            .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(parameters)));
+        result.map_err(|error| DataError::store(&self.path, error))?;
+        self.queued.keys.clear();
+        self.queued.ends.clear();
+        self.queued.text.clear();
+        Ok(())
+    }
+
     fn tick(&mut self) -> DataResult<()> {
         self.pending += 1;
         if self.pending >= BATCH {
+            self.flush_queue()?;
             self.connection
                 .execute_batch("COMMIT; BEGIN")
                 .map_err(self.fail())?;
@@ -276,10 +334,14 @@ impl Store {
         line: u64,
         record_json: &str,
     ) -> DataResult<()> {
-        self.connection
-            .prepare_cached("INSERT INTO data_queue (run_id, source_id, row, line, record) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .and_then(|mut statement| statement.execute(params![run_id, source_id, row as i64, line as i64, record_json]))
-            .map_err(self.fail())?;
+        self.queued
+            .keys
+            .push([run_id, source_id, row as i64, line as i64]);
+        self.queued.text.push_str(record_json);
+        self.queued.ends.push(self.queued.text.len());
+        if self.queued.keys.len() >= QUEUE_GROUP {
+            self.flush_queue()?;
+        }
         self.tick()
     }
 
@@ -362,6 +424,7 @@ impl Store {
         quarantined: u64,
         recheck: bool,
     ) -> DataResult<()> {
+        self.flush_queue()?;
         let (stored_accepted, stored_quarantined): (i64, i64) = if recheck {
             (
                 self.count("SELECT COUNT(*) FROM data_quarantine WHERE released_by_run = ?1", run_id)?,
@@ -405,6 +468,7 @@ impl Store {
 
     /// Undoes what a failed run wrote (best effort) and marks it failed.
     pub fn abandon_run(&mut self, run_id: i64) {
+        self.queued = QueueBuffer::default();
         let _ = self.connection.execute_batch("ROLLBACK");
         let _ = self.connection.execute_batch("BEGIN");
         let _ = self
