@@ -2,12 +2,13 @@
 """Times PyTorch's CPU scaled_dot_product_attention for `attnflow bench attention`.
 
 Usage: bench_attention_torch.py --n N [--heads 8] [--d 64] [--batch 1]
-           [--causal] [--repeats R] [--mode forward|backward|matmul]
+           [--causal] [--repeats R] [--min-seconds S] [--mode forward|backward|matmul]
 
 Prints one JSON object on stdout:
   {"torch": "2.x", "threads": T, "mode": ..., "n": N, "seconds": best,
    "peak_rss_bytes": ...}
-`seconds` is the best of `repeats` timed runs after one warm-up run, the
+`seconds` is the best of at least `repeats` timed runs after one warm-up
+run, repeated (up to 50 runs) until the runs add up to `min-seconds`: the
 same rule the Rust side uses, so the two are comparable. In `matmul` mode it
 times one n x n x n f32 matrix product (the machine's matmul ceiling as
 PyTorch sees it). Peak memory is this process's VmHWM (Linux).
@@ -38,6 +39,7 @@ def main():
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--causal", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=0.0)
     parser.add_argument("--mode", choices=["forward", "backward", "matmul"], default="forward")
     args = parser.parse_args()
 
@@ -76,10 +78,15 @@ def main():
 
     run()
     best = float("inf")
-    for _ in range(max(1, args.repeats)):
+    spent = 0.0
+    runs = 0
+    while runs < max(1, args.repeats) or (spent < args.min_seconds and runs < 50):
         start = time.perf_counter()
         run()
-        best = min(best, time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        best = min(best, seconds)
+        spent += seconds
+        runs += 1
     json.dump(
         {
             "torch": torch.__version__,

@@ -98,6 +98,11 @@ pub struct Case {
     pub repeats: usize,
     /// Whether to run one untimed warm-up first.
     pub warm_up: bool,
+    /// Keep repeating (up to 50 runs) until the timed runs add up to this
+    /// many seconds: on a shared machine the best of many short runs finds
+    /// the quiet moments, for every engine alike.
+    #[serde(default)]
+    pub min_seconds: f64,
 }
 
 impl Case {
@@ -111,14 +116,16 @@ impl Case {
         }
     }
 
-    /// What the exact path holds at once, roughly: the `n × n` scores,
-    /// their exponentials and the weights per head (and, with a backward,
-    /// as many again for the gradients), in f32.
+    /// What the exact path holds at once, roughly: several `n × n` f32
+    /// matrices per head (scores, exponentials, weights, and with a backward
+    /// their gradients and candle's saved intermediates).
     pub fn exact_bytes(&self) -> u64 {
         let matrix = (self.batch * self.heads * self.n * self.n * 4) as u64;
+        // Measured peaks: 3.1 matrices forward at n = 4096, 13.6 with the
+        // backward at n = 2048.
         match self.pass {
-            Pass::Forward => 4 * matrix,
-            Pass::ForwardBackward => 10 * matrix,
+            Pass::Forward => matrix * 7 / 2,
+            Pass::ForwardBackward => 14 * matrix,
         }
     }
 
@@ -136,6 +143,9 @@ impl Case {
         format!("{engine} {pass} n={}", self.n)
     }
 }
+
+/// The most timed runs of one case.
+const MAX_RUNS: usize = 50;
 
 /// The result of one case.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -212,10 +222,15 @@ pub fn run_case_in_process(case: &Case) -> Result<Measurement, BenchError> {
         run()?;
     }
     let mut best = f64::INFINITY;
-    for _ in 0..case.repeats.max(1) {
+    let mut spent = 0.0;
+    let mut runs = 0;
+    while runs < case.repeats.max(1) || (spent < case.min_seconds && runs < MAX_RUNS) {
         let start = Instant::now();
         run()?;
-        best = best.min(start.elapsed().as_secs_f64());
+        let seconds = start.elapsed().as_secs_f64();
+        best = best.min(seconds);
+        spent += seconds;
+        runs += 1;
     }
     Ok(Measurement {
         seconds: best,
@@ -300,6 +315,8 @@ pub fn run_torch_case(python: &Path, case: &Case) -> Result<Measurement, BenchEr
         case.repeats.to_string(),
         "--mode".to_string(),
         mode.to_string(),
+        "--min-seconds".to_string(),
+        case.min_seconds.to_string(),
     ];
     let reply = run_torch_script(python, &args)?;
     Ok(Measurement {
@@ -309,9 +326,10 @@ pub fn run_torch_case(python: &Path, case: &Case) -> Result<Measurement, BenchEr
 }
 
 /// The machine's matrix-multiply ceiling as attnflow sees it: GFLOP/s of
-/// an `size³` f32 product through candle (the `gemm` crate on all threads),
-/// best of three after a warm-up.
-pub fn matmul_ceiling(size: usize) -> Result<f64, BenchError> {
+/// a `size³` f32 product through candle (the `gemm` crate on all threads),
+/// best of at least three runs after a warm-up, repeated until the runs add
+/// up to `min_seconds`.
+pub fn matmul_ceiling(size: usize, min_seconds: f64) -> Result<f64, BenchError> {
     let error = |e: candle_core::Error| BenchError::Engine {
         case: format!("matmul {size}³"),
         source: e.into(),
@@ -320,16 +338,24 @@ pub fn matmul_ceiling(size: usize) -> Result<f64, BenchError> {
     let b = Tensor::randn(0f32, 1f32, (size, size), &Device::Cpu).map_err(error)?;
     a.matmul(&b).map_err(error)?;
     let mut best = f64::INFINITY;
-    for _ in 0..3 {
+    let (mut spent, mut runs) = (0.0, 0);
+    while runs < 3 || (spent < min_seconds && runs < MAX_RUNS) {
         let start = Instant::now();
         a.matmul(&b).map_err(error)?;
-        best = best.min(start.elapsed().as_secs_f64());
+        let seconds = start.elapsed().as_secs_f64();
+        best = best.min(seconds);
+        spent += seconds;
+        runs += 1;
     }
     Ok(2.0 * (size as f64).powi(3) / best / 1e9)
 }
 
 /// PyTorch's matrix-multiply speed at `size³`, GFLOP/s.
-pub fn torch_matmul_ceiling(python: &Path, size: usize) -> Result<f64, BenchError> {
+pub fn torch_matmul_ceiling(
+    python: &Path,
+    size: usize,
+    min_seconds: f64,
+) -> Result<f64, BenchError> {
     let reply = run_torch_script(
         python,
         &[
@@ -337,6 +363,8 @@ pub fn torch_matmul_ceiling(python: &Path, size: usize) -> Result<f64, BenchErro
             size.to_string(),
             "--mode".to_string(),
             "matmul".to_string(),
+            "--min-seconds".to_string(),
+            min_seconds.to_string(),
         ],
     )?;
     Ok(2.0 * (size as f64).powi(3) / reply.seconds / 1e9)
@@ -490,11 +518,12 @@ pub fn run_bench(
     progress(BenchProgress::Total(total as u64));
     progress(BenchProgress::Case("matmul ceiling".to_string()));
     let matmul_size = if config.quick { 256 } else { 2048 };
-    let matmul_gflops = matmul_ceiling(matmul_size)?;
+    let min_seconds = if config.quick { 0.0 } else { 2.0 };
+    let matmul_gflops = matmul_ceiling(matmul_size, min_seconds)?;
     let torch_matmul_gflops = match (&torch, &config.python) {
         (Ok(_), Some(python)) => {
             progress(BenchProgress::Case("PyTorch matmul ceiling".to_string()));
-            torch_matmul_ceiling(python, matmul_size).ok()
+            torch_matmul_ceiling(python, matmul_size, min_seconds).ok()
         }
         _ => None,
     };
@@ -510,6 +539,7 @@ pub fn run_bench(
                 d: config.d,
                 repeats: if config.quick { 1 } else { 3 },
                 warm_up: !config.quick,
+                min_seconds,
             };
             let flops = case(Engine::Fused).flops();
 
@@ -596,6 +626,7 @@ mod tests {
             d: 64,
             repeats: 1,
             warm_up: false,
+            min_seconds: 0.0,
         };
         assert_eq!(case.flops(), 4.0 * 8.0 * 1024.0 * 1024.0 * 64.0);
         let both = Case {
@@ -619,6 +650,7 @@ mod tests {
                     d: 8,
                     repeats: 1,
                     warm_up: false,
+                    min_seconds: 0.0,
                 };
                 let measured = run_case_in_process(&case).unwrap();
                 assert!(measured.seconds > 0.0);
