@@ -32,8 +32,11 @@ min = 0
 max = 1
 "#;
 
-/// Writes two row groups of (id, name, score) rows; `None` is null.
-fn write_parquet(path: &Path, groups: &[Vec<(i64, Option<&str>, Option<f64>)>]) {
+/// One row: id, name, score; `None` is null.
+type Row<'a> = (i64, Option<&'a str>, Option<f64>);
+
+/// Writes one row group per slice of rows.
+fn write_parquet(path: &Path, groups: &[Vec<Row<'_>>]) {
     let message = parse_message_type(
         "message scores { REQUIRED INT64 id; OPTIONAL BINARY name (UTF8); OPTIONAL DOUBLE score; }",
     )
