@@ -305,3 +305,45 @@ fn refuses_bad_models_and_inputs_with_exit_2() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn bench_embed_reports_throughput_and_a_missing_peer() {
+    let Some(model) = model_dir("bench_embed_reports_throughput_and_a_missing_peer") else {
+        return;
+    };
+    let assert = attnflow()
+        .args([
+            "bench",
+            "embed",
+            "--texts",
+            "12",
+            "--batch-size",
+            "5",
+            "--json",
+        ])
+        .args(["--python", "/nonexistent/python3", "--model"])
+        .arg(&model)
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(report["texts"], 12);
+    assert!(report["attnflow_texts_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["peer"]["status"], "skipped");
+    assert!(report["peer"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("cannot start /nonexistent/python3"));
+    assert!(report["ratio"].is_null());
+    attnflow()
+        .args(["bench", "embed", "--texts", "3", "--no-python", "--model"])
+        .arg(&model)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("attnflow").and(predicate::str::contains("texts/s")))
+        .stdout(predicate::str::contains("not run: skipped by request"));
+    attnflow()
+        .args(["bench", "embed", "--texts", "0", "--model"])
+        .arg(&model)
+        .assert()
+        .code(2);
+}

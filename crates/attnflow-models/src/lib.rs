@@ -27,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+mod bench;
 mod bert;
 mod blueprint;
 mod config;
@@ -36,6 +37,7 @@ mod sentence;
 mod tokenizer;
 mod weights;
 
+pub use bench::{bench_embed, bench_texts, EmbedBenchConfig, EmbedBenchReport, PeerOutcome};
 pub use bert::{BertModel, BertOutput, ForwardOptions};
 pub use blueprint::{blueprint_of_directory, blueprint_spec_of_directory, blueprint_text};
 pub use config::BertConfig;

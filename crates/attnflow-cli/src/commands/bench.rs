@@ -17,6 +17,10 @@ pub enum BenchCommand {
     /// scaled_dot_product_attention (when installed), forward and
     /// forward+backward, and print GFLOP/s, ratios and peak memory.
     Attention(BenchAttentionArgs),
+    /// Embed the same generated texts with attnflow and (when importable)
+    /// sentence-transformers, and print texts/s for both, the ratio and how
+    /// closely the embeddings agree.
+    Embed(crate::commands::embed::BenchEmbedArgs),
 }
 
 /// Arguments of `attnflow bench data`.
@@ -41,6 +45,7 @@ pub fn run(command: BenchCommand) -> CliResult {
     match command {
         BenchCommand::Data(args) => data(args),
         BenchCommand::Attention(args) => attention(args),
+        BenchCommand::Embed(args) => crate::commands::embed::bench(args),
     }
 }
 

@@ -302,3 +302,99 @@ fn list(numbers: &[usize]) -> String {
         more => format!("{}, and {more} more", shown.join(", ")),
     }
 }
+
+/// Arguments of `attnflow bench embed`.
+#[derive(Debug, Args)]
+pub struct BenchEmbedArgs {
+    /// The Hugging Face model directory (as for `attnflow embed`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Number of generated texts (4 to 40 words each).
+    #[arg(long, default_value_t = 1000)]
+    texts: usize,
+    /// Texts per forward pass, for both tools.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Seed of the text generator.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The Python interpreter to try for sentence-transformers.
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
+    /// Skip sentence-transformers even when installed.
+    #[arg(long)]
+    no_python: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `attnflow bench embed`: the same generated texts through attnflow
+/// and sentence-transformers, texts/s for both, their ratio and agreement.
+pub fn bench(args: BenchEmbedArgs) -> CliResult {
+    if args.batch_size == 0 || args.texts == 0 {
+        return Err(CliError::bad_input(miette!(
+            "--texts and --batch-size must be at least 1"
+        )));
+    }
+    let config = attnflow_models::EmbedBenchConfig {
+        texts: args.texts,
+        batch_size: args.batch_size,
+        python: (!args.no_python).then(|| args.python.clone()),
+        seed: args.seed,
+    };
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(format!(
+        "embedding {} texts with attnflow, then the peer",
+        args.texts
+    ));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = attnflow_models::bench_embed(&args.model, &config).map_err(model_error)?;
+    spinner.finish_and_clear();
+    if args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
+        println!("{text}");
+        return Ok(());
+    }
+    println!(
+        "bench embed: {} texts (mean {:.1} word pieces), batch {}, model {}",
+        report.texts,
+        report.mean_tokens,
+        report.batch_size,
+        report.model.display()
+    );
+    println!(
+        "  attnflow               {:>8.1} texts/s ({:.2} s)",
+        report.attnflow_texts_per_second, report.attnflow_seconds
+    );
+    match &report.peer {
+        attnflow_models::PeerOutcome::Measured {
+            seconds,
+            texts_per_second,
+            version,
+            torch,
+            threads,
+            min_cosine,
+            max_abs_difference,
+        } => {
+            println!(
+                "  sentence-transformers  {texts_per_second:>8.1} texts/s ({seconds:.2} s; sentence-transformers {version}, torch {torch}, {threads} threads)"
+            );
+            if let Some(ratio) = report.ratio {
+                println!("  ratio attnflow / sentence-transformers: {ratio:.2}×");
+            }
+            println!(
+                "  agreement over {} texts: min cosine {min_cosine:.6}, max |difference| {max_abs_difference:.1e}",
+                report.texts
+            );
+        }
+        attnflow_models::PeerOutcome::Skipped { reason } => {
+            println!("  sentence-transformers not run: {reason}");
+        }
+        attnflow_models::PeerOutcome::Failed { error } => {
+            println!("  sentence-transformers failed: {error}");
+        }
+    }
+    Ok(())
+}
