@@ -403,3 +403,33 @@ fn bench_data_checks_the_generated_file() {
         .assert()
         .code(2);
 }
+
+#[test]
+fn bench_keep_leaves_a_file_the_bench_schema_checks() {
+    let directory = tempfile::tempdir().unwrap();
+    let kept = directory.path().join("kept");
+    attnflow()
+        .args([
+            "bench",
+            "data",
+            "--rows",
+            "1000",
+            "--no-pandera",
+            "--no-store",
+            "--keep",
+        ])
+        .arg(&kept)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("rows/s"));
+    attnflow()
+        .args(["data", "check", "--dry-run"])
+        .arg(examples().join("bench.toml"))
+        .arg(kept.join("bench.csv"))
+        .assert()
+        .success()
+        // Row 997 is the only planted fault below 1009.
+        .stdout(predicate::str::contains(
+            "read 1000 = accepted 999 + quarantined 1",
+        ));
+}

@@ -21,6 +21,9 @@ pub enum BenchCommand {
     /// sentence-transformers, and print texts/s for both, the ratio and how
     /// closely the embeddings agree.
     Embed(crate::commands::embed::BenchEmbedArgs),
+    /// Train the same small transformer for the same steps in attnflow and
+    /// (when importable) PyTorch, and print tokens/s for both and the ratio.
+    Train(crate::commands::train::BenchTrainArgs),
 }
 
 /// Arguments of `attnflow bench data`.
@@ -35,6 +38,10 @@ pub struct BenchDataArgs {
     /// Skip pandera even when installed.
     #[arg(long)]
     no_pandera: bool,
+    /// Write the generated CSV (and the store) into DIR and keep them,
+    /// instead of a temporary directory.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<std::path::PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -46,10 +53,15 @@ pub fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Data(args) => data(args),
         BenchCommand::Attention(args) => attention(args),
         BenchCommand::Embed(args) => crate::commands::embed::bench(args),
+        BenchCommand::Train(args) => crate::commands::train::bench(args),
     }
 }
 
 fn data(args: BenchDataArgs) -> CliResult {
+    if let Some(directory) = &args.keep {
+        std::fs::create_dir_all(directory)
+            .map_err(|error| CliError::failed(miette!("{}: {error}", directory.display())))?;
+    }
     if args.rows == 0 {
         return Err(CliError::bad_input(miette!("--rows must be at least 1")));
     }
@@ -57,7 +69,7 @@ fn data(args: BenchDataArgs) -> CliResult {
         rows: args.rows,
         with_store: !args.no_store,
         pandera: !args.no_pandera,
-        directory: None,
+        directory: args.keep.clone(),
         progress: !args.json,
     })
     .map_err(data_error)?;
