@@ -2,7 +2,7 @@
 //! a run. Every task reads what earlier steps left in the run folder, so a
 //! step that re-runs after a crash finds its inputs where they were.
 
-use std::io::Write;
+use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -181,16 +181,20 @@ fn open_store(path: &Path) -> Result<WorkflowStore> {
     WorkflowStore::open(path).map_err(|error| PipelineError::Workflow(error.to_string()))
 }
 
+/// One pipeline step: what it reads and writes is in the run folder.
+type Step = fn(&Context, &TaskContext) -> Result<TaskOutput>;
+
 /// The built-in tasks plus the pipeline's own, each bound to this run.
 fn registry(context: &Arc<Context>) -> TaskRegistry {
     let mut registry = TaskRegistry::with_builtins();
-    let steps: [(&str, fn(&Context, &TaskContext) -> Result<TaskOutput>); 6] = [
+    let steps: [(&str, Step); 7] = [
         ("pipeline.ingest", ingest),
         ("pipeline.check", quality_check),
         ("pipeline.reject", reject),
         ("pipeline.train", train),
         ("pipeline.validate", validate),
         ("pipeline.report", output_generation),
+        ("pipeline.store", storage),
     ];
     for (name, step) in steps {
         let context = Arc::clone(context);
@@ -199,11 +203,6 @@ fn registry(context: &Arc<Context>) -> TaskRegistry {
                 .unwrap_or_else(|error| TaskOutput::with(Outcome::Failed, error.to_string()))
         });
     }
-    let context = Arc::clone(context);
-    registry.register("pipeline.store", move |task: &TaskContext| {
-        storage(&context, task)
-            .unwrap_or_else(|error| TaskOutput::with(Outcome::Failed, error.to_string()))
-    });
     registry
 }
 
@@ -552,25 +551,9 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write_atomically(path, text.as_bytes())
 }
 
-/// Temp file in the same folder, fsync, rename.
+/// Temp file in the same folder, fsync, rename (attnflow-train's writer,
+/// which checkpoints use too).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let folder = path.parent().unwrap_or(Path::new("."));
-    let temporary = folder.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temporary)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)?;
-        if let Ok(directory) = std::fs::File::open(folder) {
-            let _ = directory.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|source| PipelineError::io(path, source))
+    attnflow_train::checkpoint::write_atomically(path, bytes)
+        .map_err(|error| PipelineError::Workflow(error.to_string()))
 }
