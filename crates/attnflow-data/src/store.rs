@@ -673,7 +673,12 @@ impl Store {
     ) -> DataResult<()> {
         let mut statement = self
             .connection
-            .prepare("SELECT record FROM data_queue WHERE run_id = ?1 ORDER BY id")
+            // The run's rows follow the queue's end at its start: a rowid
+            // range, so no index on run_id is needed.
+            .prepare(
+                "SELECT record FROM data_queue
+                 WHERE rowid > (SELECT queue_start FROM data_runs WHERE id = ?1) AND run_id = ?1 ORDER BY id",
+            )
             .map_err(self.fail())?;
         let mut rows = statement.query(params![run_id]).map_err(self.fail())?;
         while let Some(row) = rows.next().map_err(self.fail())? {

@@ -80,6 +80,11 @@ fn a_run_routes_every_record_and_a_recheck_releases_fixed_ones() {
     assert_eq!(report.by_rule["type"], 1);
     assert_eq!(report.by_rule["invalid_json"], 1);
     assert_eq!(store.queue_length().unwrap(), 1);
+    let mut queued = Vec::new();
+    store
+        .queued_records(report.run_id.unwrap(), |record| queued.push(record))
+        .unwrap();
+    assert_eq!(queued, [serde_json::json!({"id": 1, "age": 30})]);
     let entries = store.list_quarantine(false, Some("max"), 100).unwrap();
     assert_eq!(entries.len(), 2);
     assert_eq!(
@@ -117,6 +122,12 @@ fn a_run_routes_every_record_and_a_recheck_releases_fixed_ones() {
     )
     .unwrap();
     assert_eq!(twice.by_rule.get("unique"), Some(&3), "{:?}", twice.by_rule);
+    let mut queued = Vec::new();
+    store
+        .queued_records(twice.run_id.unwrap(), |record| queued.push(record))
+        .unwrap();
+    // Exactly the second run's accepted records, none of the first run's.
+    assert_eq!(queued.len() as u64, twice.accepted);
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 3);
     assert!(runs.iter().all(|run| run.status == "done"));
