@@ -316,6 +316,14 @@ fn stack_from_a_five_dimensional_tensor() {
         AttentionStack::from_tensor(&wrong, 0),
         Err(AnalysisError::Shape { .. })
     ));
+    for empty in [(1, 1, 1, 0, 0), (1, 1, 0, 3, 3), (0, 1, 1, 3, 3)] {
+        let tensor = Tensor::zeros(empty, candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert!(
+            AttentionStack::from_tensor(&tensor, 0).is_err(),
+            "{empty:?}"
+        );
+    }
+    assert!(AttentionStack::new(vec![vec![AttentionMap::new(0, 0, vec![]).unwrap()]]).is_err());
     let ragged = AttentionStack::new(vec![
         vec![AttentionMap::identity(2)],
         vec![AttentionMap::identity(3)],

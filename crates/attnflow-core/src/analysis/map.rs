@@ -218,6 +218,9 @@ impl AttentionStack {
             .and_then(|heads| heads.first())
             .ok_or_else(|| AnalysisError::shape("attention", "no layers or no heads"))?;
         let tokens = first.rows();
+        if tokens == 0 {
+            return Err(AnalysisError::shape("attention", "maps over zero tokens"));
+        }
         let heads = layers[0].len();
         for (layer, maps) in layers.iter().enumerate() {
             if maps.len() != heads {
@@ -283,6 +286,12 @@ impl AttentionStack {
                 return Err(AnalysisError::shape(
                     &name,
                     format!("maps must be square (self-attention), got {n} × {m}"),
+                ));
+            }
+            if n == 0 || heads == 0 {
+                return Err(AnalysisError::shape(
+                    &name,
+                    format!("has shape {:?}: no tokens or no heads", tensor.dims()),
                 ));
             }
             let values = tensor
