@@ -191,3 +191,26 @@ fn bad_data_is_an_error_not_a_panic() {
         .render(ImageFormat::Png)
         .is_err());
 }
+
+#[test]
+fn odd_shapes_render_at_their_layout_size() {
+    for (rows, columns) in [(1, 1), (1, 7), (7, 1), (3, 50), (300, 2), (601, 599)] {
+        let values: Vec<f64> = (0..rows * columns).map(|i| (i % 13) as f64 - 3.0).collect();
+        let labels = |count: usize| (0..count).map(|i| format!("token {i}")).collect();
+        let heatmap = Heatmap::new("odd", rows, columns, values)
+            .unwrap()
+            .with_labels(labels(rows), labels(columns))
+            .unwrap();
+        let figure = Figure::single(format!("{rows} × {columns}"), heatmap);
+        let bytes = figure.render(ImageFormat::Png).unwrap();
+        let (width, height, _) = decode(&bytes);
+        let layout = figure.layout(ImageFormat::Png);
+        assert_eq!(
+            (width, height),
+            (layout.width, layout.height),
+            "{rows} × {columns}"
+        );
+        let svg = String::from_utf8(figure.render(ImageFormat::Svg).unwrap()).unwrap();
+        assert!(svg.contains(&format!("{rows} × {columns}")));
+    }
+}
