@@ -51,6 +51,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `attnflow ... | head` must end quietly, as other Unix tools do, not
+    // panic in println! when the pipe closes.
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread
+    // starts; no Rust state depends on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Whole lines keep messages greppable and file paths unbroken.
     let _ = miette::set_hook(Box::new(|_| {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())

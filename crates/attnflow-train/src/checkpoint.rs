@@ -106,6 +106,16 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     let io = |source| TrainError::io(path, source);
     let mut temporary = tempfile::NamedTempFile::new_in(directory).map_err(io)?;
+    // Temporary files are created private (0600); checkpoints and reports
+    // get the usual permissions of a file the user writes.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        temporary
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
+    }
     temporary.write_all(bytes).map_err(io)?;
     temporary.as_file().sync_all().map_err(io)?;
     temporary.persist(path).map_err(|error| io(error.error))?;
