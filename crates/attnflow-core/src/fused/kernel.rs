@@ -198,12 +198,64 @@ fn forward_block(
     out_block: &mut [f32],
     lse_block: &mut [f32],
 ) {
-    let Problem { d, dv, path, .. } = *problem;
+    let Problem { dv, path, .. } = *problem;
     let rows = lse_block.len();
     let key_block = problem.tiling.key_block;
     let mut row_max = vec![f32::NEG_INFINITY; rows];
     let mut row_sum = vec![0f32; rows];
-    let mut scores = vec![0f32; rows * key_block];
+    // One score tile per thread, reused across tasks: a fresh 256 KB
+    // allocation per task is a fresh mmap, paid again in page faults.
+    SCORE_TILE.with_borrow_mut(|scores| {
+        if scores.len() < rows * key_block {
+            scores.resize(rows * key_block, 0.0);
+        }
+        forward_tiles(
+            problem,
+            batch,
+            first_row,
+            q_block,
+            k_head,
+            v_head,
+            out_block,
+            scores,
+            &mut row_max,
+            &mut row_sum,
+        );
+    });
+    for r in 0..rows {
+        let out_row = &mut out_block[r * dv..(r + 1) * dv];
+        if row_sum[r] > 0.0 {
+            simd::scale(path, out_row, 1.0 / row_sum[r]);
+            lse_block[r] = row_max[r] + row_sum[r].ln();
+        } else {
+            out_row.fill(0.0);
+            lse_block[r] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+thread_local! {
+    static SCORE_TILE: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The key-tile loop of [`forward_block`]: accumulates the unnormalised
+/// output and each row's running maximum and sum.
+#[allow(clippy::too_many_arguments)]
+fn forward_tiles(
+    problem: &Problem,
+    batch: usize,
+    first_row: usize,
+    q_block: &[f32],
+    k_head: &[f32],
+    v_head: &[f32],
+    out_block: &mut [f32],
+    scores: &mut [f32],
+    row_max: &mut [f32],
+    row_sum: &mut [f32],
+) {
+    let Problem { d, dv, path, .. } = *problem;
+    let rows = row_max.len();
+    let key_block = problem.tiling.key_block;
     out_block.fill(0.0);
 
     let key_end = problem.key_end(first_row, rows);
@@ -262,16 +314,6 @@ fn forward_block(
                 true,
                 1.0,
             );
-        }
-    }
-    for r in 0..rows {
-        let out_row = &mut out_block[r * dv..(r + 1) * dv];
-        if row_sum[r] > 0.0 {
-            simd::scale(path, out_row, 1.0 / row_sum[r]);
-            lse_block[r] = row_max[r] + row_sum[r].ln();
-        } else {
-            out_row.fill(0.0);
-            lse_block[r] = f32::NEG_INFINITY;
         }
     }
 }
