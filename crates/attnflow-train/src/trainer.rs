@@ -342,6 +342,7 @@ impl Trainer {
     /// builds the model with seeded initial weights.
     pub fn new(source: BlueprintSource, config: TrainConfig) -> Result<Self> {
         config.check()?;
+        crate::malloc::keep_freed_memory();
         let blueprint = Blueprint::from_text(&source.file, &source.text, &config.overrides)?;
         let device = Device::Cpu;
         let store = ParameterStore::new(config.seed);
@@ -652,8 +653,10 @@ impl Trainer {
         Ok(inputs)
     }
 
-    fn capture(&self) -> Option<Capture> {
-        (self.config.regulariser != Regulariser::None).then(Capture::all)
+    /// Whether `R` is part of the trained objective (and so needs the
+    /// attention weights inside the training pass).
+    fn regularised(&self) -> bool {
+        self.config.regulariser != Regulariser::None && self.config.lambda != 0.0
     }
 
     /// One update: forward, `J = L + λR`, backward, gradient norms (logged),
@@ -666,7 +669,10 @@ impl Trainer {
             .next_examples(&mut self.position, self.config.batch_size);
         let batch = tasks::collate(&examples, self.model.device())?;
         let inputs = self.inputs(&batch)?;
-        let capture = self.capture();
+        // Only a trained R needs the weights in the training pass: asking for
+        // them switches attention from core's fused kernel to the exact path,
+        // whose last bits differ, so with λ = 0 the pass stays plain.
+        let capture = self.regularised().then(Capture::all);
         let dropout = self.config.dropout;
         let mut dropout_rng = self.rng.clone();
         let forward = {
@@ -682,7 +688,21 @@ impl Trainer {
         self.rng = dropout_rng;
         let logits = &forward.outputs[&self.logits];
         let loss = objective::cross_entropy(logits, &batch.targets, &batch.weights)?;
-        let regulariser = self.config.regulariser.value(&forward.attention)?;
+        let regulariser = if self.regularised() {
+            self.config.regulariser.value(&forward.attention)?
+        } else if self.config.regulariser != Regulariser::None {
+            // λ = 0: R is measured on this batch by a separate pass without
+            // dropout, leaving the training computation untouched.
+            let measured = self
+                .model
+                .forward(&inputs, Mode::Eval, Some(&Capture::all()))?;
+            self.config
+                .regulariser
+                .value(&measured.attention)?
+                .map(|value| value.detach())
+        } else {
+            None
+        };
         // §7.1: J = L + λR. With λ = 0 the graph is L alone, so training is
         // exactly plain cross-entropy; R is still measured and logged.
         let objective = match &regulariser {
