@@ -286,6 +286,13 @@ fn a_run_killed_during_training_resumes_to_the_same_checkpoint() {
         "resumed weights differ from the uninterrupted run's"
     );
     assert!(interrupted.join("report.html").exists());
+    // Resuming a finished run only reports how it ended.
+    attnflow()
+        .args(["run", "--resume"])
+        .arg(&interrupted)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ended in Completed"));
 }
 
 #[test]

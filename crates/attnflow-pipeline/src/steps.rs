@@ -144,6 +144,20 @@ pub(crate) fn resume(run_dir: &Path, options: RunOptions<'_>) -> Result<RunOutco
     });
     let registry = registry(&context);
     let mut store = open_store(&context.store)?;
+    let record = store
+        .run(run_file.workflow_run)
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    if matches!(record.status, RunStatus::Succeeded | RunStatus::Failed) {
+        // Nothing left to do: report how the run ended.
+        let report = context.file(files::REPORT);
+        return Ok(RunOutcome {
+            run_dir: context.run_dir.clone(),
+            workflow_run: record.id,
+            state: record.current_state,
+            succeeded: record.status == RunStatus::Succeeded,
+            report: report.exists().then_some(report),
+        });
+    }
     drive(
         &context,
         &mut store,
