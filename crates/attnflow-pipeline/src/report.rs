@@ -35,8 +35,20 @@ pub(crate) fn build(context: &Context) -> Result<String> {
         .map_err(|source| {
             PipelineError::io(&context.input(&context.spec.model.blueprint), source)
         })?;
-    let blueprint = Blueprint::from_text(&training.blueprint, &blueprint_text, &[])
+    // Cost the model at the shapes it trained on, when the blueprint names
+    // them `batch` and `seq`.
+    let declared = Blueprint::from_text(&training.blueprint, &blueprint_text, &[])
         .map_err(|error| PipelineError::Input(error.to_string()))?;
+    let overrides: Vec<(String, String)> = [
+        ("batch", context.spec.train.batch_size),
+        ("seq", training.sequence_length),
+    ]
+    .into_iter()
+    .filter(|(dim, _)| declared.dims.contains_key(*dim))
+    .map(|(dim, value)| (dim.to_string(), value.to_string()))
+    .collect();
+    let blueprint =
+        Blueprint::from_text(&training.blueprint, &blueprint_text, &overrides).unwrap_or(declared);
 
     let mut report = Report::new(format!("attnflow run: {}", context.spec.pipeline.name));
     report.push(summary(context, &quality, &training, &validation));
