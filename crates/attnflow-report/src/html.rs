@@ -266,14 +266,7 @@ impl InlineSvg {
             figure: "inline SVG".into(),
             message: "the SVG backend wrote invalid UTF-8".into(),
         })?;
-        // Drop the XML declaration, which is not allowed inside HTML, and
-        // the namespace URL, which HTML implies: the report then holds no
-        // URL at all.
-        let svg = match svg.find("<svg") {
-            Some(start) => svg[start..].to_string(),
-            None => svg,
-        };
-        let svg = svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1);
+        let svg = crate::sections::inline_svg(&svg);
         Ok(Self {
             title: title.into(),
             caption: caption.into(),

@@ -103,7 +103,7 @@ impl Section for TrustedSvg {
 
 /// An SVG document made fit for inline HTML: no XML declaration and no
 /// namespace URLs (HTML implies them), so the report holds no URL at all.
-fn inline_svg(svg: &str) -> String {
+pub(crate) fn inline_svg(svg: &str) -> String {
     let start = svg.find("<svg").unwrap_or(0);
     svg[start..]
         .replace(" xmlns=\"http://www.w3.org/2000/svg\"", "")
