@@ -15,6 +15,7 @@ pub mod claims;
 mod error;
 mod fused;
 mod mask;
+pub mod memory;
 mod multi_head;
 mod softmax;
 
