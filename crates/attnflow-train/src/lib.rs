@@ -14,6 +14,7 @@ pub mod bench;
 pub mod checkpoint;
 mod error;
 pub mod gradflow;
+pub mod kernels;
 pub mod malloc;
 pub mod model;
 pub mod objective;

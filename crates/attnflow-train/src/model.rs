@@ -1,15 +1,18 @@
 //! A candle model built from a checked blueprint: one [`Layer`] per node,
 //! evaluated front to back in the blueprint's topological order.
 //!
-//! Every op is written from candle operations that record a backward pass
-//! (layer and RMS norm from mean and variance, softmax with a detached
-//! maximum, patch embedding as a reshape and a matrix product), because
-//! candle-nn's fused kernels silently train nothing (CONVENTIONS.md).
-//! Attention runs through attnflow-core: its [`MultiHeadAttention`] where
-//! the node is plain multi-head attention, so faster kernels added there are
-//! picked up, and [`scaled_dot_product_attention`] with our own projections
-//! where the node needs grouped key/value heads, rotary positions or a
-//! different head width.
+//! Every op records a backward pass, because candle-nn's fused kernels
+//! silently train nothing (CONVENTIONS.md). The ops training spends its
+//! time in (linear maps, layer norm, GELU(tanh), learned positions, and
+//! the loss) are our fused custom ops in [`crate::kernels`], one graph node
+//! each with its own backward; the rest are compositions of candle ops
+//! (RMS norm from the mean square, softmax with a detached maximum, patch
+//! embedding as a reshape and a matrix product). Attention runs through
+//! attnflow-core's `attend` (its fused kernel when no weights are asked
+//! for) or `scaled_dot_product_attention`, between our projections, which
+//! write and read the `(batch, heads, seq, head_dim)` layout directly. Plain
+//! multi-head attention keeps the parameter names and initialisation of
+//! core's [`MultiHeadAttention`].
 //!
 //! The model is shape-agnostic at run time: the blueprint's dims fix the
 //! parameter shapes, while batch size and sequence length come from the
@@ -27,6 +30,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use serde::Serialize;
 
+use crate::kernels;
 use crate::rng::Rng;
 use crate::store::ParameterStore;
 use crate::{Result, TrainError};
@@ -118,20 +122,30 @@ impl Dense {
         })
     }
 
+    /// One fused op (forward and backward) on the CPU in f32.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let inputs = *dims.last().unwrap_or(&1);
-        let rows = x.elem_count() / inputs.max(1);
-        let flat = x.reshape((rows, inputs))?;
-        let mut y = flat.matmul(&self.weight.t()?)?;
-        if let Some(bias) = &self.bias {
-            y = (y + repeat_rows(bias, rows)?)?;
-        }
-        let mut out_dims = dims;
-        if let Some(last) = out_dims.last_mut() {
-            *last = self.weight.dim(0)?;
-        }
-        Ok(y.reshape(out_dims)?)
+        Ok(kernels::linear(x, &self.weight, self.bias.as_ref())?)
+    }
+
+    /// `(batch, seq, in)` -> `(batch, heads, seq, out / heads)`: the
+    /// projection and the head split in one op.
+    fn forward_to_heads(&self, x: &Tensor, heads: usize) -> Result<Tensor> {
+        Ok(kernels::linear_to_heads(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+            heads,
+        )?)
+    }
+
+    /// `(batch, heads, seq, head_dim)` -> `(batch, seq, out)`: the head
+    /// merge and the projection in one op.
+    fn forward_from_heads(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(kernels::linear_from_heads(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+        )?)
     }
 }
 
@@ -156,23 +170,17 @@ fn bias_parameter(
     )?))
 }
 
-#[derive(Clone, Debug)]
-enum AttentionImplementation {
-    /// attnflow-core's module: plain multi-head attention.
-    Standard(MultiHeadAttention),
-    /// Our projections around core's scaled dot-product attention.
-    General {
-        query: Dense,
-        key: Dense,
-        value: Dense,
-        output: Dense,
-    },
-}
-
+/// Our projections around core's attention: the query, key and value
+/// projections write the `(batch, heads, seq, head_dim)` layout attention
+/// reads, and the output projection reads it back, so the head split and
+/// merge are part of the products.
 #[derive(Clone, Debug)]
 struct AttentionLayer {
     op: AttentionOp,
-    implementation: AttentionImplementation,
+    query: Dense,
+    key: Dense,
+    value: Dense,
+    output: Dense,
 }
 
 #[derive(Clone, Debug)]
@@ -339,10 +347,7 @@ impl Model {
                             table.dim(0)?
                         )));
                     }
-                    let dims = x.dims().to_vec();
-                    let copies = x.elem_count() / (length * table.dim(1)?).max(1);
-                    let table = table.narrow(0, 0, length)?.flatten_all()?;
-                    (x + repeat_rows(&table, copies)?.reshape(dims)?)?
+                    kernels::add_positions(x, table)?
                 }
                 Layer::SinusoidalPositions => {
                     let x = args[0];
@@ -392,15 +397,10 @@ impl Model {
                     }
                     output
                 }
+                // Our fused op with its own backward: candle-nn's fused layer
+                // norm records none.
                 Layer::Normalise { weight, bias, eps } => {
-                    // Mean and variance written out: candle-nn's fused layer
-                    // norm records no backward.
-                    let x = args[0];
-                    let mean = x.mean_keepdim(D::Minus1)?;
-                    let centred = x.broadcast_sub(&mean)?;
-                    let variance = centred.sqr()?.mean_keepdim(D::Minus1)?;
-                    let normed = centred.broadcast_div(&(variance + *eps)?.sqrt()?)?;
-                    scale_and_shift(&normed, weight, bias.as_ref())?
+                    kernels::layer_norm(args[0], weight, bias.as_ref(), *eps)?
                 }
                 Layer::RmsNorm { weight, eps } => {
                     let x = args[0];
@@ -570,7 +570,10 @@ fn build_layer(blueprint: &Blueprint, node: &Node, root: &VarBuilder) -> Result<
                 && heads * head_dim == query_width
                 && out == query_width
                 && !op.rotary;
-            let implementation = if standard {
+            if standard {
+                // Plain multi-head attention keeps core's module's parameter
+                // names and initialisation: creating the module creates them,
+                // the projections below then find them in the store.
                 let config = MultiHeadAttentionConfig {
                     embed_dim: query_width,
                     num_heads: heads,
@@ -578,26 +581,15 @@ fn build_layer(blueprint: &Blueprint, node: &Node, root: &VarBuilder) -> Result<
                     value_dim: Some(memory_width),
                     bias: op.bias,
                 };
-                AttentionImplementation::Standard(
-                    MultiHeadAttention::new(&config, vb.clone())
-                        .map_err(|error| fault(error.to_string()))?,
-                )
-            } else {
-                AttentionImplementation::General {
-                    query: Dense::new(&vb.pp("q_proj"), query_width, heads * head_dim, op.bias)?,
-                    key: Dense::new(&vb.pp("k_proj"), memory_width, kv_heads * head_dim, op.bias)?,
-                    value: Dense::new(
-                        &vb.pp("v_proj"),
-                        memory_width,
-                        kv_heads * head_dim,
-                        op.bias,
-                    )?,
-                    output: Dense::new(&vb.pp("out_proj"), heads * head_dim, out, op.bias)?,
-                }
-            };
+                MultiHeadAttention::new(&config, vb.clone())
+                    .map_err(|error| fault(error.to_string()))?;
+            }
             Layer::Attention(Box::new(AttentionLayer {
                 op: *op,
-                implementation,
+                query: Dense::new(&vb.pp("q_proj"), query_width, heads * head_dim, op.bias)?,
+                key: Dense::new(&vb.pp("k_proj"), memory_width, kv_heads * head_dim, op.bias)?,
+                value: Dense::new(&vb.pp("v_proj"), memory_width, kv_heads * head_dim, op.bias)?,
+                output: Dense::new(&vb.pp("out_proj"), heads * head_dim, out, op.bias)?,
             }))
         }
         Op::LayerNorm { eps, bias } => Layer::Normalise {
@@ -728,52 +720,29 @@ fn attend(
     }
     let (n, m) = (query.dim(1)?, memory.dim(1)?);
     let mask = attention_mask(layer.op.mask, n, m, query.device())?;
-    let (output, weights) = match &layer.implementation {
-        AttentionImplementation::Standard(module) => {
-            module.forward(&query, &memory, &memory, &mask, need_weights)?
-        }
-        AttentionImplementation::General {
-            query: query_projection,
-            key,
-            value,
-            output,
-        } => {
-            let op = &layer.op;
-            let (heads, kv_heads, head_dim) = (
-                op.heads as usize,
-                op.kv_heads as usize,
-                op.head_dim as usize,
-            );
-            let batch = query.dim(0)?;
-            let split = |t: Tensor, count: usize, length: usize| -> Result<Tensor> {
-                Ok(t.reshape((batch, length, count, head_dim))?
-                    .transpose(1, 2)?
-                    .contiguous()?)
-            };
-            let mut q = split(query_projection.forward(&query)?, heads, n)?;
-            let mut k = split(key.forward(&memory)?, kv_heads, m)?;
-            let v = split(value.forward(&memory)?, kv_heads, m)?;
-            if op.rotary {
-                q = rotate(&q, n, head_dim)?;
-                k = rotate(&k, m, head_dim)?;
-            }
-            // Without weights to hand back, core's `attend` may take its
-            // fused kernel; with them, the exact path materialises them.
-            let options = SdpaOptions::default();
-            let (attended, weights) = if need_weights {
-                let exact = scaled_dot_product_attention(&q, &k, &v, &mask, &options)?;
-                (exact.output, Some(exact.weights))
-            } else {
-                (attnflow_core::attend(&q, &k, &v, &mask, &options)?, None)
-            };
-            let merged =
-                attended
-                    .transpose(1, 2)?
-                    .contiguous()?
-                    .reshape((batch, n, heads * head_dim))?;
-            (output.forward(&merged)?, weights)
-        }
+    let op = &layer.op;
+    let (heads, kv_heads, head_dim) = (
+        op.heads as usize,
+        op.kv_heads as usize,
+        op.head_dim as usize,
+    );
+    let mut q = layer.query.forward_to_heads(&query, heads)?;
+    let mut k = layer.key.forward_to_heads(&memory, kv_heads)?;
+    let v = layer.value.forward_to_heads(&memory, kv_heads)?;
+    if op.rotary {
+        q = rotate(&q, n, head_dim)?;
+        k = rotate(&k, m, head_dim)?;
+    }
+    // Without weights to hand back, core's `attend` may take its fused
+    // kernel; with them, the exact path materialises them.
+    let options = SdpaOptions::default();
+    let (attended, weights) = if need_weights {
+        let exact = scaled_dot_product_attention(&q, &k, &v, &mask, &options)?;
+        (exact.output, Some(exact.weights))
+    } else {
+        (attnflow_core::attend(&q, &k, &v, &mask, &options)?, None)
     };
+    let output = layer.output.forward_from_heads(&attended)?;
     if unbatched {
         Ok((
             output.squeeze(0)?,
@@ -831,12 +800,6 @@ pub fn log_softmax(x: &Tensor) -> Result<Tensor> {
 fn repeat_rows(vector: &Tensor, rows: usize) -> Result<Tensor> {
     let width = vector.elem_count();
     let ones = Tensor::ones((rows, 1), vector.dtype(), vector.device())?;
-    if std::env::var("SCRATCH").is_ok() {
-        return Ok(vector
-            .reshape((1, width))?
-            .broadcast_as((rows, width))?
-            .contiguous()?);
-    }
     Ok(ones.matmul(&vector.reshape((1, width))?)?)
 }
 
@@ -857,15 +820,9 @@ fn activate(x: &Tensor, function: Activation) -> Result<Tensor> {
     Ok(match function {
         Activation::Relu => x.relu()?,
         Activation::Gelu => x.gelu_erf()?,
-        // 0.5·(1 + tanh z) = σ(2z): the tanh approximation through one exp,
-        // much cheaper than candle's gelu (tanh and powf per element, both
-        // ways). z = √(2/π)·(x + 0.044715·x³).
-        Activation::GeluTanh => {
-            let inner = x.mul(&x.sqr()?.affine(0.044715, 1.0)?)?;
-            let gate =
-                ((inner * (-2.0 * (2.0 / std::f64::consts::PI).sqrt()))?.exp()? + 1.0)?.recip()?;
-            x.mul(&gate)?
-        }
+        // One fused op, forward and backward (a vectorised exp), instead of
+        // candle's gelu (tanh and powf per element, both ways).
+        Activation::GeluTanh => kernels::gelu_tanh(x)?,
         Activation::Silu => x.silu()?,
         // 1 / (1 + e^-x), written out so the backward is candle's own.
         Activation::Sigmoid => (x.neg()?.exp()? + 1.0)?.recip()?,

@@ -105,13 +105,21 @@ pub fn mean_entropy(attention: &[CapturedAttention]) -> Result<Option<f64>> {
 
 /// Cross-entropy over the scored targets: `-Σ w_t ln p(target_t) / Σ w_t`,
 /// with logits `(batch, n, vocab)` and targets and weights `(batch, n)`.
+///
+/// One fused op (log-softmax, pick, weighted mean; its backward is
+/// `softmax - onehot`) on the CPU in f32.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Result<Tensor> {
-    let log_probabilities = log_softmax(logits)?;
-    let picked = log_probabilities
-        .gather(&targets.unsqueeze(D::Minus1)?.contiguous()?, D::Minus1)?
-        .squeeze(D::Minus1)?;
-    let total = weights.sum_all()?.to_scalar::<f32>()?.max(1.0);
-    Ok((picked.mul(weights)?.sum_all()?.neg()? / f64::from(total))?)
+    let total = weights
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?
+        .max(1.0);
+    Ok(crate::kernels::cross_entropy(
+        logits,
+        targets,
+        weights,
+        f64::from(total),
+    )?)
 }
 
 /// Per-example scores of one batch: the summed loss, the number of scored

@@ -1,0 +1,429 @@
+//! `y = x·Wᵀ + b` as one op, on the `gemm` crate's packed kernels, with the
+//! attention head split or merge folded in.
+
+use std::borrow::Cow;
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use gemm::Parallelism;
+
+use super::storage::{cpu_slice, fusable, tensor, with_values};
+
+/// `x·Wᵀ + b` over the last axis of any-rank `x`; `weight` is
+/// `(outputs, inputs)` as PyTorch's `nn.Linear`.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (outputs, inputs) = weight.dims2()?;
+    let tokens = x.elem_count() / inputs.max(1);
+    if x.dim(D::Minus1)? != inputs {
+        bail!(
+            "linear: input {:?} does not end in the weight's {inputs} inputs",
+            x.dims()
+        );
+    }
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = outputs;
+    }
+    let op = Linear {
+        tokens,
+        inputs,
+        outputs,
+        input: Arrangement::Rows,
+        output: Arrangement::Rows,
+        output_shape: Shape::from(dims),
+    };
+    op.apply(x, weight, bias)
+}
+
+/// `x·Wᵀ + b` for `x` `(batch, seq, inputs)`, returned split into heads:
+/// `(batch, heads, seq, outputs / heads)`, the layout attention reads.
+pub fn linear_to_heads(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    heads: usize,
+) -> Result<Tensor> {
+    let (batch, seq, inputs) = x.dims3()?;
+    let (outputs, weight_inputs) = weight.dims2()?;
+    if weight_inputs != inputs || heads == 0 || outputs % heads != 0 {
+        bail!(
+            "linear_to_heads: weight {:?} does not fit input {:?} and {heads} heads",
+            weight.dims(),
+            x.dims()
+        );
+    }
+    let op = Linear {
+        tokens: batch * seq,
+        inputs,
+        outputs,
+        input: Arrangement::Rows,
+        output: Arrangement::Heads { batch, heads, seq },
+        output_shape: Shape::from((batch, heads, seq, outputs / heads)),
+    };
+    op.apply(x, weight, bias)
+}
+
+/// `x·Wᵀ + b` for `x` in heads `(batch, heads, seq, head_dim)`, the heads
+/// merged first: returns `(batch, seq, outputs)`.
+pub fn linear_from_heads(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (batch, heads, seq, head_dim) = x.dims4()?;
+    let (outputs, inputs) = weight.dims2()?;
+    if inputs != heads * head_dim {
+        bail!(
+            "linear_from_heads: weight {:?} does not fit heads {:?}",
+            weight.dims(),
+            x.dims()
+        );
+    }
+    let op = Linear {
+        tokens: batch * seq,
+        inputs,
+        outputs,
+        input: Arrangement::Heads { batch, heads, seq },
+        output: Arrangement::Rows,
+        output_shape: Shape::from((batch, seq, outputs)),
+    };
+    op.apply(x, weight, bias)
+}
+
+/// How a `(tokens, width)` matrix is laid out in memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Arrangement {
+    /// Row-major `(tokens, width)`.
+    Rows,
+    /// `(batch, heads, seq, width / heads)` with tokens = batch·seq.
+    Heads {
+        batch: usize,
+        heads: usize,
+        seq: usize,
+    },
+}
+
+impl Arrangement {
+    /// `values` as row-major `(tokens, width)`, permuted if needed.
+    fn as_rows<'a>(&self, values: &'a [f32], width: usize) -> Cow<'a, [f32]> {
+        match *self {
+            Arrangement::Rows => Cow::Borrowed(values),
+            Arrangement::Heads { batch, heads, seq } => {
+                let head_dim = width / heads;
+                let mut rows = vec![0f32; values.len()];
+                for b in 0..batch {
+                    for h in 0..heads {
+                        for s in 0..seq {
+                            let from = ((b * heads + h) * seq + s) * head_dim;
+                            let to = (b * seq + s) * width + h * head_dim;
+                            rows[to..to + head_dim].copy_from_slice(&values[from..from + head_dim]);
+                        }
+                    }
+                }
+                Cow::Owned(rows)
+            }
+        }
+    }
+
+    /// Row-major `(tokens, width)` values in this arrangement.
+    fn arrange_rows(&self, rows: Vec<f32>, width: usize) -> Vec<f32> {
+        match *self {
+            Arrangement::Rows => rows,
+            Arrangement::Heads { batch, heads, seq } => {
+                let head_dim = width / heads;
+                let mut values = vec![0f32; rows.len()];
+                for b in 0..batch {
+                    for h in 0..heads {
+                        for s in 0..seq {
+                            let to = ((b * heads + h) * seq + s) * head_dim;
+                            let from = (b * seq + s) * width + h * head_dim;
+                            values[to..to + head_dim].copy_from_slice(&rows[from..from + head_dim]);
+                        }
+                    }
+                }
+                values
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Linear {
+    tokens: usize,
+    inputs: usize,
+    outputs: usize,
+    input: Arrangement,
+    output: Arrangement,
+    output_shape: Shape,
+}
+
+/// A row-major matrix operand: element `(i, p)` at `values[i·row + p·column]`.
+pub(super) struct Operand<'a> {
+    values: &'a [f32],
+    row: usize,
+    column: usize,
+}
+
+/// `dst (m×n, row-major) = [dst +] lhs·rhs` with `lhs` `m×k`, `rhs` `k×n`.
+/// Spread over the rayon pool when large; `gemm` splits only the output
+/// (never the sum over `k`), so the result is the same on any number of
+/// threads.
+pub(super) fn matmul(
+    dst: &mut [f32],
+    accumulate: bool,
+    (m, n, k): (usize, usize, usize),
+    lhs: Operand<'_>,
+    rhs: Operand<'_>,
+) {
+    assert_eq!(dst.len(), m * n, "matmul: destination size");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    let last = |operand: &Operand<'_>, rows: usize, columns: usize| {
+        (rows - 1) * operand.row + (columns - 1) * operand.column
+    };
+    assert!(last(&lhs, m, k) < lhs.values.len(), "matmul: lhs bounds");
+    assert!(last(&rhs, k, n) < rhs.values.len(), "matmul: rhs bounds");
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 && m * n * k >= 1 << 18 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: the asserts above keep every element gemm reads or writes
+    // inside the slices; dst does not alias lhs or rhs (a &mut borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.values.as_ptr(),
+            lhs.column as isize,
+            lhs.row as isize,
+            rhs.values.as_ptr(),
+            rhs.column as isize,
+            rhs.row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+impl Linear {
+    fn apply(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        if let Some(bias) = bias {
+            if bias.elem_count() != self.outputs {
+                bail!(
+                    "linear: bias {:?} for {} outputs",
+                    bias.dims(),
+                    self.outputs
+                );
+            }
+        }
+        let mut tensors = vec![x, weight];
+        tensors.extend(bias);
+        if !fusable(&tensors) {
+            return self.reference(x, weight, bias);
+        }
+        let x = x.contiguous()?;
+        let weight = weight.contiguous()?;
+        match bias {
+            Some(bias) => x.apply_op3(&weight, &bias.contiguous()?, self.clone()),
+            None => x.apply_op2(&weight, self.clone()),
+        }
+    }
+
+    /// The same map from candle ops.
+    fn reference(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let rows = match self.input {
+            Arrangement::Rows => x.reshape((self.tokens, self.inputs))?,
+            Arrangement::Heads { .. } => x
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((self.tokens, self.inputs))?,
+        };
+        let mut y = rows.matmul(&weight.t()?)?;
+        if let Some(bias) = bias {
+            y = y.broadcast_add(bias)?;
+        }
+        match self.output {
+            Arrangement::Rows => y.reshape(self.output_shape.clone()),
+            Arrangement::Heads { batch, heads, seq } => y
+                .reshape((batch, seq, heads, self.outputs / heads))?
+                .transpose(1, 2)?
+                .contiguous(),
+        }
+    }
+
+    fn forward(&self, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
+        let (tokens, inputs, outputs) = (self.tokens, self.inputs, self.outputs);
+        if x.len() != tokens * inputs || weight.len() != outputs * inputs {
+            bail!("linear: operand sizes changed since the op was built");
+        }
+        let x = self.input.as_rows(x, inputs);
+        let mut y = vec![0f32; tokens * outputs];
+        if let Some(bias) = bias {
+            for row in y.chunks_exact_mut(outputs) {
+                row.copy_from_slice(bias);
+            }
+        }
+        matmul(
+            &mut y,
+            bias.is_some(),
+            (tokens, outputs, inputs),
+            Operand {
+                values: &x,
+                row: inputs,
+                column: 1,
+            },
+            // Wᵀ: element (p, o) is W[o, p].
+            Operand {
+                values: weight,
+                row: 1,
+                column: inputs,
+            },
+        );
+        Ok(self.output.arrange_rows(y, outputs))
+    }
+
+    /// `(dx, dW, db)` for the incoming gradient `dy`.
+    fn backward(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        grad: &Tensor,
+        bias: bool,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let (tokens, inputs, outputs) = (self.tokens, self.inputs, self.outputs);
+        let (dx, dw, db) = with_values(x, |x| {
+            with_values(weight, |weight| {
+                with_values(grad, |dy| {
+                    let dy = self.output.as_rows(dy, outputs);
+                    let x = self.input.as_rows(x, inputs);
+                    // dx = dy·W
+                    let mut dx = vec![0f32; tokens * inputs];
+                    matmul(
+                        &mut dx,
+                        false,
+                        (tokens, inputs, outputs),
+                        Operand {
+                            values: &dy,
+                            row: outputs,
+                            column: 1,
+                        },
+                        Operand {
+                            values: weight,
+                            row: inputs,
+                            column: 1,
+                        },
+                    );
+                    // dW = dyᵀ·x
+                    let mut dw = vec![0f32; outputs * inputs];
+                    matmul(
+                        &mut dw,
+                        false,
+                        (outputs, inputs, tokens),
+                        Operand {
+                            values: &dy,
+                            row: 1,
+                            column: outputs,
+                        },
+                        Operand {
+                            values: &x,
+                            row: inputs,
+                            column: 1,
+                        },
+                    );
+                    let db = bias.then(|| {
+                        let mut db = vec![0f32; outputs];
+                        for row in dy.chunks_exact(outputs) {
+                            for (sum, value) in db.iter_mut().zip(row) {
+                                *sum += value;
+                            }
+                        }
+                        db
+                    });
+                    (self.input.arrange_rows(dx, inputs), dw, db)
+                })
+            })
+        })???;
+        Ok((
+            tensor(dx, x.shape().clone())?,
+            tensor(dw, weight.shape().clone())?,
+            db.map(|db| tensor(db, outputs)).transpose()?,
+        ))
+    }
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "attnflow-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = self.forward(cpu_slice(s1, l1)?, cpu_slice(s2, l2)?, None)?;
+        Ok((CpuStorage::F32(y), self.output_shape.clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.backward(x, weight, grad, false)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for Linear {
+    fn name(&self) -> &'static str {
+        "attnflow-linear-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = self.forward(
+            cpu_slice(s1, l1)?,
+            cpu_slice(s2, l2)?,
+            Some(cpu_slice(s3, l3)?),
+        )?;
+        Ok((CpuStorage::F32(y), self.output_shape.clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.backward(x, weight, grad, true)?;
+        let db = db.map(|db| db.reshape(bias.shape())).transpose()?;
+        Ok((Some(dx), Some(dw), db))
+    }
+}

@@ -1,0 +1,124 @@
+//! Element loops written so the compiler vectorises them, compiled once per
+//! instruction set (AVX-512, AVX2+FMA, portable) and chosen at run time.
+//!
+//! The exponential is Cephes' `expf` (range reduction by `ln 2` in two
+//! parts, a degree-5 polynomial, the exponent put in by bit arithmetic),
+//! relative error below 2e-7 over the clamped range; libm's `expf` is a
+//! call per element that the compiler cannot vectorise.
+
+/// `√(2/π)`, the GELU(tanh) constant.
+const GELU_C: f32 = 0.797_884_6;
+const GELU_CUBIC: f32 = 0.044_715;
+
+#[inline(always)]
+fn exp_approx(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.3, 88.3);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p.mul_add(r, 1.398_199_9e-3);
+    p = p.mul_add(r, 8.333_452e-3);
+    p = p.mul_add(r, 4.166_579_6e-2);
+    p = p.mul_add(r, 1.666_666_5e-1);
+    p = p.mul_add(r, 5e-1);
+    let p = p.mul_add(r * r, r) + 1.0;
+    let bits = ((n as i32 + 127) as u32) << 23;
+    p * f32::from_bits(bits)
+}
+
+/// σ(2z) with z = √(2/π)(x + 0.044715x³): GELU(tanh)'s gate,
+/// 0.5(1 + tanh z).
+#[inline(always)]
+fn gelu_gate(x: f32) -> f32 {
+    let z = GELU_C * (x + GELU_CUBIC * x * x * x);
+    1.0 / (1.0 + exp_approx(-2.0 * z))
+}
+
+#[inline(always)]
+fn gelu_forward_body(x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = x * gelu_gate(x);
+    }
+}
+
+#[inline(always)]
+fn gelu_backward_body(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
+        let s = gelu_gate(x);
+        let dz = GELU_C * (1.0 + 3.0 * GELU_CUBIC * x * x);
+        *dx = dy * (s + x * s * (1.0 - s) * 2.0 * dz);
+    }
+}
+
+/// `y = exp(x - shift)` for each element; returns Σ y.
+#[inline(always)]
+fn exp_shift_body(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
+    let mut sum = 0f32;
+    for (y, &x) in y.iter_mut().zip(x) {
+        let e = exp_approx(x - shift);
+        *y = e;
+        sum += e;
+    }
+    sum
+}
+
+macro_rules! dispatch {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features the function is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+dispatch!(
+    /// `y = x · σ(2√(2/π)(x + 0.044715x³))`.
+    pub(super) fn gelu_forward(x: &[f32], y: &mut [f32]) => gelu_forward_body
+);
+
+dispatch!(
+    /// `dx = dy · d/dx GELU(x)`.
+    pub(super) fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) => gelu_backward_body
+);
+
+dispatch!(
+    /// `y = exp(x - shift)`, returning `Σ y`.
+    pub(super) fn exp_shift(x: &[f32], shift: f32, y: &mut [f32]) -> f32 => exp_shift_body
+);
+
+/// The portable loops, for tests that check every path against libm.
+#[cfg(test)]
+pub(super) mod portable {
+    pub fn exp(x: f32) -> f32 {
+        super::exp_approx(x)
+    }
+    pub fn gelu_forward(x: &[f32], y: &mut [f32]) {
+        super::gelu_forward_body(x, y)
+    }
+    pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        super::gelu_backward_body(x, dy, dx)
+    }
+}
