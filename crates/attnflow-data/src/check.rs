@@ -144,68 +144,34 @@ impl<'s> Checker<'s> {
         record: &'r Record,
         binding: &Binding,
     ) -> Result<Vec<ValueRef<'r>>, Vec<Violation>> {
-        if let Body::Malformed(fault) = &record.body {
-            return Err(vec![Violation {
-                field: None,
-                rule: fault.kind.rule().to_owned(),
-                value: Some(preview(&String::from_utf8_lossy(&record.raw))),
-                message: fault.message.clone(),
-            }]);
-        }
-        let schema = self.schema;
-        let mut values = recycle(std::mem::take(&mut self.spare));
-        let mut violations = Vec::new();
-        for (field, typed) in schema
-            .fields
+        let values = recycle(std::mem::take(&mut self.spare));
+        let values = check_record(self.schema, record, binding, values)?;
+        self.claim_unique(&values)?;
+        Ok(values)
+    }
+
+    /// The indices of the schema's `unique` fields.
+    pub(crate) fn unique_fields(&self) -> Vec<usize> {
+        self.unique
             .iter()
-            .zip(typed_cells(schema, record, binding))
-        {
-            match typed {
-                Ok(value) => {
-                    check_field(field, &value, &mut violations);
-                    values.push(value);
-                }
-                Err(violation) => {
-                    violations.push(*violation);
-                    values.push(ValueRef::Null);
-                }
-            }
-        }
-        if !violations.is_empty() {
-            return Err(violations);
-        }
-        for rule in &schema.rules {
-            if rule.expr.holds(&values) == Some(false) {
-                let involved: Vec<String> = schema
-                    .fields
-                    .iter()
-                    .zip(&values)
-                    .filter(|(field, _)| contains_word(&rule.text, &field.name))
-                    .map(|(field, value)| format!("{}={}", field.name, value.display()))
-                    .collect();
-                violations.push(Violation {
-                    field: None,
-                    rule: format!("rule:{}", rule.name),
-                    value: Some(involved.join(", ")),
-                    message: format!("rule `{}` does not hold", rule.text),
-                });
-            }
-        }
-        if !violations.is_empty() {
-            return Err(violations);
-        }
+            .enumerate()
+            .filter_map(|(index, set)| set.as_ref().map(|_| index))
+            .collect()
+    }
+
+    /// The uniqueness part of `I(d)`, for a record that passed everything
+    /// else: when none of its unique values was taken by an earlier accepted
+    /// record, takes them all; otherwise takes none and says which were.
+    pub(crate) fn claim_unique(&mut self, values: &[ValueRef<'_>]) -> Result<(), Vec<Violation>> {
+        let schema = self.schema;
+        let mut violations = Vec::new();
         // Uniqueness last, and only for otherwise valid records: a value is
         // taken by the first *accepted* record that holds it.
         for (index, value) in values.iter().enumerate() {
             let Some(set) = &self.unique[index] else {
                 continue;
             };
-            let taken = match value {
-                ValueRef::Null => false,
-                ValueRef::Int(number) => set.contains_integer(*number),
-                other => set.contains_hash(hash_value(other)),
-            };
-            if taken {
+            if UniqueKey::of(value).is_taken(set) {
                 violations.push(Violation {
                     field: Some(schema.fields[index].name.clone()),
                     rule: "unique".to_owned(),
@@ -222,20 +188,166 @@ impl<'s> Checker<'s> {
             return Err(violations);
         }
         for (index, value) in values.iter().enumerate() {
-            let Some(set) = &mut self.unique[index] else {
-                continue;
+            if let Some(set) = &mut self.unique[index] {
+                UniqueKey::of(value).take(set);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Checker::claim_unique`] by keys (one per unique field, in schema
+    /// order): true when all were free and are now taken, false (nothing
+    /// taken) when one was already taken.
+    pub(crate) fn claim_keys(&mut self, fields: &[usize], keys: &[UniqueKey]) -> bool {
+        if let ([field], [key]) = (fields, keys) {
+            // One unique field: inserting tells whether it was free.
+            return match &mut self.unique[*field] {
+                Some(set) => key.take(set),
+                None => true,
             };
-            match value {
-                ValueRef::Null => {}
-                ValueRef::Int(number) => {
-                    set.insert_integer(*number);
-                }
-                other => {
-                    set.insert_hash(hash_value(other));
+        }
+        let free = fields
+            .iter()
+            .zip(keys)
+            .all(|(&field, key)| match &self.unique[field] {
+                Some(set) => !key.is_taken(set),
+                None => true,
+            });
+        if free {
+            for (&field, key) in fields.iter().zip(keys) {
+                if let Some(set) = &mut self.unique[field] {
+                    key.take(set);
                 }
             }
         }
-        Ok(values)
+        free
+    }
+}
+
+/// A value of a `unique` field as its set stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UniqueKey {
+    /// Nulls are never duplicates.
+    Null,
+    /// Integers, kept exactly.
+    Int(i64),
+    /// Other values, by their stable hash.
+    Hash(u64),
+}
+
+impl UniqueKey {
+    pub(crate) fn of(value: &ValueRef<'_>) -> Self {
+        match value {
+            ValueRef::Null => UniqueKey::Null,
+            ValueRef::Int(number) => UniqueKey::Int(*number),
+            other => UniqueKey::Hash(hash_value(other)),
+        }
+    }
+
+    fn is_taken(self, set: &UniqueSet) -> bool {
+        match self {
+            UniqueKey::Null => false,
+            UniqueKey::Int(number) => set.contains_integer(number),
+            UniqueKey::Hash(hash) => set.contains_hash(hash),
+        }
+    }
+
+    /// Takes the value; false when it was already taken.
+    fn take(self, set: &mut UniqueSet) -> bool {
+        match self {
+            UniqueKey::Null => true,
+            UniqueKey::Int(number) => set.insert_integer(number),
+            UniqueKey::Hash(hash) => set.insert_hash(hash),
+        }
+    }
+}
+
+/// The violation of a record that could not be parsed.
+pub(crate) fn malformed_violation(record: &Record, fault: &crate::source::Malformed) -> Violation {
+    Violation {
+        field: None,
+        rule: fault.kind.rule().to_owned(),
+        value: Some(preview(&String::from_utf8_lossy(&record.raw))),
+        message: fault.message.clone(),
+    }
+}
+
+/// `I(d)` without uniqueness (which needs the records before this one):
+/// typing, field constraints and record-level rules. `values` is an empty
+/// buffer to fill.
+pub(crate) fn check_record<'r>(
+    schema: &Schema,
+    record: &'r Record,
+    binding: &Binding,
+    values: Vec<ValueRef<'r>>,
+) -> Result<Vec<ValueRef<'r>>, Vec<Violation>> {
+    if let Body::Malformed(fault) = &record.body {
+        return Err(vec![malformed_violation(record, fault)]);
+    }
+    check_typed(schema, typed_cells(schema, record, binding), values)
+}
+
+/// Field constraints and record-level rules over a record's typed cells.
+pub(crate) fn check_typed<'r>(
+    schema: &Schema,
+    typed: impl Iterator<Item = Result<ValueRef<'r>, Box<Violation>>>,
+    mut values: Vec<ValueRef<'r>>,
+) -> Result<Vec<ValueRef<'r>>, Vec<Violation>> {
+    let mut violations = Vec::new();
+    for (field, typed) in schema.fields.iter().zip(typed) {
+        match typed {
+            Ok(value) => {
+                check_field(field, &value, &mut violations);
+                values.push(value);
+            }
+            Err(violation) => {
+                violations.push(*violation);
+                values.push(ValueRef::Null);
+            }
+        }
+    }
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    for rule in &schema.rules {
+        if rule.expr.holds(&values) == Some(false) {
+            let involved: Vec<String> = schema
+                .fields
+                .iter()
+                .zip(&values)
+                .filter(|(field, _)| contains_word(&rule.text, &field.name))
+                .map(|(field, value)| format!("{}={}", field.name, value.display()))
+                .collect();
+            violations.push(Violation {
+                field: None,
+                rule: format!("rule:{}", rule.name),
+                value: Some(involved.join(", ")),
+                message: format!("rule `{}` does not hold", rule.text),
+            });
+        }
+    }
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    Ok(values)
+}
+
+/// Types one CSV cell (`None`: the column is absent): null markers are
+/// null, anything else is converted to the field's type.
+pub(crate) fn type_cell<'r>(
+    schema: &Schema,
+    field: &Field,
+    cell: Option<&'r str>,
+) -> Result<ValueRef<'r>, Box<Violation>> {
+    match cell {
+        None => Ok(ValueRef::Null),
+        Some(text) => {
+            if schema.source.null_values.iter().any(|null| null == text) {
+                Ok(ValueRef::Null)
+            } else {
+                type_text(field, text)
+            }
+        }
     }
 }
 
@@ -260,13 +372,7 @@ pub fn typed_cells<'r, 'a>(
         };
         match cell {
             Cell::Missing => Ok(ValueRef::Null),
-            Cell::Text(text) => {
-                if schema.source.null_values.iter().any(|null| null == text) {
-                    Ok(ValueRef::Null)
-                } else {
-                    type_text(field, text)
-                }
-            }
+            Cell::Text(text) => type_cell(schema, field, Some(text)),
             Cell::Json(value) => type_json(field, value),
         }
     })

@@ -8,6 +8,8 @@
 pub mod bench;
 pub mod check;
 pub mod error;
+mod fast;
+pub mod pattern;
 pub mod profile;
 pub mod rule;
 pub mod run;

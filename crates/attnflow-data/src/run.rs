@@ -5,17 +5,19 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use crate::check::{Binding, Checker, Violation};
+use crate::check::{check_record, Binding, Checker, Violation};
 use crate::error::{DataError, DataResult};
+use crate::fast::{BlockChecker, Checked, Scratch, PASSED};
 use crate::schema::{Format, Schema, SourceOptions};
 use crate::source::{
-    self, Body, CsvSource, JsonlSource, Malformed, MalformedKind, Record, RecordSource,
+    self, record_from_line, BlockLayout, Body, CsvSource, JsonlSource, Malformed, MalformedKind,
+    Record, RecordSource,
 };
 use crate::store::Store;
 use crate::value::{write_json_string, ValueRef};
@@ -156,6 +158,11 @@ impl CheckReport {
 /// Writes an accepted record as a JSON object into `out`, reusing it.
 fn record_json(out: &mut String, keys: &[String], values: &[ValueRef<'_>]) {
     out.clear();
+    append_record_json(out, keys, values);
+}
+
+/// Appends an accepted record as a JSON object to `out`.
+pub(crate) fn append_record_json(out: &mut String, keys: &[String], values: &[ValueRef<'_>]) {
     out.push('{');
     for (index, (key, value)) in keys.iter().zip(values).enumerate() {
         if index > 0 {
@@ -275,57 +282,266 @@ pub fn check_files(
     Ok(report)
 }
 
-/// Records per batch handed from the reader thread to the checker.
+/// Records per batch when the reader parses records one by one.
 const BATCH_RECORDS: usize = 2048;
 
-/// A batch of parsed records: the first `count` are filled.
-struct Batch {
-    records: Vec<Record>,
-    count: usize,
-    bytes_read: u64,
+/// What an item of work holds.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// `bytes` holds whole quote-free lines starting at this line.
+    Block { first_line: u64 },
+    /// The first `count` of `records`.
+    Records { count: usize },
 }
 
-/// The reader stage: fills recycled batches until the source ends or the
-/// checker hangs up (after an error).
-fn read_batches(
+/// One unit of work: read in file order by the reader, checked by any
+/// worker, merged in file order. Recycled, with its buffers.
+struct Item {
+    sequence: u64,
+    kind: Kind,
+    bytes: Vec<u8>,
+    records: Vec<Record>,
+    bytes_read: u64,
+    error: Option<DataError>,
+    checked: Checked,
+}
+
+impl Item {
+    fn new() -> Self {
+        Self {
+            sequence: 0,
+            kind: Kind::Records { count: 0 },
+            bytes: Vec::new(),
+            records: Vec::new(),
+            bytes_read: 0,
+            error: None,
+            checked: Checked::default(),
+        }
+    }
+}
+
+/// Worker threads for checking: the machine's cores (at most 8).
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|count| count.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+}
+
+/// The reader stage: cuts the source into items (blocks of whole
+/// quote-free lines where it can, batches of records parsed one by one
+/// elsewhere) in file order, until the source ends, fails, or the merger
+/// hangs up (after an error). At most `in_flight` items exist at a time,
+/// so memory stays bounded whatever the file.
+fn read_items(
     source: &mut Box<dyn RecordSource>,
-    full: &mpsc::SyncSender<DataResult<Batch>>,
-    empty: &mpsc::Receiver<Vec<Record>>,
+    in_flight: usize,
+    work: &mpsc::Sender<Item>,
+    recycled: &mpsc::Receiver<Item>,
 ) {
-    let mut spare_batches = 3;
+    let mut fresh = in_flight;
+    let mut sequence = 0;
+    // A block found while filling a batch of records; it goes next.
+    let mut pending: Option<(Vec<u8>, u64)> = None;
+    let mut spare_block = Vec::new();
     loop {
-        let mut records = if spare_batches > 0 {
-            spare_batches -= 1;
-            Vec::with_capacity(BATCH_RECORDS)
+        let mut item = if fresh > 0 {
+            fresh -= 1;
+            Item::new()
         } else {
-            match empty.recv() {
-                Ok(records) => records,
+            match recycled.recv() {
+                Ok(item) => item,
                 Err(_) => return,
             }
         };
-        let mut count = 0;
-        while count < BATCH_RECORDS {
-            if records.len() == count {
-                records.push(Record::default());
-            }
-            match source.next_record(&mut records[count]) {
-                Ok(true) => count += 1,
-                Ok(false) => break,
-                Err(error) => {
-                    let _ = full.send(Err(error));
-                    return;
+        item.sequence = sequence;
+        sequence += 1;
+        let mut finished = false;
+        if let Some((bytes, first_line)) = pending.take() {
+            spare_block = std::mem::replace(&mut item.bytes, bytes);
+            item.kind = Kind::Block { first_line };
+        } else {
+            match source.next_block(&mut item.bytes) {
+                Ok(Some(first_line)) => item.kind = Kind::Block { first_line },
+                Ok(None) => {
+                    let mut count = 0;
+                    while count < BATCH_RECORDS {
+                        if item.records.len() == count {
+                            item.records.push(Record::default());
+                        }
+                        match source.next_record(&mut item.records[count]) {
+                            Ok(true) => count += 1,
+                            Ok(false) => {
+                                finished = true;
+                                break;
+                            }
+                            Err(error) => {
+                                item.error = Some(error);
+                                break;
+                            }
+                        }
+                        match source.next_block(&mut spare_block) {
+                            Ok(Some(first_line)) => {
+                                pending = Some((std::mem::take(&mut spare_block), first_line));
+                                break;
+                            }
+                            Ok(None) => {}
+                            Err(error) => {
+                                item.error = Some(error);
+                                break;
+                            }
+                        }
+                    }
+                    item.kind = Kind::Records { count };
                 }
+                Err(error) => item.error = Some(error),
             }
         }
-        let finished = count < BATCH_RECORDS;
-        let batch = Batch {
-            records,
-            count,
-            bytes_read: source.bytes_read(),
-        };
-        if full.send(Ok(batch)).is_err() || finished {
+        item.bytes_read = source.bytes_read();
+        let stop = finished || item.error.is_some();
+        if work.send(item).is_err() || stop {
             return;
         }
+    }
+}
+
+/// The worker stage: checks items as they come, in any order.
+fn check_items(
+    checker: &BlockChecker<'_>,
+    layout: Option<&BlockLayout>,
+    binding: &Binding,
+    work: &Mutex<mpsc::Receiver<Item>>,
+    done: &mpsc::Sender<Item>,
+) {
+    let mut scratch = Scratch::default();
+    loop {
+        let received = match work.lock() {
+            Ok(receiver) => receiver.recv(),
+            Err(_) => return,
+        };
+        let Ok(mut item) = received else {
+            return;
+        };
+        if item.error.is_none() {
+            match (item.kind, layout) {
+                (Kind::Block { first_line }, Some(layout)) => checker.check_block(
+                    &item.bytes,
+                    first_line,
+                    layout,
+                    &mut item.checked,
+                    &mut scratch,
+                ),
+                (Kind::Records { count }, _) => checker.check_records(
+                    &item.records[..count],
+                    binding,
+                    &mut item.checked,
+                    &mut scratch,
+                ),
+                (Kind::Block { .. }, None) => unreachable!("blocks come with a layout"),
+            }
+        }
+        if done.send(item).is_err() {
+            return;
+        }
+    }
+}
+
+/// Where the merger writes and counts one file's records.
+struct Routing<'a, 'b> {
+    schema: &'a Schema,
+    checker: &'a mut Checker<'b>,
+    binding: &'a Binding,
+    layout: Option<BlockLayout>,
+    unique_fields: &'a [usize],
+    store: Option<&'a mut Store>,
+    run_id: Option<i64>,
+    source_id: i64,
+    name: &'a str,
+    sample_limit: usize,
+    count: &'a mut FileCount,
+    report: &'a mut CheckReport,
+    row: u64,
+}
+
+impl Routing<'_, '_> {
+    fn quarantine(&mut self, record: &Record, violations: &[Violation]) -> DataResult<()> {
+        self.count.quarantined += 1;
+        if let (Some(store), Some(run_id)) = (self.store.as_deref_mut(), self.run_id) {
+            store.quarantine(run_id, self.source_id, record, violations)?;
+        }
+        self.report
+            .note_quarantine(self.name, record, violations, self.sample_limit);
+        Ok(())
+    }
+
+    fn accept(&mut self, line: u64, json: &str) -> DataResult<()> {
+        self.count.accepted += 1;
+        if let (Some(store), Some(run_id)) = (self.store.as_deref_mut(), self.run_id) {
+            store.enqueue(run_id, self.source_id, self.row, line, json)?;
+        }
+        Ok(())
+    }
+
+    /// Routes a checked item's records in file order: uniqueness is decided
+    /// here, where every earlier record has been seen.
+    fn merge(&mut self, item: &mut Item) -> DataResult<()> {
+        if let Some(error) = item.error.take() {
+            return Err(error);
+        }
+        let unique_count = self.unique_fields.len();
+        let mut passed = 0;
+        let checked = &mut item.checked;
+        for entry in &checked.entries {
+            self.row += 1;
+            self.count.read += 1;
+            if entry.failed != PASSED {
+                let (built, violations) = &mut checked.failed[entry.failed as usize];
+                let record = match built {
+                    Some(record) => record,
+                    None => &mut item.records[entry.start],
+                };
+                record.row = self.row;
+                self.quarantine(record, violations)?;
+                continue;
+            }
+            let keys = &checked.keys[passed * unique_count..(passed + 1) * unique_count];
+            let json = if checked.json_ends.is_empty() {
+                ""
+            } else {
+                let from = if passed == 0 {
+                    0
+                } else {
+                    checked.json_ends[passed - 1]
+                };
+                &checked.json[from..checked.json_ends[passed]]
+            };
+            passed += 1;
+            if self.checker.claim_keys(self.unique_fields, keys) {
+                self.accept(entry.line, json)?;
+                continue;
+            }
+            // A duplicate: rebuild the record and its values for the
+            // quarantine entry (rare, so the general path is fine).
+            let mut built;
+            let record = match (item.kind, &self.layout) {
+                (Kind::Block { .. }, Some(layout)) => {
+                    built =
+                        record_from_line(&item.bytes[entry.start..entry.end], entry.line, layout);
+                    &mut built
+                }
+                _ => &mut item.records[entry.start],
+            };
+            record.row = self.row;
+            let verdict = match check_record(self.schema, record, self.binding, Vec::new()) {
+                Ok(values) => self.checker.claim_unique(&values),
+                Err(violations) => Err(violations),
+            };
+            match verdict {
+                Ok(()) => self.accept(entry.line, json)?,
+                Err(violations) => self.quarantine(record, &violations)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -341,8 +557,9 @@ fn check_sources(
     report: &mut CheckReport,
 ) -> DataResult<()> {
     let bar = progress_bar(options.progress, total_bytes);
-    let keys = json_keys(schema);
-    let mut json = String::new();
+    let json_keys = store.is_some().then(|| json_keys(schema));
+    let unique_fields = checker.unique_fields();
+    let workers = worker_count();
     let mut done_bytes = 0;
     for (path, format, mut source, binding) in opened {
         let name = path.display().to_string();
@@ -376,44 +593,72 @@ fn check_sources(
             quarantined: 0,
         };
         bar.set_message(name.clone());
-        // Two-stage pipeline: a reader thread parses batches of records
-        // while this thread checks and routes the previous batch. Batches
-        // are recycled, so memory stays at a few batches whatever the file.
+        let layout = source.block_layout();
+        let block_checker =
+            BlockChecker::new(schema, &binding, unique_fields.clone(), json_keys.clone());
+        // Three stages: a reader thread cuts the file into items in file
+        // order, workers check them in parallel (everything but
+        // uniqueness), and this thread takes them back in file order to
+        // decide uniqueness and route every record. Items are recycled, so
+        // memory stays at a few items whatever the file.
+        let mut routing = Routing {
+            schema,
+            checker: &mut *checker,
+            binding: &binding,
+            layout,
+            unique_fields: &unique_fields,
+            store: store.as_deref_mut(),
+            run_id,
+            source_id,
+            name: &name,
+            sample_limit: options.sample_limit,
+            count: &mut count,
+            report: &mut *report,
+            row: 0,
+        };
+        let (work_sender, work_receiver) = mpsc::channel::<Item>();
+        let (done_sender, done_receiver) = mpsc::channel::<Item>();
+        let (recycle_sender, recycle_receiver) = mpsc::channel::<Item>();
+        let work_receiver = Mutex::new(work_receiver);
         std::thread::scope(|scope| -> DataResult<()> {
-            let (full_sender, full_receiver) = mpsc::sync_channel::<DataResult<Batch>>(2);
-            let (empty_sender, empty_receiver) = mpsc::sync_channel::<Vec<Record>>(4);
+            // Owned here, so an early return hangs up on the reader (which
+            // then stops, and with it the workers) before the scope joins.
+            let recycle_sender = recycle_sender;
             let reader_source = &mut source;
-            scope.spawn(move || read_batches(reader_source, &full_sender, &empty_receiver));
-            for batch in full_receiver {
-                let batch = batch?;
-                for record in &batch.records[..batch.count] {
-                    count.read += 1;
-                    match checker.check(record, &binding) {
-                        Ok(values) => {
-                            count.accepted += 1;
-                            if let (Some(store), Some(run_id)) = (store.as_deref_mut(), run_id) {
-                                record_json(&mut json, &keys, &values);
-                                store.enqueue(run_id, source_id, record.row, record.line, &json)?;
-                            }
-                            checker.give_back(values);
-                        }
-                        Err(violations) => {
-                            count.quarantined += 1;
-                            if let (Some(store), Some(run_id)) = (store.as_deref_mut(), run_id) {
-                                store.quarantine(run_id, source_id, record, &violations)?;
-                            }
-                            report.note_quarantine(
-                                &name,
-                                record,
-                                &violations,
-                                options.sample_limit,
-                            );
-                        }
-                    }
+            scope.spawn(move || {
+                read_items(
+                    reader_source,
+                    2 * workers + 2,
+                    &work_sender,
+                    &recycle_receiver,
+                )
+            });
+            for _ in 0..workers {
+                let done_sender = done_sender.clone();
+                let (block_checker, work_receiver, binding) =
+                    (&block_checker, &work_receiver, &binding);
+                scope.spawn(move || {
+                    check_items(
+                        block_checker,
+                        layout.as_ref(),
+                        binding,
+                        work_receiver,
+                        &done_sender,
+                    )
+                });
+            }
+            drop(done_sender);
+            let mut waiting = BTreeMap::new();
+            let mut next = 0;
+            for item in done_receiver {
+                waiting.insert(item.sequence, item);
+                while let Some(mut item) = waiting.remove(&next) {
+                    next += 1;
+                    routing.merge(&mut item)?;
+                    bar.set_position(done_bytes + item.bytes_read);
+                    // The reader may have finished; a closed channel is fine.
+                    let _ = recycle_sender.send(item);
                 }
-                bar.set_position(done_bytes + batch.bytes_read);
-                // The reader may have finished; a closed channel is fine.
-                let _ = empty_sender.send(batch.records);
             }
             Ok(())
         })?;

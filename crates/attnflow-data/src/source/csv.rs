@@ -9,11 +9,62 @@
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
-use super::{Body, Malformed, MalformedKind, Record, RecordSource};
+use super::{BlockLayout, Body, Malformed, MalformedKind, Record, RecordSource};
 use crate::error::{DataError, DataResult};
 use crate::schema::SourceOptions;
 
 const INITIAL_BUFFER: usize = 256 * 1024;
+
+/// Below this `max_record_bytes`, blocks would be too small to help.
+const MIN_BLOCK: usize = 4096;
+
+/// Position of the first `byte` in `haystack`, eight bytes at a time.
+fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
+    let pattern = u64::from_ne_bytes([byte; 8]);
+    let mut chunks = haystack.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8])) ^ pattern;
+        // A zero byte in `word` is a match (the classic has-zero-byte test).
+        if (word.wrapping_sub(0x0101_0101_0101_0101) & !word & 0x8080_8080_8080_8080) != 0 {
+            return chunk
+                .iter()
+                .position(|&found| found == byte)
+                .map(|at| offset + at);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&found| found == byte)
+        .map(|at| offset + at)
+}
+
+/// Position of the last `byte` in `haystack`, eight bytes at a time.
+fn rfind_byte(haystack: &[u8], byte: u8) -> Option<usize> {
+    let pattern = u64::from_ne_bytes([byte; 8]);
+    let tail = haystack.len() % 8;
+    if let Some(at) = haystack[haystack.len() - tail..]
+        .iter()
+        .rposition(|&found| found == byte)
+    {
+        return Some(haystack.len() - tail + at);
+    }
+    let mut end = haystack.len() - tail;
+    while end >= 8 {
+        let chunk = &haystack[end - 8..end];
+        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8])) ^ pattern;
+        if (word.wrapping_sub(0x0101_0101_0101_0101) & !word & 0x8080_8080_8080_8080) != 0 {
+            return chunk
+                .iter()
+                .rposition(|&found| found == byte)
+                .map(|at| end - 8 + at);
+        }
+        end -= 8;
+    }
+    None
+}
 
 /// Streaming CSV source with quarantine-friendly error recovery.
 pub struct CsvSource<R> {
@@ -164,6 +215,81 @@ fn parse(
                 return Outcome::Record { end: index + 1 };
             }
         }
+    }
+}
+
+/// The body of a parsed record from its unescaped fields (`text`, with
+/// the end of each field in `ends`): the text, or the invalid-UTF-8 or
+/// column-count fault. The buffers come back when the body does not keep
+/// them.
+#[allow(clippy::type_complexity)]
+fn text_body(
+    text: Vec<u8>,
+    ends: Vec<usize>,
+    expected_columns: usize,
+) -> (Body, Option<(Vec<u8>, Vec<usize>)>) {
+    match String::from_utf8(text) {
+        Ok(text) => {
+            if expected_columns > 0 && ends.len() != expected_columns {
+                let found = ends.len();
+                (
+                    Body::Malformed(Malformed {
+                        kind: MalformedKind::ColumnCount,
+                        column: None,
+                        message: format!("expected {expected_columns} fields, found {found}"),
+                    }),
+                    Some((text.into_bytes(), ends)),
+                )
+            } else {
+                (Body::Text { text, ends }, None)
+            }
+        }
+        Err(error) => {
+            let valid = error.utf8_error().valid_up_to();
+            let field = ends
+                .iter()
+                .position(|&end| end > valid)
+                .unwrap_or(ends.len().saturating_sub(1));
+            (
+                Body::Malformed(Malformed {
+                    kind: MalformedKind::InvalidUtf8,
+                    column: Some(field as u64 + 1),
+                    message: format!("field {} is not valid UTF-8", field + 1),
+                }),
+                Some((error.into_bytes(), ends)),
+            )
+        }
+    }
+}
+
+/// The record a reader makes of one whole, quote-free line (ending in a
+/// newline) of a block from [`RecordSource::next_block`], starting at
+/// `line`; its row is left 0 for the caller to number.
+pub(crate) fn record_from_line(bytes: &[u8], line: u64, layout: &BlockLayout) -> Record {
+    let mut text = Vec::new();
+    let mut ends = Vec::new();
+    let body = match parse(
+        bytes,
+        false,
+        layout.delimiter,
+        layout.quote,
+        &mut text,
+        &mut ends,
+    ) {
+        Outcome::Record { .. } => text_body(text, ends, layout.expected_columns).0,
+        // Not reached: blocks hold whole lines without quotes.
+        Outcome::NeedMore | Outcome::Fault { .. } => Body::Malformed(Malformed {
+            kind: MalformedKind::Unreadable,
+            column: None,
+            message: "the line is not a whole record".to_owned(),
+        }),
+    };
+    Record {
+        row: 0,
+        line,
+        raw: bytes.to_vec(),
+        raw_cut: false,
+        body,
     }
 }
 
@@ -424,43 +550,56 @@ impl<R: Read + Send> RecordSource for CsvSource<R> {
                         self.scratch = text.into_bytes();
                         self.ends = old_ends;
                     }
-                    record.body = match String::from_utf8(scratch) {
-                        Ok(text) => {
-                            if self.expected_columns > 0 && ends.len() != self.expected_columns {
-                                let found = ends.len();
-                                self.scratch = text.into_bytes();
-                                self.ends = ends;
-                                Body::Malformed(Malformed {
-                                    kind: MalformedKind::ColumnCount,
-                                    column: None,
-                                    message: format!(
-                                        "expected {} fields, found {found}",
-                                        self.expected_columns
-                                    ),
-                                })
-                            } else {
-                                Body::Text { text, ends }
-                            }
-                        }
-                        Err(error) => {
-                            let valid = error.utf8_error().valid_up_to();
-                            let field = ends
-                                .iter()
-                                .position(|&end| end > valid)
-                                .unwrap_or(ends.len().saturating_sub(1));
-                            self.scratch = error.into_bytes();
-                            self.ends = ends;
-                            Body::Malformed(Malformed {
-                                kind: MalformedKind::InvalidUtf8,
-                                column: Some(field as u64 + 1),
-                                message: format!("field {} is not valid UTF-8", field + 1),
-                            })
-                        }
-                    };
+                    let (body, spare) = text_body(scratch, ends, self.expected_columns);
+                    if let Some((scratch, ends)) = spare {
+                        self.scratch = scratch;
+                        self.ends = ends;
+                    }
+                    record.body = body;
                     return Ok(true);
                 }
             }
         }
+    }
+
+    fn block_layout(&self) -> Option<BlockLayout> {
+        let plain = |byte: u8| byte.is_ascii() && byte != b'\n' && byte != b'\r';
+        (plain(self.delimiter)
+            && plain(self.quote)
+            && self.delimiter != self.quote
+            && self.max_record_bytes >= MIN_BLOCK)
+            .then_some(BlockLayout {
+                delimiter: self.delimiter,
+                quote: self.quote,
+                expected_columns: self.expected_columns,
+            })
+    }
+
+    fn next_block(&mut self, block: &mut Vec<u8>) -> DataResult<Option<u64>> {
+        // The first record may start with a byte order mark: read it alone.
+        if self.consumed == 0 || self.block_layout().is_none() {
+            return Ok(None);
+        }
+        if self.filled - self.position < self.buffer.len() / 2 && !self.eof {
+            self.fill()?;
+        }
+        // Whole lines, each no longer than `max_record_bytes` (so none can
+        // be too long, whatever the buffer), before the first quote: there
+        // every newline ends a record, as `next_record` would find.
+        let limit = (self.filled - self.position).min(self.max_record_bytes);
+        let unread = &self.buffer[self.position..self.position + limit];
+        let clean = match find_byte(unread, self.quote) {
+            Some(quote) => &unread[..quote],
+            None => unread,
+        };
+        let Some(last) = rfind_byte(clean, b'\n') else {
+            return Ok(None);
+        };
+        block.clear();
+        block.extend_from_slice(&unread[..=last]);
+        let first_line = self.line;
+        self.advance(last + 1);
+        Ok(Some(first_line))
     }
 
     fn columns(&self) -> &[String] {

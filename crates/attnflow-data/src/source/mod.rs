@@ -16,6 +16,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+pub(crate) use self::csv::record_from_line;
 pub use self::csv::CsvSource;
 pub use self::jsonl::JsonlSource;
 pub use self::parquet::ParquetSource;
@@ -147,6 +148,36 @@ pub trait RecordSource: Send {
 
     /// Bytes consumed so far, for progress.
     fn bytes_read(&self) -> u64;
+
+    /// How the lines of [`RecordSource::next_block`] split into fields;
+    /// `None` for sources that yield no blocks.
+    fn block_layout(&self) -> Option<BlockLayout> {
+        None
+    }
+
+    /// Moves a run of whole records that need no quote handling (CSV lines
+    /// without a quote, each within `max_record_bytes`) into `block`,
+    /// exactly the bytes `next_record` would have consumed for them, and
+    /// returns the line the block starts at. `Ok(None)` when the next
+    /// record must be read with `next_record`. Blank lines in a block hold
+    /// no record, as in `next_record`; records in a block are not counted
+    /// in the source's row numbers, so a caller mixing blocks and records
+    /// numbers rows itself.
+    fn next_block(&mut self, block: &mut Vec<u8>) -> DataResult<Option<u64>> {
+        let _ = block;
+        Ok(None)
+    }
+}
+
+/// How a block's lines split into fields (see [`RecordSource::next_block`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockLayout {
+    /// Field delimiter (ASCII, not a line break).
+    pub delimiter: u8,
+    /// Quote byte (never present in a block).
+    pub quote: u8,
+    /// Fields every record must have (0: any number).
+    pub expected_columns: usize,
 }
 
 /// Opens `path` as a source of the given format.
