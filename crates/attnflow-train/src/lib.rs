@@ -22,6 +22,7 @@ pub mod optim;
 pub mod rng;
 pub mod store;
 pub mod tasks;
+pub mod threads;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

@@ -343,6 +343,7 @@ impl Trainer {
     pub fn new(source: BlueprintSource, config: TrainConfig) -> Result<Self> {
         config.check()?;
         crate::malloc::keep_freed_memory();
+        crate::threads::one_worker_pool();
         let blueprint = Blueprint::from_text(&source.file, &source.text, &config.overrides)?;
         let device = Device::Cpu;
         let store = ParameterStore::new(config.seed);

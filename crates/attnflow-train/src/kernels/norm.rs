@@ -6,7 +6,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::storage::{cpu_slice, fusable, tensor, with_values};
-use super::{parallel, BLOCK_ROWS};
+use super::{parallel, simd, BLOCK_ROWS};
 
 /// `(x - mean) / √(var + eps) · gain + shift` over the last axis (biased
 /// variance, as PyTorch's `nn.LayerNorm`), with a backward.
@@ -57,43 +57,17 @@ struct LayerNorm {
     eps: f64,
 }
 
-/// `(mean, 1/σ)` of one row.
-#[inline]
-fn moments(row: &[f32], eps: f64) -> (f32, f32) {
-    let width = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / width;
-    let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / width;
-    (mean, 1.0 / (variance + eps as f32).sqrt())
-}
-
 impl LayerNorm {
     fn forward(&self, x: &[f32], gain: &[f32], shift: Option<&[f32]>) -> Vec<f32> {
-        let width = self.width;
+        let eps = self.eps as f32;
         let mut y = vec![0f32; x.len()];
-        let rows = |x: &[f32], y: &mut [f32]| {
-            for (x, y) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
-                let (mean, inverse) = moments(x, self.eps);
-                match shift {
-                    Some(shift) => {
-                        for (((y, x), g), b) in y.iter_mut().zip(x).zip(gain).zip(shift) {
-                            *y = (x - mean) * inverse * g + b;
-                        }
-                    }
-                    None => {
-                        for ((y, x), g) in y.iter_mut().zip(x).zip(gain) {
-                            *y = (x - mean) * inverse * g;
-                        }
-                    }
-                }
-            }
-        };
         if parallel(x.len()) {
-            let chunk = BLOCK_ROWS * width;
+            let chunk = BLOCK_ROWS * self.width;
             y.par_chunks_mut(chunk)
                 .zip(x.par_chunks(chunk))
-                .for_each(|(y, x)| rows(x, y));
+                .for_each(|(y, x)| simd::layer_norm_forward(x, gain, shift, eps, y));
         } else {
-            rows(x, &mut y);
+            simd::layer_norm_forward(x, gain, shift, eps, &mut y);
         }
         y
     }
@@ -101,40 +75,16 @@ impl LayerNorm {
     /// `(dx, dgain, dshift)`.
     fn backward(&self, x: &[f32], gain: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let width = self.width;
-        let eps = self.eps;
+        let eps = self.eps as f32;
         let mut dx = vec![0f32; x.len()];
-        let blocks = x.len().div_ceil(BLOCK_ROWS * width).max(1);
-        // Per block: Σ dy·x̂ then Σ dy over its rows.
+        let chunk = BLOCK_ROWS * width;
+        let blocks = x.len().div_ceil(chunk).max(1);
+        // Per block of rows: Σ dy·x̂ then Σ dy, summed in block order below.
         let mut partials = vec![0f32; blocks * 2 * width];
         let block = |x: &[f32], dy: &[f32], dx: &mut [f32], partial: &mut [f32]| {
             let (dgain, dshift) = partial.split_at_mut(width);
-            let mut scaled = vec![0f32; width];
-            for ((x, dy), dx) in x
-                .chunks_exact(width)
-                .zip(dy.chunks_exact(width))
-                .zip(dx.chunks_exact_mut(width))
-            {
-                let (mean, inverse) = moments(x, eps);
-                let mut sum_scaled = 0f32;
-                let mut sum_scaled_normed = 0f32;
-                for j in 0..width {
-                    let normed = (x[j] - mean) * inverse;
-                    let g = dy[j] * gain[j];
-                    scaled[j] = g;
-                    sum_scaled += g;
-                    sum_scaled_normed += g * normed;
-                    dgain[j] += dy[j] * normed;
-                    dshift[j] += dy[j];
-                }
-                let a = sum_scaled / width as f32;
-                let c = sum_scaled_normed / width as f32;
-                for j in 0..width {
-                    let normed = (x[j] - mean) * inverse;
-                    dx[j] = inverse * (scaled[j] - a - normed * c);
-                }
-            }
+            simd::layer_norm_backward(x, gain, dy, eps, dx, dgain, dshift);
         };
-        let chunk = BLOCK_ROWS * width;
         if parallel(x.len()) {
             dx.par_chunks_mut(chunk)
                 .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))

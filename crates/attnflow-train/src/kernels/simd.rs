@@ -25,8 +25,11 @@ fn exp_approx(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 5e-1);
     let p = p.mul_add(r * r, r) + 1.0;
-    let bits = ((n as i32 + 127) as u32) << 23;
-    p * f32::from_bits(bits)
+    // 2ⁿ by bit arithmetic: adding 2²³ leaves the integer n + 127 (within
+    // 1..=254 after the clamp) in the low mantissa bits. A float-to-int
+    // cast would do the same, but Rust's saturating cast does not vectorise.
+    let biased = (n + (127.0 + 8_388_608.0)).to_bits();
+    p * f32::from_bits(biased << 23)
 }
 
 /// σ(2z) with z = √(2/π)(x + 0.044715x³): GELU(tanh)'s gate,
@@ -63,6 +66,89 @@ fn exp_shift_body(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
         sum += e;
     }
     sum
+}
+
+/// Σ values in 16 lanes (a plain `sum` of floats is a serial chain the
+/// compiler may not reorder, so it would not vectorise).
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(usize) -> f32) -> f32 {
+    let mut lanes = [0f32; 16];
+    let whole = values.len() / 16 * 16;
+    for start in (0..whole).step_by(16) {
+        for (lane, sum) in lanes.iter_mut().enumerate() {
+            *sum += f(start + lane);
+        }
+    }
+    let mut total = lanes.iter().sum::<f32>();
+    for index in whole..values.len() {
+        total += f(index);
+    }
+    total
+}
+
+/// `(mean, 1/σ)` of one row (biased variance).
+#[inline(always)]
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let width = row.len() as f32;
+    let mean = lane_sum(row, |j| row[j]) / width;
+    let variance = lane_sum(row, |j| (row[j] - mean) * (row[j] - mean)) / width;
+    (mean, 1.0 / (variance + eps).sqrt())
+}
+
+#[inline(always)]
+fn layer_norm_forward_body(
+    x: &[f32],
+    gain: &[f32],
+    shift: Option<&[f32]>,
+    eps: f32,
+    y: &mut [f32],
+) {
+    let width = gain.len();
+    for (x, y) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
+        let (mean, inverse) = moments(x, eps);
+        match shift {
+            Some(shift) => {
+                for j in 0..width {
+                    y[j] = (x[j] - mean) * inverse * gain[j] + shift[j];
+                }
+            }
+            None => {
+                for j in 0..width {
+                    y[j] = (x[j] - mean) * inverse * gain[j];
+                }
+            }
+        }
+    }
+}
+
+/// Layer norm's backward over whole rows: writes `dx` and adds the rows'
+/// `Σ dy·x̂` and `Σ dy` into `dgain` and `dshift`.
+#[inline(always)]
+fn layer_norm_backward_body(
+    x: &[f32],
+    gain: &[f32],
+    dy: &[f32],
+    eps: f32,
+    dx: &mut [f32],
+    dgain: &mut [f32],
+    dshift: &mut [f32],
+) {
+    let width = gain.len();
+    for ((x, dy), dx) in x
+        .chunks_exact(width)
+        .zip(dy.chunks_exact(width))
+        .zip(dx.chunks_exact_mut(width))
+    {
+        let (mean, inverse) = moments(x, eps);
+        let a = lane_sum(x, |j| dy[j] * gain[j]) / width as f32;
+        let c = lane_sum(x, |j| dy[j] * gain[j] * (x[j] - mean) * inverse) / width as f32;
+        for j in 0..width {
+            let normed = (x[j] - mean) * inverse;
+            dx[j] = inverse * (dy[j] * gain[j] - a - normed * c);
+            dgain[j] += dy[j] * normed;
+            dshift[j] += dy[j];
+        }
+    }
 }
 
 macro_rules! dispatch {
@@ -109,6 +195,30 @@ dispatch!(
     pub(super) fn exp_shift(x: &[f32], shift: f32, y: &mut [f32]) -> f32 => exp_shift_body
 );
 
+dispatch!(
+    /// Layer norm over rows of `gain.len()` values.
+    pub(super) fn layer_norm_forward(
+        x: &[f32],
+        gain: &[f32],
+        shift: Option<&[f32]>,
+        eps: f32,
+        y: &mut [f32]
+    ) => layer_norm_forward_body
+);
+
+dispatch!(
+    /// Layer norm's backward over rows of `gain.len()` values.
+    pub(super) fn layer_norm_backward(
+        x: &[f32],
+        gain: &[f32],
+        dy: &[f32],
+        eps: f32,
+        dx: &mut [f32],
+        dgain: &mut [f32],
+        dshift: &mut [f32]
+    ) => layer_norm_backward_body
+);
+
 /// The portable loops, for tests that check every path against libm.
 #[cfg(test)]
 pub(super) mod portable {
@@ -120,5 +230,25 @@ pub(super) mod portable {
     }
     pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
         super::gelu_backward_body(x, dy, dx)
+    }
+    pub fn layer_norm_forward(
+        x: &[f32],
+        gain: &[f32],
+        shift: Option<&[f32]>,
+        eps: f32,
+        y: &mut [f32],
+    ) {
+        super::layer_norm_forward_body(x, gain, shift, eps, y)
+    }
+    pub fn layer_norm_backward(
+        x: &[f32],
+        gain: &[f32],
+        dy: &[f32],
+        eps: f32,
+        dx: &mut [f32],
+        dgain: &mut [f32],
+        dshift: &mut [f32],
+    ) {
+        super::layer_norm_backward_body(x, gain, dy, eps, dx, dgain, dshift)
     }
 }

@@ -367,3 +367,42 @@ fn results_do_not_depend_on_the_number_of_threads() {
     };
     assert_eq!(run(1), run(3));
 }
+
+#[test]
+fn layer_norm_paths_agree() {
+    // Width 37: whole 16-lane groups and a remainder.
+    let mut rng = Rng::seeded(31);
+    let (rows, width) = (5, 37);
+    let x = random(&mut rng, &[rows, width], 2.0);
+    let dy = random(&mut rng, &[rows, width], 1.0);
+    let gain = random(&mut rng, &[width], 1.0);
+    let shift = random(&mut rng, &[width], 1.0);
+    let mut outputs = Vec::new();
+    for portable in [false, true] {
+        let mut y = vec![0f32; rows * width];
+        let mut dx = vec![0f32; rows * width];
+        let mut dgain = vec![0f32; width];
+        let mut dshift = vec![0f32; width];
+        if portable {
+            simd::portable::layer_norm_forward(&x, &gain, Some(&shift), 1e-5, &mut y);
+            simd::portable::layer_norm_backward(
+                &x,
+                &gain,
+                &dy,
+                1e-5,
+                &mut dx,
+                &mut dgain,
+                &mut dshift,
+            );
+        } else {
+            simd::layer_norm_forward(&x, &gain, Some(&shift), 1e-5, &mut y);
+            simd::layer_norm_backward(&x, &gain, &dy, 1e-5, &mut dx, &mut dgain, &mut dshift);
+        }
+        outputs.push([y, dx, dgain, dshift]);
+    }
+    for (fast, portable) in outputs[0].iter().zip(&outputs[1]) {
+        let fast: Vec<f64> = fast.iter().map(|v| f64::from(*v)).collect();
+        let portable: Vec<f64> = portable.iter().map(|v| f64::from(*v)).collect();
+        assert_close("layer norm paths", &fast, &portable, 1e-5);
+    }
+}
