@@ -236,6 +236,7 @@ pub(crate) enum UniqueKey {
 }
 
 impl UniqueKey {
+    #[inline]
     pub(crate) fn of(value: &ValueRef<'_>) -> Self {
         match value {
             ValueRef::Null => UniqueKey::Null,
@@ -244,6 +245,7 @@ impl UniqueKey {
         }
     }
 
+    #[inline]
     fn is_taken(self, set: &UniqueSet) -> bool {
         match self {
             UniqueKey::Null => false,
@@ -253,6 +255,7 @@ impl UniqueKey {
     }
 
     /// Takes the value; false when it was already taken.
+    #[inline]
     fn take(self, set: &mut UniqueSet) -> bool {
         match self {
             UniqueKey::Null => true,

@@ -74,14 +74,70 @@ struct FieldPlan {
     min_length: Option<usize>,
     max_length: Option<usize>,
     pattern: Option<FixedPattern>,
+    unique: bool,
 }
 
 enum FastOneOf {
     None,
     Ints(FastSet<i64>),
-    /// Few strings: compared byte by byte.
-    Few(Vec<Box<[u8]>>),
+    /// Few strings, compared one by one.
+    Few(Vec<ShortKey>),
     Strings(FastSet<String>),
+}
+
+/// A short string, compared without a call to `memcmp`.
+struct ShortKey {
+    bytes: Box<[u8]>,
+}
+
+impl ShortKey {
+    fn new(bytes: &[u8]) -> Self {
+        Self {
+            bytes: bytes.into(),
+        }
+    }
+
+    #[inline]
+    fn is(&self, bytes: &[u8]) -> bool {
+        let key = &self.bytes[..];
+        let length = key.len();
+        if length != bytes.len() {
+            return false;
+        }
+        let word = |slice: &[u8], at: usize| {
+            u32::from_le_bytes(slice[at..at + 4].try_into().unwrap_or([0; 4]))
+        };
+        match length {
+            0 => true,
+            // First, middle and last byte cover every byte of 1 to 3.
+            1..=3 => {
+                key[0] == bytes[0]
+                    && key[length / 2] == bytes[length / 2]
+                    && key[length - 1] == bytes[length - 1]
+            }
+            // The first and last four bytes (overlapping) cover 4 to 8.
+            4..=8 => {
+                word(key, 0) == word(bytes, 0) && word(key, length - 4) == word(bytes, length - 4)
+            }
+            _ => key == bytes,
+        }
+    }
+}
+
+/// The null markers: the empty cell (the default) tested directly.
+struct Nulls {
+    empty: bool,
+    others: Vec<ShortKey>,
+}
+
+impl Nulls {
+    #[inline]
+    fn contains(&self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return self.empty;
+        }
+        self.others.iter().any(|null| null.is(bytes))
+    }
 }
 
 impl FieldPlan {
@@ -90,12 +146,13 @@ impl FieldPlan {
             None => FastOneOf::None,
             Some(OneOf::Ints(allowed)) => FastOneOf::Ints(allowed.clone()),
             Some(OneOf::Strings(allowed)) if allowed.len() <= 8 => {
-                let mut few: Vec<Box<[u8]>> = allowed
-                    .iter()
-                    .map(|text| text.as_bytes().to_vec().into_boxed_slice())
-                    .collect();
+                let mut few: Vec<&String> = allowed.iter().collect();
                 few.sort();
-                FastOneOf::Few(few)
+                FastOneOf::Few(
+                    few.iter()
+                        .map(|text| ShortKey::new(text.as_bytes()))
+                        .collect(),
+                )
             }
             Some(OneOf::Strings(allowed)) => FastOneOf::Strings(allowed.clone()),
         };
@@ -109,6 +166,7 @@ impl FieldPlan {
             min_length: field.min_length,
             max_length: field.max_length,
             pattern: field.regex_text.as_deref().and_then(FixedPattern::compile),
+            unique: field.unique,
         }
     }
 
@@ -148,7 +206,7 @@ impl FieldPlan {
                 return false
             }
             (ValueRef::Str(text), FastOneOf::Few(allowed))
-                if !allowed.iter().any(|item| **item == *text.as_bytes()) =>
+                if !allowed.iter().any(|item| item.is(text.as_bytes())) =>
             {
                 return false
             }
@@ -171,11 +229,12 @@ impl FieldPlan {
                 }
             }
             if let Some(regex) = &field.regex {
-                let matched = self
-                    .pattern
-                    .as_ref()
-                    .and_then(|pattern| pattern.matches(text.as_bytes()))
-                    .unwrap_or_else(|| regex.is_match(text));
+                // A compiled pattern says no to non-ASCII text it cannot
+                // judge; the general path then asks the regex.
+                let matched = match &self.pattern {
+                    Some(pattern) => pattern.matches(text.as_bytes()),
+                    None => regex.is_match(text),
+                };
                 if !matched {
                     return false;
                 }
@@ -251,17 +310,74 @@ fn parse_float(bytes: &[u8]) -> Option<f64> {
 }
 
 fn parse_bool(bytes: &[u8]) -> Option<bool> {
-    let is = |options: &[&str]| {
-        options
-            .iter()
-            .any(|option| bytes.eq_ignore_ascii_case(option.as_bytes()))
-    };
-    if is(&["true", "t", "yes", "y", "1"]) {
-        Some(true)
-    } else if is(&["false", "f", "no", "n", "0"]) {
-        Some(false)
-    } else {
-        None
+    if bytes.is_empty() || bytes.len() > 5 {
+        return None;
+    }
+    let mut word = [0u8; 5];
+    for (lower, byte) in word.iter_mut().zip(bytes) {
+        *lower = byte.to_ascii_lowercase();
+    }
+    match &word[..bytes.len()] {
+        b"true" | b"t" | b"yes" | b"y" | b"1" => Some(true),
+        b"false" | b"f" | b"no" | b"n" | b"0" => Some(false),
+        _ => None,
+    }
+}
+
+/// Finds the newlines and delimiters of a block 64 bytes at a time: a
+/// bit mask per window (a loop the compiler turns into vector compares),
+/// then one step per set bit instead of one per byte.
+struct Splitter<'a> {
+    block: &'a [u8],
+    delimiter: u8,
+    /// Offset of the current window.
+    base: usize,
+    /// Newlines and delimiters of the window not yet visited.
+    pending: u64,
+    /// Newlines of the window.
+    newlines: u64,
+}
+
+impl<'a> Splitter<'a> {
+    fn new(block: &'a [u8], delimiter: u8) -> Self {
+        let mut splitter = Self {
+            block,
+            delimiter,
+            base: 0,
+            pending: 0,
+            newlines: 0,
+        };
+        splitter.load();
+        splitter
+    }
+
+    fn load(&mut self) {
+        let window = &self.block[self.base.min(self.block.len())..];
+        let (newlines, delimiters) = crate::bytes::window_masks(window, b'\n', self.delimiter);
+        self.newlines = newlines;
+        self.pending = newlines | delimiters;
+    }
+
+    /// Pushes the delimiters of the next line onto `delimiters` and returns
+    /// the offset of its newline; `None` at the end of the block.
+    #[inline]
+    fn next_line(&mut self, delimiters: &mut Vec<usize>) -> Option<usize> {
+        loop {
+            while self.pending != 0 {
+                let bit = self.pending.trailing_zeros();
+                self.pending &= self.pending - 1;
+                let at = self.base + bit as usize;
+                if self.newlines >> bit & 1 == 1 {
+                    return Some(at);
+                }
+                delimiters.push(at);
+            }
+            self.base += 64;
+            if self.base >= self.block.len() {
+                return None;
+            }
+            self.load();
+        }
     }
 }
 
@@ -284,9 +400,12 @@ pub(crate) struct BlockChecker<'s> {
     binding: Binding,
     plans: Vec<FieldPlan>,
     unique_fields: Vec<usize>,
-    nulls: Vec<Box<[u8]>>,
+    nulls: Nulls,
     /// `"name":` per field, when accepted records are rendered as JSON.
     json_keys: Option<Vec<String>>,
+    /// Whether a record's values are needed whole (rules, JSON), not just
+    /// its verdict and unique keys.
+    keep_values: bool,
 }
 
 impl<'s> BlockChecker<'s> {
@@ -313,14 +432,19 @@ impl<'s> BlockChecker<'s> {
         Self {
             schema,
             binding: binding.clone(),
+            keep_values: !schema.rules.is_empty() || json_keys.is_some(),
             plans,
             unique_fields,
-            nulls: schema
-                .source
-                .null_values
-                .iter()
-                .map(|null| null.as_bytes().to_vec().into_boxed_slice())
-                .collect(),
+            nulls: Nulls {
+                empty: schema.source.null_values.iter().any(String::is_empty),
+                others: schema
+                    .source
+                    .null_values
+                    .iter()
+                    .filter(|null| !null.is_empty())
+                    .map(|null| ShortKey::new(null.as_bytes()))
+                    .collect(),
+            },
             json_keys,
         }
     }
@@ -384,20 +508,13 @@ impl<'s> BlockChecker<'s> {
         let mut start = 0;
         let delimiters = &mut scratch.delimiters;
         let mut values: Vec<ValueRef<'_>> = recycle(std::mem::take(&mut scratch.values));
+        let mut splitter = Splitter::new(block, layout.delimiter);
         while start < block.len() {
             delimiters.clear();
-            let mut end = start;
-            // The block ends with a newline.
-            loop {
-                let byte = block[end];
-                if byte == b'\n' {
-                    break;
-                }
-                if byte == layout.delimiter {
-                    delimiters.push(end);
-                }
-                end += 1;
-            }
+            // The block ends with a newline, so every line has one.
+            let Some(end) = splitter.next_line(delimiters) else {
+                break;
+            };
             let this_line = line;
             let record_start = start;
             line += 1;
@@ -434,15 +551,12 @@ impl<'s> BlockChecker<'s> {
                         Some(&text[from..to])
                     };
                     values.clear();
+                    let keys_before = out.keys.len();
                     let mut sure = true;
                     for (plan, field) in self.plans.iter().zip(&self.schema.fields) {
                         let value = match plan.column.and_then(cell) {
                             None => ValueRef::Null,
-                            Some(text)
-                                if self.nulls.iter().any(|null| **null == *text.as_bytes()) =>
-                            {
-                                ValueRef::Null
-                            }
+                            Some(text) if self.nulls.contains(text.as_bytes()) => ValueRef::Null,
                             Some(text) => match plan.value(text) {
                                 Some(value) => value,
                                 None => {
@@ -455,7 +569,12 @@ impl<'s> BlockChecker<'s> {
                             sure = false;
                             break;
                         }
-                        values.push(value);
+                        if plan.unique {
+                            out.keys.push(UniqueKey::of(&value));
+                        }
+                        if self.keep_values {
+                            values.push(value);
+                        }
                     }
                     let sure = sure
                         && self
@@ -464,8 +583,13 @@ impl<'s> BlockChecker<'s> {
                             .iter()
                             .all(|rule| rule.expr.holds(&values) != Some(false));
                     if sure {
+                        if let Some(keys) = &self.json_keys {
+                            crate::run::append_record_json(&mut out.json, keys, &values);
+                            out.json_ends.push(out.json.len());
+                        }
                         true
                     } else {
+                        out.keys.truncate(keys_before);
                         // The general path decides, with its messages.
                         let typed =
                             self.plans
@@ -477,6 +601,7 @@ impl<'s> BlockChecker<'s> {
                         match check_typed(self.schema, typed, recycle(std::mem::take(&mut values)))
                         {
                             Ok(checked) => {
+                                self.passed(&checked, out);
                                 values = checked;
                                 true
                             }
@@ -526,7 +651,6 @@ impl<'s> BlockChecker<'s> {
                 }
             };
             let failed = if passed {
-                self.passed(&values, out);
                 PASSED
             } else {
                 (out.failed.len() - 1) as u32
@@ -579,6 +703,41 @@ mod tests {
             }
             if let Some(flag) = parse_bool(bytes) {
                 prop_assert_eq!(flag, matches!(text.trim().to_ascii_lowercase().as_str(), "true" | "t" | "yes" | "y" | "1"));
+            }
+        }
+    }
+
+    #[test]
+    fn short_keys_compare_every_byte() {
+        let words = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abcde",
+            "abcdefgh",
+            "abcdefghi",
+            "alpha",
+            "alphb",
+            "blpha",
+            "alXha",
+        ];
+        for key in words {
+            for text in words {
+                assert_eq!(
+                    ShortKey::new(key.as_bytes()).is(text.as_bytes()),
+                    key == text,
+                    "{key} {text}"
+                );
+            }
+        }
+        for length in 1..=12 {
+            let key = vec![b'x'; length];
+            for at in 0..length {
+                let mut text = key.clone();
+                text[at] = b'y';
+                assert!(!ShortKey::new(&key).is(&text), "{length} {at}");
             }
         }
     }

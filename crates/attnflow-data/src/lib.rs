@@ -6,6 +6,7 @@
 //! The invariant every run asserts: records read = accepted + quarantined.
 
 pub mod bench;
+mod bytes;
 pub mod check;
 pub mod error;
 mod fast;

@@ -97,7 +97,11 @@ impl Chunk {
 /// An exact set of i64 values, compressed by 2^16-value chunks.
 #[derive(Default)]
 pub struct IntegerSet {
-    chunks: FastMap<i64, Chunk>,
+    /// Chunk index by the value's high bits.
+    index: FastMap<i64, usize>,
+    chunks: Vec<Chunk>,
+    /// The chunk used last, as (high bits, index): ids often come in order.
+    last: Option<(i64, usize)>,
     length: usize,
 }
 
@@ -106,20 +110,31 @@ impl IntegerSet {
     pub fn insert(&mut self, value: i64) -> bool {
         let high = value >> 16;
         let low = (value & 0xffff) as u16;
-        let fresh = self
-            .chunks
-            .entry(high)
-            .or_insert_with(|| Chunk::Sparse(Vec::new()))
-            .insert(low);
+        let chunk = match self.last {
+            Some((last, chunk)) if last == high => chunk,
+            _ => {
+                let chunks = &mut self.chunks;
+                let chunk = *self.index.entry(high).or_insert_with(|| {
+                    chunks.push(Chunk::Sparse(Vec::new()));
+                    chunks.len() - 1
+                });
+                self.last = Some((high, chunk));
+                chunk
+            }
+        };
+        let fresh = self.chunks[chunk].insert(low);
         self.length += usize::from(fresh);
         fresh
     }
 
     /// Whether `value` is present.
     pub fn contains(&self, value: i64) -> bool {
-        self.chunks
-            .get(&(value >> 16))
-            .is_some_and(|chunk| chunk.contains((value & 0xffff) as u16))
+        let high = value >> 16;
+        let chunk = match self.last {
+            Some((last, chunk)) if last == high => Some(chunk),
+            _ => self.index.get(&high).copied(),
+        };
+        chunk.is_some_and(|chunk| self.chunks[chunk].contains((value & 0xffff) as u16))
     }
 
     /// Number of values.

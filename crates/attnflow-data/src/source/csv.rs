@@ -10,6 +10,7 @@ use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use super::{BlockLayout, Body, Malformed, MalformedKind, Record, RecordSource};
+use crate::bytes::{count_byte, find_byte, rfind_byte};
 use crate::error::{DataError, DataResult};
 use crate::schema::SourceOptions;
 
@@ -17,54 +18,6 @@ const INITIAL_BUFFER: usize = 256 * 1024;
 
 /// Below this `max_record_bytes`, blocks would be too small to help.
 const MIN_BLOCK: usize = 4096;
-
-/// Position of the first `byte` in `haystack`, eight bytes at a time.
-fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
-    let pattern = u64::from_ne_bytes([byte; 8]);
-    let mut chunks = haystack.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8])) ^ pattern;
-        // A zero byte in `word` is a match (the classic has-zero-byte test).
-        if (word.wrapping_sub(0x0101_0101_0101_0101) & !word & 0x8080_8080_8080_8080) != 0 {
-            return chunk
-                .iter()
-                .position(|&found| found == byte)
-                .map(|at| offset + at);
-        }
-        offset += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&found| found == byte)
-        .map(|at| offset + at)
-}
-
-/// Position of the last `byte` in `haystack`, eight bytes at a time.
-fn rfind_byte(haystack: &[u8], byte: u8) -> Option<usize> {
-    let pattern = u64::from_ne_bytes([byte; 8]);
-    let tail = haystack.len() % 8;
-    if let Some(at) = haystack[haystack.len() - tail..]
-        .iter()
-        .rposition(|&found| found == byte)
-    {
-        return Some(haystack.len() - tail + at);
-    }
-    let mut end = haystack.len() - tail;
-    while end >= 8 {
-        let chunk = &haystack[end - 8..end];
-        let word = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8])) ^ pattern;
-        if (word.wrapping_sub(0x0101_0101_0101_0101) & !word & 0x8080_8080_8080_8080) != 0 {
-            return chunk
-                .iter()
-                .rposition(|&found| found == byte)
-                .map(|at| end - 8 + at);
-        }
-        end -= 8;
-    }
-    None
-}
 
 /// Streaming CSV source with quarantine-friendly error recovery.
 pub struct CsvSource<R> {
@@ -407,10 +360,7 @@ impl<R: Read + Send> CsvSource<R> {
     }
 
     fn advance(&mut self, count: usize) {
-        let newlines = self.buffer[self.position..self.position + count]
-            .iter()
-            .filter(|&&byte| byte == b'\n')
-            .count();
+        let newlines = count_byte(&self.buffer[self.position..self.position + count], b'\n');
         self.line += newlines as u64;
         self.position += count;
         self.consumed += count as u64;
