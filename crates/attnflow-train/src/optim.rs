@@ -6,6 +6,9 @@
 //! not continue it exactly; this one exposes them.
 
 use candle_core::{Tensor, Var};
+use rayon::prelude::*;
+
+use crate::kernels::{adamw_update, with_values, AdamWStep};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -104,29 +107,66 @@ impl AdamW {
             eps as f32,
             gradient_scale as f32,
         );
-        for (index, (_, var)) in self.parameters.iter().enumerate() {
-            let decay = if var.rank() >= 2 { weight_decay } else { 0.0 };
-            let keep = (1.0 - learning_rate * decay) as f32;
-            let mut weights = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
-            match &gradients[index] {
-                None => weights.iter_mut().for_each(|weight| *weight *= keep),
-                Some(gradient) => {
-                    let gradient = gradient.flatten_all()?.to_vec1::<f32>()?;
-                    let first = &mut self.first_moments[index];
-                    let second = &mut self.second_moments[index];
-                    for position in 0..weights.len() {
-                        let g = gradient[position] * scale;
-                        let m = beta1 * first[position] + (1.0 - beta1) * g;
-                        let v = beta2 * second[position] + (1.0 - beta2) * g * g;
-                        first[position] = m;
-                        second[position] = v;
-                        let denominator = v.sqrt() / correction2_root + eps;
-                        weights[position] = weights[position] * keep - step_size * m / denominator;
-                    }
-                }
-            }
-            let updated = Tensor::from_vec(weights, var.shape(), var.device())?;
-            var.set(&updated)?;
+        // Parameters are independent: updated in parallel, each by one
+        // vectorised loop reading the weight and gradient in place.
+        let updated: Vec<Tensor> = self
+            .parameters
+            .par_iter()
+            .zip(gradients.par_iter())
+            .zip(
+                self.first_moments
+                    .par_iter_mut()
+                    .zip(self.second_moments.par_iter_mut()),
+            )
+            .map(
+                |(((_, var), gradient), (first, second))| -> Result<Tensor> {
+                    let decay = if var.rank() >= 2 { weight_decay } else { 0.0 };
+                    let keep = (1.0 - learning_rate * decay) as f32;
+                    let weights = with_values(var.as_tensor(), |weights| -> Result<Vec<f32>> {
+                        let mut out = vec![0f32; weights.len()];
+                        match gradient {
+                            None => {
+                                for (out, weight) in out.iter_mut().zip(weights) {
+                                    *out = weight * keep;
+                                }
+                            }
+                            Some(gradient) => {
+                                if gradient.elem_count() != weights.len() {
+                                    return Err(candle_core::Error::ShapeMismatchBinaryOp {
+                                        lhs: var.shape().clone(),
+                                        rhs: gradient.shape().clone(),
+                                        op: "adamw",
+                                    }
+                                    .into());
+                                }
+                                with_values(gradient, |gradient| {
+                                    adamw_update(
+                                        weights,
+                                        gradient,
+                                        first,
+                                        second,
+                                        &mut out,
+                                        AdamWStep {
+                                            scale,
+                                            beta1,
+                                            beta2,
+                                            eps,
+                                            keep,
+                                            step_size,
+                                            correction2_root,
+                                        },
+                                    )
+                                })?;
+                            }
+                        }
+                        Ok(out)
+                    })??;
+                    Ok(Tensor::from_vec(weights, var.shape(), var.device())?)
+                },
+            )
+            .collect::<Result<_>>()?;
+        for ((_, var), value) in self.parameters.iter().zip(&updated) {
+            var.set(value)?;
         }
         Ok(())
     }

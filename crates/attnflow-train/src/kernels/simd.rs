@@ -151,6 +151,53 @@ fn layer_norm_backward_body(
     }
 }
 
+/// One AdamW update's scalars (see [`crate::optim::AdamW::step`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AdamWStep {
+    /// Clipping factor applied to the gradient.
+    pub scale: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// `1 - ηλ`: decoupled weight decay.
+    pub keep: f32,
+    /// `η / (1 - β₁ᵗ)`.
+    pub step_size: f32,
+    /// `√(1 - β₂ᵗ)`.
+    pub correction2_root: f32,
+}
+
+/// PyTorch's AdamW arithmetic per element, in the same order of
+/// operations as the scalar loop it replaces (so the same bits).
+#[inline(always)]
+fn adamw_body(
+    weights: &[f32],
+    gradient: &[f32],
+    first: &mut [f32],
+    second: &mut [f32],
+    out: &mut [f32],
+    step: AdamWStep,
+) {
+    let AdamWStep {
+        scale,
+        beta1,
+        beta2,
+        eps,
+        keep,
+        step_size,
+        correction2_root,
+    } = step;
+    for position in 0..out.len() {
+        let g = gradient[position] * scale;
+        let m = beta1 * first[position] + (1.0 - beta1) * g;
+        let v = beta2 * second[position] + (1.0 - beta2) * g * g;
+        first[position] = m;
+        second[position] = v;
+        let denominator = v.sqrt() / correction2_root + eps;
+        out[position] = weights[position] * keep - step_size * m / denominator;
+    }
+}
+
 macro_rules! dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
         $(#[$meta])*
@@ -217,6 +264,18 @@ dispatch!(
         dgain: &mut [f32],
         dshift: &mut [f32]
     ) => layer_norm_backward_body
+);
+
+dispatch!(
+    /// AdamW over one parameter: new weights into `out`, moments updated.
+    pub(crate) fn adamw_update(
+        weights: &[f32],
+        gradient: &[f32],
+        first: &mut [f32],
+        second: &mut [f32],
+        out: &mut [f32],
+        step: AdamWStep
+    ) => adamw_body
 );
 
 /// The portable loops, for tests that check every path against libm.

@@ -13,7 +13,7 @@ pub(super) fn cpu_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<
 
 /// Runs `f` on the f32 values of `tensor` (made contiguous first: the
 /// incoming gradient may be a stride-0 broadcast).
-pub(super) fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(crate) fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let tensor = tensor.contiguous()?;
     let (storage, layout) = tensor.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
