@@ -127,6 +127,15 @@ impl Dense {
         Ok(kernels::linear(x, &self.weight, self.bias.as_ref())?)
     }
 
+    /// `GELU(tanh)(x)·Wᵀ + b` in one op.
+    fn forward_after_gelu(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(kernels::linear_after_gelu(
+            x,
+            &self.weight,
+            self.bias.as_ref(),
+        )?)
+    }
+
     /// `(batch, seq, in)` -> `(batch, heads, seq, out / heads)`: the
     /// projection and the head split in one op.
     fn forward_to_heads(&self, x: &Tensor, heads: usize) -> Result<Tensor> {
@@ -415,13 +424,14 @@ impl Model {
                     activation,
                 } => {
                     let x = args[0];
-                    let hidden = match gate {
-                        Some(gate) => {
-                            activate(&gate.forward(x)?, *activation)?.mul(&up.forward(x)?)?
-                        }
-                        None => activate(&up.forward(x)?, *activation)?,
-                    };
-                    down.forward(&hidden)?
+                    match (gate, activation) {
+                        // The activation folded into the second product.
+                        (None, Activation::GeluTanh) => down.forward_after_gelu(&up.forward(x)?)?,
+                        (Some(gate), _) => down.forward(
+                            &activate(&gate.forward(x)?, *activation)?.mul(&up.forward(x)?)?,
+                        )?,
+                        (None, _) => down.forward(&activate(&up.forward(x)?, *activation)?)?,
+                    }
                 }
                 Layer::Activation(function) => activate(args[0], *function)?,
                 Layer::Add => {

@@ -12,7 +12,7 @@
 //! sums, adding gradients into its store) is memory-bound and cheap on one
 //! thread.
 
-use std::sync::Once;
+use std::sync::{Once, OnceLock};
 
 /// The variable candle reads, once, when its barrier pool first starts.
 const CANDLE_THREADS: &str = "CANDLE_NUM_THREADS";
@@ -31,4 +31,25 @@ pub fn one_worker_pool() {
             std::env::set_var(CANDLE_THREADS, "1");
         }
     });
+}
+
+/// Runs `work` on the training pool: rayon workers, one per core (or
+/// `RAYON_NUM_THREADS`), with `work` itself on one of them. The parallel
+/// loops inside (products, row-wise kernels, attention) then split between
+/// the thread already running and the others, instead of a caller thread
+/// handing every loop to workers it must wake and then sleeping: one thread
+/// per core, not one more.
+pub fn install<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|index| format!("attnflow-train-{index}"))
+            .build()
+            .ok()
+    });
+    match pool {
+        Some(pool) => pool.install(work),
+        None => work(),
+    }
 }

@@ -664,6 +664,10 @@ impl Trainer {
     /// clipping, AdamW. Fails without updating when the loss, objective or
     /// a gradient is not finite.
     pub fn step(&mut self) -> Result<StepOutcome> {
+        crate::threads::install(|| self.step_on_pool())
+    }
+
+    fn step_on_pool(&mut self) -> Result<StepOutcome> {
         let started = Instant::now();
         let examples = self
             .dataset

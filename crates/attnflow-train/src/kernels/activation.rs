@@ -27,7 +27,8 @@ pub(crate) fn reference(x: &Tensor) -> Result<Tensor> {
 
 struct GeluTanh;
 
-fn map(x: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
+/// `f` over `x` in chunks, in parallel when large.
+pub(super) fn map(x: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
     if parallel(x.len()) {
         y.par_chunks_mut(CHUNK)
@@ -37,6 +38,23 @@ fn map(x: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
         f(x, &mut y);
     }
     y
+}
+
+/// `f` over `x` and `dy` together in chunks, in parallel when large.
+pub(super) fn zip_map(
+    x: &[f32],
+    dy: &[f32],
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut dx = vec![0f32; x.len()];
+    if parallel(x.len()) {
+        dx.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+            .for_each(|(dx, (x, dy))| f(x, dy, dx));
+    } else {
+        f(x, dy, &mut dx);
+    }
+    dx
 }
 
 impl CustomOp1 for GeluTanh {
@@ -52,17 +70,7 @@ impl CustomOp1 for GeluTanh {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let dx = with_values(arg, |x| {
-            with_values(grad_res, |dy| {
-                let mut dx = vec![0f32; x.len()];
-                if parallel(x.len()) {
-                    dx.par_chunks_mut(CHUNK)
-                        .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-                        .for_each(|(dx, (x, dy))| simd::gelu_backward(x, dy, dx));
-                } else {
-                    simd::gelu_backward(x, dy, &mut dx);
-                }
-                dx
-            })
+            with_values(grad_res, |dy| zip_map(x, dy, simd::gelu_backward))
         })??;
         Ok(Some(tensor(dx, arg.shape().clone())?))
     }

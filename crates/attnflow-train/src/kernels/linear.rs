@@ -8,6 +8,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::storage::{cpu_slice, fusable, tensor, with_values};
+use super::{activation, simd};
 
 /// `x·Wᵀ + b` over the last axis of any-rank `x`; `weight` is
 /// `(outputs, inputs)` as PyTorch's `nn.Linear`.
@@ -86,11 +87,40 @@ pub fn linear_from_heads(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
     op.apply(x, weight, bias)
 }
 
+/// `GELU(x)·Wᵀ + b` over the last axis: the feed-forward block's
+/// activation folded into its second product. The activation's output is
+/// never a tensor of its own (saving its memory and two graph edges); the
+/// backward recomputes it from `x`, which costs an `exp` per element.
+pub fn linear_after_gelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (outputs, inputs) = weight.dims2()?;
+    if x.dim(D::Minus1)? != inputs {
+        bail!(
+            "linear_after_gelu: input {:?} does not end in the weight's {inputs} inputs",
+            x.dims()
+        );
+    }
+    let mut dims = x.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = outputs;
+    }
+    let op = Linear {
+        tokens: x.elem_count() / inputs.max(1),
+        inputs,
+        outputs,
+        input: Arrangement::GeluRows,
+        output: Arrangement::Rows,
+        output_shape: Shape::from(dims),
+    };
+    op.apply(x, weight, bias)
+}
+
 /// How a `(tokens, width)` matrix is laid out in memory.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Arrangement {
     /// Row-major `(tokens, width)`.
     Rows,
+    /// Row-major, and the op reads GELU(tanh) of the values (inputs only).
+    GeluRows,
     /// `(batch, heads, seq, width / heads)` with tokens = batch·seq.
     Heads {
         batch: usize,
@@ -104,6 +134,7 @@ impl Arrangement {
     fn as_rows<'a>(&self, values: &'a [f32], width: usize) -> Cow<'a, [f32]> {
         match *self {
             Arrangement::Rows => Cow::Borrowed(values),
+            Arrangement::GeluRows => Cow::Owned(activation::map(values, simd::gelu_forward)),
             Arrangement::Heads { batch, heads, seq } => {
                 let head_dim = width / heads;
                 let mut rows = vec![0f32; values.len()];
@@ -124,7 +155,8 @@ impl Arrangement {
     /// Row-major `(tokens, width)` values in this arrangement.
     fn arrange_rows(&self, rows: Vec<f32>, width: usize) -> Vec<f32> {
         match *self {
-            Arrangement::Rows => rows,
+            // Gradients for GELU inputs go through `Linear::input_gradient`.
+            Arrangement::Rows | Arrangement::GeluRows => rows,
             Arrangement::Heads { batch, heads, seq } => {
                 let head_dim = width / heads;
                 let mut values = vec![0f32; rows.len()];
@@ -271,6 +303,9 @@ impl Linear {
     fn reference(&self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let rows = match self.input {
             Arrangement::Rows => x.reshape((self.tokens, self.inputs))?,
+            Arrangement::GeluRows => {
+                activation::reference(&x.reshape((self.tokens, self.inputs))?)?
+            }
             Arrangement::Heads { .. } => x
                 .transpose(1, 2)?
                 .contiguous()?
@@ -281,7 +316,7 @@ impl Linear {
             y = y.broadcast_add(bias)?;
         }
         match self.output {
-            Arrangement::Rows => y.reshape(self.output_shape.clone()),
+            Arrangement::Rows | Arrangement::GeluRows => y.reshape(self.output_shape.clone()),
             Arrangement::Heads { batch, heads, seq } => y
                 .reshape((batch, seq, heads, self.outputs / heads))?
                 .transpose(1, 2)?
@@ -329,11 +364,11 @@ impl Linear {
         bias: bool,
     ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
         let (tokens, inputs, outputs) = (self.tokens, self.inputs, self.outputs);
-        let (dx, dw, db) = with_values(x, |x| {
+        let (dx, dw, db) = with_values(x, |x_values| {
             with_values(weight, |weight| {
                 with_values(grad, |dy| {
                     let dy = self.output.as_rows(dy, outputs);
-                    let x = self.input.as_rows(x, inputs);
+                    let x = self.input.as_rows(x_values, inputs);
                     // dx = dy·W
                     let mut dx = vec![0f32; tokens * inputs];
                     matmul(
@@ -377,7 +412,14 @@ impl Linear {
                         }
                         db
                     });
-                    (self.input.arrange_rows(dx, inputs), dw, db)
+                    let dx = match self.input {
+                        // Through the activation: dx = d(GELU x) · GELU'(x).
+                        Arrangement::GeluRows => {
+                            activation::zip_map(x_values, &dx, simd::gelu_backward)
+                        }
+                        input => input.arrange_rows(dx, inputs),
+                    };
+                    (dx, dw, db)
                 })
             })
         })???;

@@ -13,7 +13,8 @@
 //!   `(batch, heads, seq, head_dim)` layout attention wants, so the head
 //!   split and merge are not separate ops.
 //! * [`layer_norm`]: forward and backward in one pass over each row.
-//! * [`gelu_tanh`]: GELU (tanh approximation) through one vectorised `exp`.
+//! * [`gelu_tanh`]: GELU (tanh approximation) through one vectorised `exp`;
+//!   [`linear_after_gelu`] folds it into the product that follows.
 //! * [`cross_entropy`]: log-softmax, target pick and weighted mean in one
 //!   op; its backward is `softmax - onehot` scaled.
 //! * [`add_positions`]: learned position rows added to every sequence.
@@ -33,7 +34,7 @@ mod simd;
 mod storage;
 
 pub use activation::gelu_tanh;
-pub use linear::{linear, linear_from_heads, linear_to_heads};
+pub use linear::{linear, linear_after_gelu, linear_from_heads, linear_to_heads};
 pub use loss::cross_entropy;
 pub use norm::layer_norm;
 pub use positions::add_positions;

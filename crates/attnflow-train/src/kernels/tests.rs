@@ -217,6 +217,15 @@ fn linear_matches_the_reference() {
         ],
         &|t| linear::linear_to_heads(&t[0], &t[1], Some(&t[2]), heads).unwrap(),
     );
+    check(
+        "linear after gelu",
+        &[
+            (x.clone(), shapes(&[batch, seq, inputs])),
+            (w.clone(), shapes(&[outputs, inputs])),
+            (b.clone(), shapes(&[outputs])),
+        ],
+        &|t| linear::linear_after_gelu(&t[0], &t[1], Some(&t[2])).unwrap(),
+    );
     // From heads: x is (batch, heads, seq, inputs / heads).
     check(
         "linear from heads",
