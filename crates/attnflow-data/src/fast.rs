@@ -10,9 +10,9 @@
 //! before this one, so it is left to the caller, which gets one
 //! [`UniqueKey`] per unique field of each record that passed.
 
-use crate::check::{
-    check_record, check_typed, malformed_violation, type_cell, Binding, UniqueKey, Violation,
-};
+use std::ops::Range;
+
+use crate::check::{check_record, malformed_violation, Binding, UniqueKey, Violation};
 use crate::pattern::FixedPattern;
 use crate::schema::{Bound, Field, OneOf, Schema};
 use crate::source::{record_from_line, BlockLayout, Body, Record};
@@ -88,12 +88,15 @@ enum FastOneOf {
 /// A short string, compared without a call to `memcmp`.
 struct ShortKey {
     bytes: Box<[u8]>,
+    /// The first eight bytes, zero padded (see [`cell_word`]).
+    word: u64,
 }
 
 impl ShortKey {
     fn new(bytes: &[u8]) -> Self {
         Self {
             bytes: bytes.into(),
+            word: word_of(bytes, false),
         }
     }
 
@@ -172,6 +175,7 @@ impl FieldPlan {
 
     /// The value of a non-null cell when it is one of the plain spellings
     /// whose value is certain, else `None`.
+    #[inline]
     fn value<'a>(&self, text: &'a str) -> Option<ValueRef<'a>> {
         let bytes = text.as_bytes();
         match self.field_type {
@@ -184,60 +188,108 @@ impl FieldPlan {
     }
 
     /// True only when `check_field` would find no violation in `value`.
+    #[inline]
     fn passes(&self, field: &Field, value: &ValueRef<'_>) -> bool {
-        if *value == ValueRef::Null {
-            return !self.required;
+        match value {
+            ValueRef::Null => !self.required,
+            ValueRef::Int(integer) => self.int_passes(*integer),
+            ValueRef::Float(number) => self.float_passes(*number),
+            ValueRef::Bool(_) => true,
+            ValueRef::Str(text) => self.text_passes(field, text),
+            ValueRef::Tokens(_) => false,
         }
-        if let Some(number) = value.as_f64() {
-            let below = |bound: Bound| match (value, bound) {
-                (ValueRef::Int(integer), Bound::Int(limit)) => *integer < limit,
-                (_, bound) => number < bound.as_f64(),
+    }
+
+    /// `check_field` on an integer: bounds (exact against integer bounds,
+    /// as f64 against float ones) and `one_of`.
+    #[inline]
+    fn int_passes(&self, integer: i64) -> bool {
+        let below = |bound: Bound| match bound {
+            Bound::Int(limit) => integer < limit,
+            Bound::Float(limit) => (integer as f64) < limit,
+        };
+        let above = |bound: Bound| match bound {
+            Bound::Int(limit) => integer > limit,
+            Bound::Float(limit) => integer as f64 > limit,
+        };
+        if self.min.is_some_and(below) || self.max.is_some_and(above) {
+            return false;
+        }
+        match &self.one_of {
+            FastOneOf::Ints(allowed) => allowed.contains(&integer),
+            _ => true,
+        }
+    }
+
+    /// `check_field` on a float: bounds, compared as f64.
+    #[inline]
+    fn float_passes(&self, number: f64) -> bool {
+        !(self.min.is_some_and(|bound| number < bound.as_f64())
+            || self.max.is_some_and(|bound| number > bound.as_f64()))
+    }
+
+    /// [`FieldPlan::text_passes`] on the cell `text` = `bytes[range]`,
+    /// comparing short `one_of` strings as words.
+    #[inline]
+    fn cell_passes(&self, field: &Field, bytes: &[u8], range: Range<usize>, text: &str) -> bool {
+        if let FastOneOf::Few(allowed) = &self.one_of {
+            let length = range.len();
+            let found = if length <= 8 {
+                let word = cell_word(bytes, range);
+                allowed
+                    .iter()
+                    .any(|item| item.bytes.len() == length && item.word == word)
+            } else {
+                allowed.iter().any(|item| item.is(text.as_bytes()))
             };
-            let above = |bound: Bound| match (value, bound) {
-                (ValueRef::Int(integer), Bound::Int(limit)) => *integer > limit,
-                (_, bound) => number > bound.as_f64(),
-            };
-            if self.min.is_some_and(below) || self.max.is_some_and(above) {
+            if !found {
                 return false;
             }
         }
-        match (value, &self.one_of) {
-            (ValueRef::Int(integer), FastOneOf::Ints(allowed)) if !allowed.contains(integer) => {
-                return false
-            }
-            (ValueRef::Str(text), FastOneOf::Few(allowed))
-                if !allowed.iter().any(|item| item.is(text.as_bytes())) =>
-            {
-                return false
-            }
-            (ValueRef::Str(text), FastOneOf::Strings(allowed)) if !allowed.contains(*text) => {
+        self.text_rest_passes(field, text)
+    }
+
+    /// `check_field` on a string: `one_of`, lengths, pattern.
+    #[inline]
+    fn text_passes(&self, field: &Field, text: &str) -> bool {
+        match &self.one_of {
+            FastOneOf::Few(allowed) if !allowed.iter().any(|item| item.is(text.as_bytes())) => {
                 return false
             }
             _ => {}
         }
-        if let ValueRef::Str(text) = value {
-            if self.min_length.is_some() || self.max_length.is_some() {
-                let length = if text.is_ascii() {
-                    text.len()
-                } else {
-                    text.chars().count()
-                };
-                if self.min_length.is_some_and(|min| length < min)
-                    || self.max_length.is_some_and(|max| length > max)
-                {
-                    return false;
-                }
+        self.text_rest_passes(field, text)
+    }
+
+    /// `check_field` on a string after `one_of`: lengths, pattern.
+    #[inline]
+    fn text_rest_passes(&self, field: &Field, text: &str) -> bool {
+        if let FastOneOf::Strings(allowed) = &self.one_of {
+            if !allowed.contains(text) {
+                return false;
             }
-            if let Some(regex) = &field.regex {
-                // A compiled pattern says no to non-ASCII text it cannot
-                // judge; the general path then asks the regex.
-                let matched = match &self.pattern {
-                    Some(pattern) => pattern.matches(text.as_bytes()),
-                    None => regex.is_match(text),
-                };
-                if !matched {
-                    return false;
-                }
+        }
+        if self.min_length.is_some() || self.max_length.is_some() {
+            let length = if text.is_ascii() {
+                text.len()
+            } else {
+                text.chars().count()
+            };
+            if self.min_length.is_some_and(|min| length < min)
+                || self.max_length.is_some_and(|max| length > max)
+            {
+                return false;
+            }
+        }
+        if let Some(regex) = &field.regex {
+            // A compiled pattern says no to non-ASCII text it cannot
+            // judge; the general path then asks the regex.
+            let matched = match &self.pattern {
+                Some(pattern) => pattern.matches(text.as_bytes()),
+                None => regex.is_match(text),
+            };
+            if !matched {
+                return false;
             }
         }
         true
@@ -309,18 +361,148 @@ fn parse_float(bytes: &[u8]) -> Option<f64> {
     Some(if negative { -value } else { value })
 }
 
+/// Up to eight bytes as a little-endian word, lowercased when `lower`.
+const fn word_of(bytes: &[u8], lower: bool) -> u64 {
+    let mut word = 0u64;
+    let mut index = 0;
+    while index < bytes.len() && index < 8 {
+        let byte = if lower {
+            bytes[index].to_ascii_lowercase()
+        } else {
+            bytes[index]
+        };
+        word |= (byte as u64) << (8 * index);
+        index += 1;
+    }
+    word
+}
+
+/// The cell `bytes[range]` of at most eight bytes as a little-endian word,
+/// zero padded: one load where eight bytes can be read from its start.
+#[inline]
+fn cell_word(bytes: &[u8], range: Range<usize>) -> u64 {
+    let length = range.len();
+    let word = match bytes[range.start..].first_chunk::<8>() {
+        Some(eight) => u64::from_le_bytes(*eight),
+        None => word_of(&bytes[range], false),
+    };
+    if length >= 8 {
+        word
+    } else {
+        word & ((1u64 << (8 * length)) - 1)
+    }
+}
+
+/// [`parse_int`] of `bytes[range]`; up to eight digits are read as one
+/// word and converted without a loop (the SWAR method of simdjson).
+#[inline]
+fn parse_int_at(bytes: &[u8], range: Range<usize>) -> Option<i64> {
+    let (negative, digits) = match bytes.get(range.start) {
+        Some(b'-') if range.len() > 1 => (true, range.start + 1..range.end),
+        _ => (false, range.clone()),
+    };
+    let length = digits.len();
+    if length == 0 || length > 8 {
+        return parse_int(&bytes[range]);
+    }
+    // The digits in the high bytes, '0's before them: the number's value.
+    let pad = 8 - length;
+    let word = cell_word(bytes, digits);
+    let word = if pad == 0 {
+        word
+    } else {
+        (word << (8 * pad)) | (0x3030_3030_3030_3030 & ((1u64 << (8 * pad)) - 1))
+    };
+    let high = 0xF0F0_F0F0_F0F0_F0F0u64;
+    if (word & high) | ((word.wrapping_add(0x0606_0606_0606_0606) & high) >> 4)
+        != 0x3333_3333_3333_3333
+    {
+        return None;
+    }
+    let mut value = (word & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(2561) >> 8;
+    value = (value & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601) >> 16;
+    value = (value & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32;
+    let value = value as i64;
+    Some(if negative { -value } else { value })
+}
+
+/// A spelling of at most seven bytes as its word with its length in the
+/// top byte, so that cells with trailing NUL bytes do not compare equal.
+const fn spelled(text: &[u8]) -> u64 {
+    word_of(text, false) | (text.len() as u64) << 56
+}
+
+/// [`parse_bool`] of a cell given as its [`cell_word`] and length, for the
+/// usual spellings (all lower, all upper, or capitalised); others give
+/// `None` (and go to the general path).
+#[inline]
+fn parse_bool_word(word: u64, length: usize) -> Option<bool> {
+    const TRUE: [u64; 11] = [
+        spelled(b"true"),
+        spelled(b"True"),
+        spelled(b"TRUE"),
+        spelled(b"t"),
+        spelled(b"T"),
+        spelled(b"yes"),
+        spelled(b"Yes"),
+        spelled(b"YES"),
+        spelled(b"y"),
+        spelled(b"Y"),
+        spelled(b"1"),
+    ];
+    const FALSE: [u64; 11] = [
+        spelled(b"false"),
+        spelled(b"False"),
+        spelled(b"FALSE"),
+        spelled(b"f"),
+        spelled(b"F"),
+        spelled(b"no"),
+        spelled(b"No"),
+        spelled(b"NO"),
+        spelled(b"n"),
+        spelled(b"N"),
+        spelled(b"0"),
+    ];
+    if length == 0 || length > 5 {
+        return None;
+    }
+    let key = word | (length as u64) << 56;
+    if TRUE.contains(&key) {
+        Some(true)
+    } else if FALSE.contains(&key) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 fn parse_bool(bytes: &[u8]) -> Option<bool> {
+    const TRUE: [u64; 5] = [
+        word_of(b"true", false),
+        word_of(b"t", false),
+        word_of(b"yes", false),
+        word_of(b"y", false),
+        word_of(b"1", false),
+    ];
+    const FALSE: [u64; 5] = [
+        word_of(b"false", false),
+        word_of(b"f", false),
+        word_of(b"no", false),
+        word_of(b"n", false),
+        word_of(b"0", false),
+    ];
     if bytes.is_empty() || bytes.len() > 5 {
         return None;
     }
-    let mut word = [0u8; 5];
-    for (lower, byte) in word.iter_mut().zip(bytes) {
-        *lower = byte.to_ascii_lowercase();
-    }
-    match &word[..bytes.len()] {
-        b"true" | b"t" | b"yes" | b"y" | b"1" => Some(true),
-        b"false" | b"f" | b"no" | b"n" | b"0" => Some(false),
-        _ => None,
+    // The words differ in length where they differ in bytes, and no word
+    // has a zero byte, so comparing the zero-padded words compares both.
+    let word = word_of(bytes, true);
+    if TRUE.contains(&word) {
+        Some(true)
+    } else if FALSE.contains(&word) {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -358,10 +540,11 @@ impl<'a> Splitter<'a> {
         self.pending = newlines | delimiters;
     }
 
-    /// Pushes the delimiters of the next line onto `delimiters` and returns
-    /// the offset of its newline; `None` at the end of the block.
+    /// Pushes where each field after a delimiter of the next line starts
+    /// onto `starts` and returns the offset of its newline; `None` at the
+    /// end of the block. Blocks are shorter than 4 GiB.
     #[inline]
-    fn next_line(&mut self, delimiters: &mut Vec<usize>) -> Option<usize> {
+    fn next_line(&mut self, starts: &mut Vec<u32>) -> Option<usize> {
         loop {
             while self.pending != 0 {
                 let bit = self.pending.trailing_zeros();
@@ -370,7 +553,7 @@ impl<'a> Splitter<'a> {
                 if self.newlines >> bit & 1 == 1 {
                     return Some(at);
                 }
-                delimiters.push(at);
+                starts.push(at as u32 + 1);
             }
             self.base += 64;
             if self.base >= self.block.len() {
@@ -381,11 +564,19 @@ impl<'a> Splitter<'a> {
     }
 }
 
-/// Reused per worker: field offsets of the current line and typed values.
+/// Reused per worker: the block's rows and fields, verdicts, values.
 #[derive(Default)]
 pub(crate) struct Scratch {
-    delimiters: Vec<usize>,
     values: Vec<ValueRef<'static>>,
+    /// Non-blank lines of the block.
+    rows: Vec<Row>,
+    /// Field starts of the plain rows, `width + 1` apiece (the last is
+    /// one past the end of the last field).
+    bounds: Vec<u32>,
+    /// Per plain row: every field so far certainly valid.
+    sure: Vec<bool>,
+    /// Per plain row, the unique keys.
+    keys: Vec<UniqueKey>,
 }
 
 /// Empties a vector of values and hands its allocation to another lifetime.
@@ -492,6 +683,13 @@ impl<'s> BlockChecker<'s> {
 
     /// Checks a block of whole, quote-free lines whose first line is
     /// `first_line` of the file.
+    ///
+    /// Column by column: the lines are first split into fields, then each
+    /// field's plan runs down its column (one type, one set of constraints,
+    /// so the loop stays tight), marking the rows it cannot pass for sure.
+    /// Rows marked, and lines that are not plain (a wrong field count, or
+    /// invalid UTF-8 in the block), then go through the general code one by
+    /// one.
     pub(crate) fn check_block(
         &self,
         block: &[u8],
@@ -501,170 +699,297 @@ impl<'s> BlockChecker<'s> {
         scratch: &mut Scratch,
     ) {
         out.clear();
-        // One validation for the block; lines are checked one by one only
-        // when it fails (their fields are then re-read by the general parser).
+        // One validation for the block; when it fails, every line is read
+        // by the general parser, which finds the field at fault.
         let text = std::str::from_utf8(block).ok();
-        let mut line = first_line;
-        let mut start = 0;
-        let delimiters = &mut scratch.delimiters;
-        let mut values: Vec<ValueRef<'_>> = recycle(std::mem::take(&mut scratch.values));
-        let mut splitter = Splitter::new(block, layout.delimiter);
-        while start < block.len() {
-            delimiters.clear();
-            // The block ends with a newline, so every line has one.
-            let Some(end) = splitter.next_line(delimiters) else {
-                break;
-            };
-            let this_line = line;
-            let record_start = start;
-            line += 1;
-            start = end + 1;
-            let content = &block[record_start..end];
-            if content.is_empty() || content == b"\r" {
-                continue;
-            }
-            let fields = delimiters.len() + 1;
-            let plain =
-                text.filter(|_| layout.expected_columns == 0 || fields == layout.expected_columns);
-            let passed = match plain {
-                Some(text) => {
-                    // The last field loses one trailing carriage return.
+        let width = layout.expected_columns;
+        let rows = &mut scratch.rows;
+        let bounds = &mut scratch.bounds;
+        rows.clear();
+        bounds.clear();
+        {
+            let mut splitter = Splitter::new(block, layout.delimiter);
+            let mut line = first_line;
+            let mut start = 0;
+            let mut plain_rows = 0u32;
+            loop {
+                let mark = bounds.len();
+                bounds.push(start as u32);
+                // The block ends with a newline, so every line has one.
+                let Some(end) = splitter.next_line(bounds) else {
+                    bounds.truncate(mark);
+                    break;
+                };
+                let row_start = start;
+                let row_line = line;
+                line += 1;
+                start = end + 1;
+                let content = &block[row_start..end];
+                if content.is_empty() || content == b"\r" {
+                    bounds.truncate(mark);
+                    continue;
+                }
+                let plain = text.is_some() && width > 0 && bounds.len() - mark == width;
+                let slot = if plain {
+                    // Field i spans bounds[i]..bounds[i + 1] - 1; the last
+                    // loses one trailing carriage return.
                     let last_end = if block[end - 1] == b'\r' {
                         end - 1
                     } else {
                         end
                     };
-                    let cell = |column: usize| -> Option<&str> {
-                        if column >= fields {
-                            return None;
+                    bounds.push(last_end as u32 + 1);
+                    plain_rows += 1;
+                    plain_rows - 1
+                } else {
+                    bounds.truncate(mark);
+                    NOT_PLAIN
+                };
+                rows.push(Row {
+                    line: row_line,
+                    start: row_start,
+                    end: end + 1,
+                    slot,
+                });
+            }
+        }
+        let stride = width + 1;
+        let plain_rows = bounds.len() / stride.max(1);
+        let unique_count = self.unique_fields.len();
+        let sure = &mut scratch.sure;
+        sure.clear();
+        sure.resize(plain_rows, true);
+        let keys = &mut scratch.keys;
+        keys.clear();
+        keys.resize(plain_rows * unique_count, UniqueKey::Null);
+        if let Some(text) = text.filter(|_| plain_rows > 0) {
+            let mut unique_slot = 0;
+            for (plan, field) in self.plans.iter().zip(&self.schema.fields) {
+                self.check_column(
+                    plan,
+                    field,
+                    text,
+                    bounds,
+                    stride,
+                    sure,
+                    keys,
+                    unique_slot,
+                    unique_count,
+                );
+                unique_slot += usize::from(plan.unique);
+            }
+        }
+        let mut values: Vec<ValueRef<'_>> = recycle(std::mem::take(&mut scratch.values));
+        for row in rows.iter() {
+            let slot = row.slot as usize;
+            let mut passed = row.slot != NOT_PLAIN && sure[slot];
+            if passed && self.keep_values {
+                // Rules and JSON need the values; the column pass found
+                // every one of them certain.
+                let text = text.unwrap_or_default();
+                let cells = &bounds[slot * stride..(slot + 1) * stride];
+                values.clear();
+                for plan in &self.plans {
+                    let value = match plan.column.filter(|&column| column < width) {
+                        None => ValueRef::Null,
+                        Some(column) => {
+                            let cell =
+                                &text[cells[column] as usize..cells[column + 1] as usize - 1];
+                            if self.nulls.contains(cell.as_bytes()) {
+                                ValueRef::Null
+                            } else {
+                                plan.value(cell).unwrap_or(ValueRef::Null)
+                            }
                         }
-                        let from = if column == 0 {
-                            record_start
-                        } else {
-                            delimiters[column - 1] + 1
-                        };
-                        let to = if column + 1 == fields {
-                            last_end.max(from)
-                        } else {
-                            delimiters[column]
-                        };
-                        Some(&text[from..to])
                     };
-                    values.clear();
-                    let keys_before = out.keys.len();
-                    let mut sure = true;
-                    for (plan, field) in self.plans.iter().zip(&self.schema.fields) {
-                        let value = match plan.column.and_then(cell) {
-                            None => ValueRef::Null,
-                            Some(text) if self.nulls.contains(text.as_bytes()) => ValueRef::Null,
-                            Some(text) => match plan.value(text) {
-                                Some(value) => value,
-                                None => {
-                                    sure = false;
-                                    break;
-                                }
-                            },
-                        };
-                        if !plan.passes(field, &value) {
-                            sure = false;
-                            break;
-                        }
-                        if plan.unique {
-                            out.keys.push(UniqueKey::of(&value));
-                        }
-                        if self.keep_values {
-                            values.push(value);
-                        }
-                    }
-                    let sure = sure
-                        && self
-                            .schema
-                            .rules
-                            .iter()
-                            .all(|rule| rule.expr.holds(&values) != Some(false));
-                    if sure {
-                        if let Some(keys) = &self.json_keys {
-                            crate::run::append_record_json(&mut out.json, keys, &values);
-                            out.json_ends.push(out.json.len());
-                        }
-                        true
-                    } else {
-                        out.keys.truncate(keys_before);
-                        // The general path decides, with its messages.
-                        let typed =
-                            self.plans
-                                .iter()
-                                .zip(&self.schema.fields)
-                                .map(|(plan, field)| {
-                                    type_cell(self.schema, field, plan.column.and_then(cell))
-                                });
-                        match check_typed(self.schema, typed, recycle(std::mem::take(&mut values)))
-                        {
-                            Ok(checked) => {
-                                self.passed(&checked, out);
-                                values = checked;
-                                true
-                            }
-                            Err(violations) => {
-                                let record =
-                                    record_from_line(&block[record_start..=end], this_line, layout);
-                                out.failed.push((Some(record), violations));
-                                false
-                            }
-                        }
+                    values.push(value);
+                }
+                passed = self
+                    .schema
+                    .rules
+                    .iter()
+                    .all(|rule| rule.expr.holds(&values) != Some(false));
+                if passed {
+                    if let Some(json_keys) = &self.json_keys {
+                        crate::run::append_record_json(&mut out.json, json_keys, &values);
+                        out.json_ends.push(out.json.len());
                     }
                 }
-                None => {
-                    // Invalid UTF-8 somewhere in the block, or a wrong
-                    // column count: the general parser builds the record.
-                    let record = record_from_line(&block[record_start..=end], this_line, layout);
-                    let verdict = match &record.body {
-                        Body::Malformed(fault) => Err(vec![malformed_violation(&record, fault)]),
-                        _ => match check_record(self.schema, &record, &self.binding, Vec::new()) {
-                            Ok(checked) => {
-                                self.passed(&checked, out);
-                                Ok(())
-                            }
-                            Err(violations) => Err(violations),
-                        },
-                    };
-                    match verdict {
-                        Ok(()) => {
-                            out.entries.push(Entry {
-                                line: this_line,
-                                start: record_start,
-                                end: end + 1,
-                                failed: PASSED,
-                            });
-                        }
-                        Err(violations) => {
-                            out.failed.push((Some(record), violations));
-                            out.entries.push(Entry {
-                                line: this_line,
-                                start: record_start,
-                                end: end + 1,
-                                failed: (out.failed.len() - 1) as u32,
-                            });
-                        }
-                    }
-                    continue;
-                }
-            };
+            }
             let failed = if passed {
+                out.keys
+                    .extend_from_slice(&keys[slot * unique_count..(slot + 1) * unique_count]);
                 PASSED
             } else {
-                (out.failed.len() - 1) as u32
+                // The general path decides, with its messages.
+                let record = record_from_line(&block[row.start..row.end], row.line, layout);
+                let verdict = match &record.body {
+                    Body::Malformed(fault) => Err(vec![malformed_violation(&record, fault)]),
+                    _ => match check_record(
+                        self.schema,
+                        &record,
+                        &self.binding,
+                        recycle(std::mem::take(&mut values)),
+                    ) {
+                        Ok(checked) => {
+                            self.passed(&checked, out);
+                            values = recycle(checked);
+                            Ok(())
+                        }
+                        Err(violations) => Err(violations),
+                    },
+                };
+                match verdict {
+                    Ok(()) => PASSED,
+                    Err(violations) => {
+                        out.failed.push((Some(record), violations));
+                        (out.failed.len() - 1) as u32
+                    }
+                }
             };
             out.entries.push(Entry {
-                line: this_line,
-                start: record_start,
-                end: end + 1,
+                line: row.line,
+                start: row.start,
+                end: row.end,
                 failed,
             });
         }
         scratch.values = recycle(values);
     }
+
+    /// Runs one field's plan down its column of the plain rows: clears
+    /// `sure[row]` where the value is not certainly valid, and stores the
+    /// unique key of the rest.
+    #[allow(clippy::too_many_arguments)]
+    fn check_column(
+        &self,
+        plan: &FieldPlan,
+        field: &Field,
+        text: &str,
+        bounds: &[u32],
+        stride: usize,
+        sure: &mut [bool],
+        keys: &mut [UniqueKey],
+        unique_slot: usize,
+        unique_count: usize,
+    ) {
+        let Some(column) = plan.column.filter(|&column| column + 1 < stride) else {
+            // An absent column reads as null in every row.
+            let passes = plan.passes(field, &ValueRef::Null);
+            for flag in sure.iter_mut() {
+                *flag &= passes;
+            }
+            return;
+        };
+        let null_passes = !plan.required;
+        let bytes = text.as_bytes();
+        let range = |row: usize| {
+            let at = row * stride + column;
+            bounds[at] as usize..bounds[at + 1] as usize - 1
+        };
+        let cell = |row: usize| &bytes[range(row)];
+        // One loop per type, so each runs without re-deciding what to do.
+        match plan.field_type {
+            FieldType::Int => {
+                for (row, flag) in sure.iter_mut().enumerate() {
+                    let range = range(row);
+                    let cell = &bytes[range.clone()];
+                    let key = if self.nulls.contains(cell) {
+                        *flag &= null_passes;
+                        UniqueKey::Null
+                    } else {
+                        match parse_int_at(bytes, range) {
+                            Some(value) if plan.int_passes(value) => UniqueKey::Int(value),
+                            _ => {
+                                *flag = false;
+                                continue;
+                            }
+                        }
+                    };
+                    if plan.unique {
+                        keys[row * unique_count + unique_slot] = key;
+                    }
+                }
+            }
+            FieldType::Float => {
+                for (row, flag) in sure.iter_mut().enumerate() {
+                    let cell = cell(row);
+                    let value = if self.nulls.contains(cell) {
+                        *flag &= null_passes;
+                        ValueRef::Null
+                    } else {
+                        match parse_float(cell) {
+                            Some(value) if plan.float_passes(value) => ValueRef::Float(value),
+                            _ => {
+                                *flag = false;
+                                continue;
+                            }
+                        }
+                    };
+                    if plan.unique {
+                        keys[row * unique_count + unique_slot] = UniqueKey::of(&value);
+                    }
+                }
+            }
+            FieldType::Bool => {
+                for (row, flag) in sure.iter_mut().enumerate() {
+                    let cell = cell(row);
+                    let value = if self.nulls.contains(cell) {
+                        *flag &= null_passes;
+                        ValueRef::Null
+                    } else {
+                        let range = range(row);
+                        match parse_bool_word(cell_word(bytes, range.clone()), range.len()) {
+                            Some(value) => ValueRef::Bool(value),
+                            None => {
+                                *flag = false;
+                                continue;
+                            }
+                        }
+                    };
+                    if plan.unique {
+                        keys[row * unique_count + unique_slot] = UniqueKey::of(&value);
+                    }
+                }
+            }
+            FieldType::String => {
+                for (row, flag) in sure.iter_mut().enumerate() {
+                    let range = range(row);
+                    let cell = &text[range.clone()];
+                    let value = if self.nulls.contains(cell.as_bytes()) {
+                        *flag &= null_passes;
+                        ValueRef::Null
+                    } else if plan.cell_passes(field, bytes, range, cell) {
+                        ValueRef::Str(cell)
+                    } else {
+                        *flag = false;
+                        continue;
+                    };
+                    if plan.unique {
+                        keys[row * unique_count + unique_slot] = UniqueKey::of(&value);
+                    }
+                }
+            }
+            // Token lists always take the general path.
+            FieldType::Tokens => sure.fill(false),
+        }
+    }
 }
+
+/// A non-blank line of a block.
+#[derive(Debug, Clone, Copy)]
+struct Row {
+    line: u64,
+    start: usize,
+    /// Just past the newline.
+    end: usize,
+    /// Index among the plain rows, or [`NOT_PLAIN`].
+    slot: u32,
+}
+
+/// `Row::slot` of a line with the wrong field count or in a block that is
+/// not valid UTF-8.
+const NOT_PLAIN: u32 = u32::MAX;
 
 #[cfg(test)]
 mod tests {
@@ -740,6 +1065,50 @@ mod tests {
                 assert!(!ShortKey::new(&key).is(&text), "{length} {at}");
             }
         }
+    }
+
+    proptest! {
+        #[test]
+        fn word_parsers_agree_with_the_byte_parsers(
+            text in prop_oneof!["-?[0-9]{0,10}", "[-+ 0-9a-zA-Z\\x00/:]{0,9}", "(true|True|TRUE|tRUE|t|yes|YES|y|1|false|False|f|no|NO|n|0)\\x00?"],
+            before in 0usize..12,
+            after in 0usize..12,
+        ) {
+            // The cell inside a longer buffer, as in a block, and at its end.
+            let mut buffer = vec![b'9'; before];
+            buffer.extend_from_slice(text.as_bytes());
+            let range = before..before + text.len();
+            buffer.extend(std::iter::repeat_n(b'7', after));
+            prop_assert_eq!(parse_int_at(&buffer, range.clone()), parse_int(text.as_bytes()));
+            if text.len() <= 8 {
+                prop_assert_eq!(cell_word(&buffer, range.clone()), word_of(text.as_bytes(), false));
+                if let Some(flag) = parse_bool_word(cell_word(&buffer, range.clone()), text.len()) {
+                    prop_assert_eq!(Some(flag), parse_bool(text.as_bytes()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn usual_boolean_spellings_are_words() {
+        for (text, flag) in [
+            ("true", true),
+            ("False", false),
+            ("YES", true),
+            ("n", false),
+            ("1", true),
+        ] {
+            assert_eq!(
+                parse_bool_word(word_of(text.as_bytes(), false), text.len()),
+                Some(flag)
+            );
+        }
+        assert_eq!(parse_bool_word(word_of(b"t\0", false), 2), None);
+        assert_eq!(parse_bool_word(0, 0), None);
+        assert_eq!(parse_int_at(b"12345678", 0..8), Some(12_345_678));
+        assert_eq!(parse_int_at(b"-0", 0..2), Some(0));
+        assert_eq!(parse_int_at(b"-", 0..1), None);
+        assert_eq!(parse_int_at(b"1\x002", 0..3), None);
     }
 
     #[test]

@@ -19,6 +19,9 @@ const INITIAL_BUFFER: usize = 256 * 1024;
 /// Below this `max_record_bytes`, blocks would be too small to help.
 const MIN_BLOCK: usize = 4096;
 
+/// Blocks stay below 4 GiB, so offsets inside them fit in `u32`.
+const MAX_BLOCK: usize = 1 << 30;
+
 /// Streaming CSV source with quarantine-friendly error recovery.
 pub struct CsvSource<R> {
     input: R,
@@ -536,7 +539,9 @@ impl<R: Read + Send> RecordSource for CsvSource<R> {
         // Whole lines, each no longer than `max_record_bytes` (so none can
         // be too long, whatever the buffer), before the first quote: there
         // every newline ends a record, as `next_record` would find.
-        let limit = (self.filled - self.position).min(self.max_record_bytes);
+        let limit = (self.filled - self.position)
+            .min(self.max_record_bytes)
+            .min(MAX_BLOCK);
         let unread = &self.buffer[self.position..self.position + limit];
         let clean = match find_byte(unread, self.quote) {
             Some(quote) => &unread[..quote],
