@@ -136,14 +136,14 @@ impl Arrangement {
             Arrangement::Rows => Cow::Borrowed(values),
             Arrangement::GeluRows => Cow::Owned(activation::map(values, simd::gelu_forward)),
             Arrangement::Heads { batch, heads, seq } => {
+                // Written in destination order: no zeroing first.
                 let head_dim = width / heads;
-                let mut rows = vec![0f32; values.len()];
+                let mut rows = Vec::with_capacity(values.len());
                 for b in 0..batch {
-                    for h in 0..heads {
-                        for s in 0..seq {
+                    for s in 0..seq {
+                        for h in 0..heads {
                             let from = ((b * heads + h) * seq + s) * head_dim;
-                            let to = (b * seq + s) * width + h * head_dim;
-                            rows[to..to + head_dim].copy_from_slice(&values[from..from + head_dim]);
+                            rows.extend_from_slice(&values[from..from + head_dim]);
                         }
                     }
                 }
@@ -159,13 +159,12 @@ impl Arrangement {
             Arrangement::Rows | Arrangement::GeluRows => rows,
             Arrangement::Heads { batch, heads, seq } => {
                 let head_dim = width / heads;
-                let mut values = vec![0f32; rows.len()];
+                let mut values = Vec::with_capacity(rows.len());
                 for b in 0..batch {
                     for h in 0..heads {
                         for s in 0..seq {
-                            let to = ((b * heads + h) * seq + s) * head_dim;
                             let from = (b * seq + s) * width + h * head_dim;
-                            values[to..to + head_dim].copy_from_slice(&rows[from..from + head_dim]);
+                            values.extend_from_slice(&rows[from..from + head_dim]);
                         }
                     }
                 }
@@ -194,33 +193,82 @@ pub(super) struct Operand<'a> {
 
 /// Fewest multiply-adds per block worth a task of its own.
 const BLOCK_WORK: usize = 1 << 20;
-/// Most blocks one product is split into, and fewest rows per block.
-const MAX_BLOCKS: usize = 8;
-const MIN_BLOCK_ROWS: usize = 32;
+/// Most blocks one product is split into.
+const MAX_BLOCKS: usize = 4;
+/// Block widths are multiples of this many columns (one AVX-512 register).
+const BLOCK_COLUMNS: usize = 16;
+
+/// The destination pointer shared by the blocks of one product; each block
+/// writes only its own columns.
+struct Destination(*mut f32);
+// SAFETY: blocks write disjoint columns of the destination (see `matmul`).
+unsafe impl Sync for Destination {}
+
+impl Destination {
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
 
 /// `dst (m×n, row-major) = [dst +] lhs·rhs` with `lhs` `m×k`, `rhs` `k×n`.
 ///
-/// Large products are split into blocks of output rows, each a
-/// single-threaded `gemm` call, spread over the rayon pool: measured on the
-/// benchmark's shapes, about twice the throughput of `gemm`'s own rayon
-/// split on two cores (which synchronises per depth chunk). The blocks
-/// depend on the shape only, never on the number of threads, so the result
-/// is the same bits on any machine.
+/// Large products are split into up to four blocks of output columns, each
+/// a single-threaded `gemm` call, spread over the rayon pool. Measured on
+/// the benchmark's shapes on two cores: about twice the throughput of
+/// `gemm`'s own rayon split (which synchronises per depth chunk); splitting
+/// rows into eight blocks instead lost up to half of it to packing the
+/// shared operand once per block. The blocks depend on the shape only,
+/// never on the number of threads, so the result is the same bits on any
+/// machine.
 pub(super) fn matmul(
     dst: &mut [f32],
+    accumulate: bool,
+    shape: (usize, usize, usize),
+    lhs: Operand<'_>,
+    rhs: Operand<'_>,
+) {
+    assert_eq!(dst.len(), shape.0 * shape.1, "matmul: destination size");
+    if shape.2 == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: dst is m×n initialised values.
+    unsafe { matmul_raw(dst.as_mut_ptr(), accumulate, shape, lhs, rhs) }
+}
+
+/// `lhs·rhs` into a new `m×n` row-major vector, never zeroed first.
+pub(super) fn product(
+    shape: (usize, usize, usize),
+    lhs: Operand<'_>,
+    rhs: Operand<'_>,
+) -> Vec<f32> {
+    let (m, n, k) = shape;
+    if k == 0 {
+        return vec![0f32; m * n];
+    }
+    let mut dst = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: gemm without `read_dst` writes every one of the m×n elements
+    // and reads none, so they are initialised when the length is set.
+    unsafe {
+        matmul_raw(dst.as_mut_ptr(), false, shape, lhs, rhs);
+        dst.set_len(m * n);
+    }
+    dst
+}
+
+/// # Safety
+/// `dst` must be valid for writes of `m×n` elements (and for reads when
+/// `accumulate`), not aliasing `lhs` or `rhs`; `k > 0`.
+unsafe fn matmul_raw(
+    dst: *mut f32,
     accumulate: bool,
     (m, n, k): (usize, usize, usize),
     lhs: Operand<'_>,
     rhs: Operand<'_>,
 ) {
-    assert_eq!(dst.len(), m * n, "matmul: destination size");
     if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
         return;
     }
     let last = |operand: &Operand<'_>, rows: usize, columns: usize| {
@@ -228,30 +276,31 @@ pub(super) fn matmul(
     };
     assert!(last(&lhs, m, k) < lhs.values.len(), "matmul: lhs bounds");
     assert!(last(&rhs, k, n) < rhs.values.len(), "matmul: rhs bounds");
-    let blocks = (m * n * k / BLOCK_WORK)
-        .min(MAX_BLOCKS)
-        .min(m / MIN_BLOCK_ROWS)
-        .max(1);
-    let rows = m.div_ceil(blocks);
-    let block = |index: usize, dst: &mut [f32]| {
-        let block_rows = dst.len() / n;
-        let lhs_block = &lhs.values[index * rows * lhs.row..];
+    let wanted = (m * n * k / BLOCK_WORK).clamp(1, MAX_BLOCKS);
+    let columns = n.div_ceil(wanted).div_ceil(BLOCK_COLUMNS) * BLOCK_COLUMNS;
+    let blocks = n.div_ceil(columns);
+    let destination = Destination(dst);
+    let block = |index: usize| {
+        let first = index * columns;
+        let width = columns.min(n - first);
         // SAFETY: the asserts above keep every element gemm reads inside
-        // lhs and rhs (this block's rows are a sub-range of lhs's); dst is
-        // this block's own `block_rows × n` slice, aliasing neither.
+        // lhs and rhs (this block's columns are a sub-range of rhs's), and
+        // every element it writes inside dst: rows 0..m, columns
+        // first..first + width of the m×n destination, which no other block
+        // writes and which (the caller guarantees) aliases neither operand.
         unsafe {
             gemm::gemm(
-                block_rows,
-                n,
+                m,
+                width,
                 k,
-                dst.as_mut_ptr(),
+                destination.at(first),
                 1,
                 n as isize,
                 accumulate,
-                lhs_block.as_ptr(),
+                lhs.values.as_ptr(),
                 lhs.column as isize,
                 lhs.row as isize,
-                rhs.values.as_ptr(),
+                rhs.values.as_ptr().add(first * rhs.column),
                 rhs.column as isize,
                 rhs.row as isize,
                 1.0,
@@ -264,14 +313,9 @@ pub(super) fn matmul(
         }
     };
     if blocks > 1 && rayon::current_num_threads() > 1 {
-        dst.par_chunks_mut(rows * n)
-            .enumerate()
-            .with_max_len(1)
-            .for_each(|(index, dst)| block(index, dst));
+        (0..blocks).into_par_iter().with_max_len(1).for_each(block);
     } else {
-        for (index, dst) in dst.chunks_mut(rows * n).enumerate() {
-            block(index, dst);
-        }
+        (0..blocks).for_each(block);
     }
 }
 
@@ -330,28 +374,29 @@ impl Linear {
             bail!("linear: operand sizes changed since the op was built");
         }
         let x = self.input.as_rows(x, inputs);
-        let mut y = vec![0f32; tokens * outputs];
-        if let Some(bias) = bias {
-            for row in y.chunks_exact_mut(outputs) {
-                row.copy_from_slice(bias);
+        let shape = (tokens, outputs, inputs);
+        let lhs = Operand {
+            values: &x,
+            row: inputs,
+            column: 1,
+        };
+        // Wᵀ: element (p, o) is W[o, p].
+        let rhs = Operand {
+            values: weight,
+            row: 1,
+            column: inputs,
+        };
+        let y = match bias {
+            Some(bias) => {
+                let mut y = Vec::with_capacity(tokens * outputs);
+                for _ in 0..tokens {
+                    y.extend_from_slice(bias);
+                }
+                matmul(&mut y, true, shape, lhs, rhs);
+                y
             }
-        }
-        matmul(
-            &mut y,
-            bias.is_some(),
-            (tokens, outputs, inputs),
-            Operand {
-                values: &x,
-                row: inputs,
-                column: 1,
-            },
-            // Wᵀ: element (p, o) is W[o, p].
-            Operand {
-                values: weight,
-                row: 1,
-                column: inputs,
-            },
-        );
+            None => product(shape, lhs, rhs),
+        };
         Ok(self.output.arrange_rows(y, outputs))
     }
 
@@ -370,10 +415,7 @@ impl Linear {
                     let dy = self.output.as_rows(dy, outputs);
                     let x = self.input.as_rows(x_values, inputs);
                     // dx = dy·W
-                    let mut dx = vec![0f32; tokens * inputs];
-                    matmul(
-                        &mut dx,
-                        false,
+                    let dx = product(
                         (tokens, inputs, outputs),
                         Operand {
                             values: &dy,
@@ -387,10 +429,7 @@ impl Linear {
                         },
                     );
                     // dW = dyᵀ·x
-                    let mut dw = vec![0f32; outputs * inputs];
-                    matmul(
-                        &mut dw,
-                        false,
+                    let dw = product(
                         (outputs, inputs, tokens),
                         Operand {
                             values: &dy,
