@@ -394,7 +394,7 @@ fn cell_word(bytes: &[u8], range: Range<usize>) -> u64 {
 }
 
 /// [`parse_int`] of `bytes[range]`; up to eight digits are read as one
-/// word and converted without a loop (the SWAR method of simdjson).
+/// word and converted without a loop.
 #[inline]
 fn parse_int_at(bytes: &[u8], range: Range<usize>) -> Option<i64> {
     let (negative, digits) = match bytes.get(range.start) {
@@ -405,9 +405,17 @@ fn parse_int_at(bytes: &[u8], range: Range<usize>) -> Option<i64> {
     if length == 0 || length > 8 {
         return parse_int(&bytes[range]);
     }
-    // The digits in the high bytes, '0's before them: the number's value.
-    let pad = 8 - length;
-    let word = cell_word(bytes, digits);
+    let value = digit_word(cell_word(bytes, digits), length)? as i64;
+    Some(if negative { -value } else { value })
+}
+
+/// The value of `count` (1 to 8) ASCII digits held in the low bytes of
+/// `word`, first digit lowest; `None` when one is not a digit. The SWAR
+/// method of simdjson: '0's are put before the digits, all eight bytes
+/// are checked at once, and three multiplications sum them.
+#[inline]
+fn digit_word(word: u64, count: usize) -> Option<u64> {
+    let pad = 8 - count;
     let word = if pad == 0 {
         word
     } else {
@@ -421,8 +429,51 @@ fn parse_int_at(bytes: &[u8], range: Range<usize>) -> Option<i64> {
     }
     let mut value = (word & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(2561) >> 8;
     value = (value & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601) >> 16;
-    value = (value & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32;
-    let value = value as i64;
+    Some((value & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32)
+}
+
+/// [`parse_float`] of `bytes[range]`: up to eight bytes of digits and one
+/// point are read as one word; the point is found and squeezed out there,
+/// and the digits converted as in [`parse_int_at`].
+#[inline]
+fn parse_float_at(bytes: &[u8], range: Range<usize>) -> Option<f64> {
+    let (negative, body) = match bytes.get(range.start) {
+        Some(b'-') if range.len() > 1 => (true, range.start + 1..range.end),
+        _ => (false, range.clone()),
+    };
+    let length = body.len();
+    if length == 0 || length > 8 {
+        return parse_float(&bytes[range]);
+    }
+    let word = cell_word(bytes, body);
+    // High bit of each byte of `word` that is a point (exact, no carries).
+    let spread = word ^ 0x2E2E_2E2E_2E2E_2E2E;
+    let low7 = 0x7F7F_7F7F_7F7F_7F7Fu64;
+    let valid = if length == 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * length)) - 1
+    };
+    let points = !(((spread & low7) + low7) | spread | low7) & valid;
+    let (digits, count, fraction) = if points == 0 {
+        (word, length, 0)
+    } else {
+        if points & (points - 1) != 0 {
+            return None;
+        }
+        let point = (points.trailing_zeros() / 8) as usize;
+        let below = word & ((1u64 << (8 * point)) - 1);
+        let above = if point == 7 {
+            0
+        } else {
+            word >> (8 * (point + 1))
+        };
+        (below | above << (8 * point), length - 1, length - 1 - point)
+    };
+    if count == 0 {
+        return None;
+    }
+    let value = digit_word(digits, count)? as f64 / POWERS_OF_TEN[fraction];
     Some(if negative { -value } else { value })
 }
 
@@ -918,7 +969,7 @@ impl<'s> BlockChecker<'s> {
                         *flag &= null_passes;
                         ValueRef::Null
                     } else {
-                        match parse_float(cell) {
+                        match parse_float_at(bytes, range(row)) {
                             Some(value) if plan.float_passes(value) => ValueRef::Float(value),
                             _ => {
                                 *flag = false;
@@ -1070,7 +1121,7 @@ mod tests {
     proptest! {
         #[test]
         fn word_parsers_agree_with_the_byte_parsers(
-            text in prop_oneof!["-?[0-9]{0,10}", "[-+ 0-9a-zA-Z\\x00/:]{0,9}", "(true|True|TRUE|tRUE|t|yes|YES|y|1|false|False|f|no|NO|n|0)\\x00?"],
+            text in prop_oneof!["-?[0-9]{0,10}", "-?[0-9]{0,6}\\.?[0-9]{0,6}\\.?[0-9]?", "[-+ 0-9a-zA-Z\\x00/:]{0,9}", "(true|True|TRUE|tRUE|t|yes|YES|y|1|false|False|f|no|NO|n|0)\\x00?"],
             before in 0usize..12,
             after in 0usize..12,
         ) {
@@ -1080,6 +1131,10 @@ mod tests {
             let range = before..before + text.len();
             buffer.extend(std::iter::repeat_n(b'7', after));
             prop_assert_eq!(parse_int_at(&buffer, range.clone()), parse_int(text.as_bytes()));
+            prop_assert_eq!(
+                parse_float_at(&buffer, range.clone()).map(f64::to_bits),
+                parse_float(text.as_bytes()).map(f64::to_bits)
+            );
             if text.len() <= 8 {
                 prop_assert_eq!(cell_word(&buffer, range.clone()), word_of(text.as_bytes(), false));
                 if let Some(flag) = parse_bool_word(cell_word(&buffer, range.clone()), text.len()) {
@@ -1109,6 +1164,16 @@ mod tests {
         assert_eq!(parse_int_at(b"-0", 0..2), Some(0));
         assert_eq!(parse_int_at(b"-", 0..1), None);
         assert_eq!(parse_int_at(b"1\x002", 0..3), None);
+        assert_eq!(parse_float_at(b"12.34", 0..5), Some(12.34));
+        assert_eq!(parse_float_at(b"-.5", 0..3), Some(-0.5));
+        assert_eq!(parse_float_at(b"5.", 0..2), Some(5.0));
+        assert_eq!(parse_float_at(b"1234567.", 0..8), Some(1_234_567.0));
+        assert_eq!(parse_float_at(b".", 0..1), None);
+        assert_eq!(parse_float_at(b"1.2.3", 0..5), None);
+        assert_eq!(
+            parse_float_at(b"-0.0", 0..4).map(f64::to_bits),
+            Some((-0.0f64).to_bits())
+        );
     }
 
     #[test]

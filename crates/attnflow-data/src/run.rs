@@ -288,8 +288,13 @@ const BATCH_RECORDS: usize = 2048;
 /// What an item of work holds.
 #[derive(Clone, Copy)]
 enum Kind {
-    /// `bytes` holds whole quote-free lines starting at this line.
-    Block { first_line: u64 },
+    /// `bytes[start..end]` holds whole quote-free lines starting at this
+    /// line.
+    Block {
+        first_line: u64,
+        start: usize,
+        end: usize,
+    },
     /// The first `count` of `records`.
     Records { count: usize },
 }
@@ -342,7 +347,7 @@ fn read_items(
     let mut fresh = in_flight;
     let mut sequence = 0;
     // A block found while filling a batch of records; it goes next.
-    let mut pending: Option<(Vec<u8>, u64)> = None;
+    let mut pending: Option<(Vec<u8>, u64, std::ops::Range<usize>)> = None;
     let mut spare_block = Vec::new();
     loop {
         let mut item = if fresh > 0 {
@@ -357,12 +362,22 @@ fn read_items(
         item.sequence = sequence;
         sequence += 1;
         let mut finished = false;
-        if let Some((bytes, first_line)) = pending.take() {
+        if let Some((bytes, first_line, range)) = pending.take() {
             spare_block = std::mem::replace(&mut item.bytes, bytes);
-            item.kind = Kind::Block { first_line };
+            item.kind = Kind::Block {
+                first_line,
+                start: range.start,
+                end: range.end,
+            };
         } else {
             match source.next_block(&mut item.bytes) {
-                Ok(Some(first_line)) => item.kind = Kind::Block { first_line },
+                Ok(Some((first_line, range))) => {
+                    item.kind = Kind::Block {
+                        first_line,
+                        start: range.start,
+                        end: range.end,
+                    }
+                }
                 Ok(None) => {
                     let mut count = 0;
                     while count < BATCH_RECORDS {
@@ -381,8 +396,9 @@ fn read_items(
                             }
                         }
                         match source.next_block(&mut spare_block) {
-                            Ok(Some(first_line)) => {
-                                pending = Some((std::mem::take(&mut spare_block), first_line));
+                            Ok(Some((first_line, range))) => {
+                                pending =
+                                    Some((std::mem::take(&mut spare_block), first_line, range));
                                 break;
                             }
                             Ok(None) => {}
@@ -424,8 +440,15 @@ fn check_items(
         };
         if item.error.is_none() {
             match (item.kind, layout) {
-                (Kind::Block { first_line }, Some(layout)) => checker.check_block(
-                    &item.bytes,
+                (
+                    Kind::Block {
+                        first_line,
+                        start,
+                        end,
+                    },
+                    Some(layout),
+                ) => checker.check_block(
+                    &item.bytes[start..end],
                     first_line,
                     layout,
                     &mut item.checked,
@@ -524,9 +547,9 @@ impl Routing<'_, '_> {
             // quarantine entry (rare, so the general path is fine).
             let mut built;
             let record = match (item.kind, &self.layout) {
-                (Kind::Block { .. }, Some(layout)) => {
-                    built =
-                        record_from_line(&item.bytes[entry.start..entry.end], entry.line, layout);
+                (Kind::Block { start, end, .. }, Some(layout)) => {
+                    let block = &item.bytes[start..end];
+                    built = record_from_line(&block[entry.start..entry.end], entry.line, layout);
                     &mut built
                 }
                 _ => &mut item.records[entry.start],

@@ -7,6 +7,7 @@
 //! first physical line, so one broken quote costs one line, not the file.
 
 use std::io::{ErrorKind, Read};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::{BlockLayout, Body, Malformed, MalformedKind, Record, RecordSource};
@@ -528,7 +529,7 @@ impl<R: Read + Send> RecordSource for CsvSource<R> {
             })
     }
 
-    fn next_block(&mut self, block: &mut Vec<u8>) -> DataResult<Option<u64>> {
+    fn next_block(&mut self, block: &mut Vec<u8>) -> DataResult<Option<(u64, Range<usize>)>> {
         // The first record may start with a byte order mark: read it alone.
         if self.consumed == 0 || self.block_layout().is_none() {
             return Ok(None);
@@ -550,11 +551,26 @@ impl<R: Read + Send> RecordSource for CsvSource<R> {
         let Some(last) = rfind_byte(clean, b'\n') else {
             return Ok(None);
         };
-        block.clear();
-        block.extend_from_slice(&unread[..=last]);
+        let length = last + 1;
         let first_line = self.line;
-        self.advance(last + 1);
-        Ok(Some(first_line))
+        let start = self.position;
+        self.advance(length);
+        if block.len() < self.buffer.len() {
+            block.resize(self.buffer.len(), 0);
+        }
+        if length < self.buffer.len() / 4 {
+            block[..length].copy_from_slice(&self.buffer[start..start + length]);
+            return Ok(Some((first_line, 0..length)));
+        }
+        // A large block: hand over the buffer itself and keep reading in
+        // `block`'s memory, so the block's bytes are not copied; only the
+        // unread tail (a partial line) moves.
+        std::mem::swap(&mut self.buffer, block);
+        let tail = self.filled - self.position;
+        self.buffer[..tail].copy_from_slice(&block[self.position..self.filled]);
+        self.position = 0;
+        self.filled = tail;
+        Ok(Some((first_line, start..start + length)))
     }
 
     fn columns(&self) -> &[String] {

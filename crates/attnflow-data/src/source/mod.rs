@@ -12,6 +12,7 @@ mod parquet;
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::path::Path;
 
 use serde::Serialize;
@@ -158,12 +159,13 @@ pub trait RecordSource: Send {
     /// Moves a run of whole records that need no quote handling (CSV lines
     /// without a quote, each within `max_record_bytes`) into `block`,
     /// exactly the bytes `next_record` would have consumed for them, and
-    /// returns the line the block starts at. `Ok(None)` when the next
+    /// returns the line the block starts at and where in `block` it lies
+    /// (the source may swap its own buffer with `block` rather than copy). `Ok(None)` when the next
     /// record must be read with `next_record`. Blank lines in a block hold
     /// no record, as in `next_record`; records in a block are not counted
     /// in the source's row numbers, so a caller mixing blocks and records
     /// numbers rows itself.
-    fn next_block(&mut self, block: &mut Vec<u8>) -> DataResult<Option<u64>> {
+    fn next_block(&mut self, block: &mut Vec<u8>) -> DataResult<Option<(u64, Range<usize>)>> {
         let _ = block;
         Ok(None)
     }
