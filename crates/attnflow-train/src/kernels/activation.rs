@@ -1,5 +1,7 @@
 //! GELU (tanh approximation) as one op.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -28,33 +30,33 @@ pub(crate) fn reference(x: &Tensor) -> Result<Tensor> {
 struct GeluTanh;
 
 /// `f` over `x` in chunks, in parallel when large.
-pub(super) fn map(x: &[f32], f: impl Fn(&[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    if parallel(x.len()) {
-        y.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| f(x, y));
-    } else {
-        f(x, &mut y);
-    }
-    y
+pub(super) fn map(x: &[f32], f: impl Fn(&[f32], &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    simd::filled(x.len(), |y| {
+        if parallel(x.len()) {
+            y.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK))
+                .for_each(|(y, x)| f(x, y));
+        } else {
+            f(x, y);
+        }
+    })
 }
 
 /// `f` over `x` and `dy` together in chunks, in parallel when large.
 pub(super) fn zip_map(
     x: &[f32],
     dy: &[f32],
-    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+    f: impl Fn(&[f32], &[f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
-    let mut dx = vec![0f32; x.len()];
-    if parallel(x.len()) {
-        dx.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-            .for_each(|(dx, (x, dy))| f(x, dy, dx));
-    } else {
-        f(x, dy, &mut dx);
-    }
-    dx
+    simd::filled(x.len(), |dx| {
+        if parallel(x.len()) {
+            dx.par_chunks_mut(CHUNK)
+                .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+                .for_each(|(dx, (x, dy))| f(x, dy, dx));
+        } else {
+            f(x, dy, dx);
+        }
+    })
 }
 
 impl CustomOp1 for GeluTanh {

@@ -195,8 +195,10 @@ pub(super) struct Operand<'a> {
 const BLOCK_WORK: usize = 1 << 20;
 /// Most blocks one product is split into.
 const MAX_BLOCKS: usize = 4;
-/// Block widths are multiples of this many columns (one AVX-512 register).
-const BLOCK_COLUMNS: usize = 16;
+/// Block widths are multiples of this many columns: gemm's widest AVX-512
+/// micro-kernel covers 64 (narrower blocks fall back to its 32-wide one,
+/// which `perf` showed taking most of the product time).
+const BLOCK_COLUMNS: usize = 64;
 
 /// The destination pointer shared by the blocks of one product; each block
 /// writes only its own columns.

@@ -2,6 +2,8 @@
 //! backward one pass per row (mean and 1/σ recomputed, cheaper than keeping
 //! them) with the gain and shift gradients summed by fixed row blocks.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -60,46 +62,47 @@ struct LayerNorm {
 impl LayerNorm {
     fn forward(&self, x: &[f32], gain: &[f32], shift: Option<&[f32]>) -> Vec<f32> {
         let eps = self.eps as f32;
-        let mut y = vec![0f32; x.len()];
-        if parallel(x.len()) {
-            let chunk = BLOCK_ROWS * self.width;
-            y.par_chunks_mut(chunk)
-                .zip(x.par_chunks(chunk))
-                .for_each(|(y, x)| simd::layer_norm_forward(x, gain, shift, eps, y));
-        } else {
-            simd::layer_norm_forward(x, gain, shift, eps, &mut y);
-        }
-        y
+        simd::filled(x.len(), |y| {
+            if parallel(x.len()) {
+                let chunk = BLOCK_ROWS * self.width;
+                y.par_chunks_mut(chunk)
+                    .zip(x.par_chunks(chunk))
+                    .for_each(|(y, x)| simd::layer_norm_forward(x, gain, shift, eps, y));
+            } else {
+                simd::layer_norm_forward(x, gain, shift, eps, y);
+            }
+        })
     }
 
     /// `(dx, dgain, dshift)`.
     fn backward(&self, x: &[f32], gain: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let width = self.width;
         let eps = self.eps as f32;
-        let mut dx = vec![0f32; x.len()];
         let chunk = BLOCK_ROWS * width;
         let blocks = x.len().div_ceil(chunk).max(1);
         // Per block of rows: Σ dy·x̂ then Σ dy, summed in block order below.
         let mut partials = vec![0f32; blocks * 2 * width];
-        let block = |x: &[f32], dy: &[f32], dx: &mut [f32], partial: &mut [f32]| {
+        let block = |x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>], partial: &mut [f32]| {
             let (dgain, dshift) = partial.split_at_mut(width);
             simd::layer_norm_backward(x, gain, dy, eps, dx, dgain, dshift);
         };
-        if parallel(x.len()) {
-            dx.par_chunks_mut(chunk)
-                .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
-                .zip(partials.par_chunks_mut(2 * width))
-                .for_each(|((dx, (x, dy)), partial)| block(x, dy, dx, partial));
-        } else {
-            for (((dx, x), dy), partial) in dx
-                .chunks_mut(chunk)
-                .zip(x.chunks(chunk))
-                .zip(dy.chunks(chunk))
-                .zip(partials.chunks_mut(2 * width))
-            {
-                block(x, dy, dx, partial);
+        let dx = simd::filled(x.len(), |dx| {
+            if parallel(x.len()) {
+                dx.par_chunks_mut(chunk)
+                    .zip(x.par_chunks(chunk).zip(dy.par_chunks(chunk)))
+                    .zip(partials.par_chunks_mut(2 * width))
+                    .for_each(|((dx, (x, dy)), partial)| block(x, dy, dx, partial));
+            } else {
+                for (((dx, x), dy), partial) in dx
+                    .chunks_mut(chunk)
+                    .zip(x.chunks(chunk))
+                    .zip(dy.chunks(chunk))
+                    .zip(partials.chunks_mut(2 * width))
+                {
+                    block(x, dy, dx, partial);
+                }
             }
-        }
+        });
         let mut dgain = vec![0f32; width];
         let mut dshift = vec![0f32; width];
         for partial in partials.chunks_exact(2 * width) {

@@ -6,6 +6,28 @@
 //! relative error below 2e-7 over the clamped range; libm's `expf` is a
 //! call per element that the compiler cannot vectorise.
 
+use std::mem::MaybeUninit;
+
+/// A vector of `len` values written by `fill`, which must write every
+/// element of the slice it is given (the loops here write each output
+/// element once): no zeroing pass first.
+pub(super) fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    fill(&mut values.spare_capacity_mut()[..len]);
+    // SAFETY: `fill` wrote all `len` elements (the contract above).
+    unsafe { values.set_len(len) };
+    values
+}
+
+/// Initialised values viewed as writable slots (for tests and callers that
+/// already hold a buffer).
+#[allow(dead_code)]
+pub(super) fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and the slots are only
+    // ever written with initialised f32 values.
+    unsafe { &mut *(values as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 /// `√(2/π)`, the GELU(tanh) constant.
 const GELU_C: f32 = 0.797_884_6;
 const GELU_CUBIC: f32 = 0.044_715;
@@ -41,18 +63,18 @@ fn gelu_gate(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn gelu_forward_body(x: &[f32], y: &mut [f32]) {
+fn gelu_forward_body(x: &[f32], y: &mut [MaybeUninit<f32>]) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = x * gelu_gate(x);
+        y.write(x * gelu_gate(x));
     }
 }
 
 #[inline(always)]
-fn gelu_backward_body(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+fn gelu_backward_body(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     for ((dx, &x), &dy) in dx.iter_mut().zip(x).zip(dy) {
         let s = gelu_gate(x);
         let dz = GELU_C * (1.0 + 3.0 * GELU_CUBIC * x * x);
-        *dx = dy * (s + x * s * (1.0 - s) * 2.0 * dz);
+        dx.write(dy * (s + x * s * (1.0 - s) * 2.0 * dz));
     }
 }
 
@@ -101,7 +123,7 @@ fn layer_norm_forward_body(
     gain: &[f32],
     shift: Option<&[f32]>,
     eps: f32,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
 ) {
     let width = gain.len();
     for (x, y) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
@@ -109,12 +131,12 @@ fn layer_norm_forward_body(
         match shift {
             Some(shift) => {
                 for j in 0..width {
-                    y[j] = (x[j] - mean) * inverse * gain[j] + shift[j];
+                    y[j].write((x[j] - mean) * inverse * gain[j] + shift[j]);
                 }
             }
             None => {
                 for j in 0..width {
-                    y[j] = (x[j] - mean) * inverse * gain[j];
+                    y[j].write((x[j] - mean) * inverse * gain[j]);
                 }
             }
         }
@@ -129,7 +151,7 @@ fn layer_norm_backward_body(
     gain: &[f32],
     dy: &[f32],
     eps: f32,
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
     dgain: &mut [f32],
     dshift: &mut [f32],
 ) {
@@ -144,7 +166,7 @@ fn layer_norm_backward_body(
         let c = lane_sum(x, |j| dy[j] * gain[j] * (x[j] - mean) * inverse) / width as f32;
         for j in 0..width {
             let normed = (x[j] - mean) * inverse;
-            dx[j] = inverse * (dy[j] * gain[j] - a - normed * c);
+            dx[j].write(inverse * (dy[j] * gain[j] - a - normed * c));
             dgain[j] += dy[j] * normed;
             dshift[j] += dy[j];
         }
@@ -229,12 +251,12 @@ macro_rules! dispatch {
 
 dispatch!(
     /// `y = x · σ(2√(2/π)(x + 0.044715x³))`.
-    pub(super) fn gelu_forward(x: &[f32], y: &mut [f32]) => gelu_forward_body
+    pub(super) fn gelu_forward(x: &[f32], y: &mut [MaybeUninit<f32>]) => gelu_forward_body
 );
 
 dispatch!(
     /// `dx = dy · d/dx GELU(x)`.
-    pub(super) fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) => gelu_backward_body
+    pub(super) fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) => gelu_backward_body
 );
 
 dispatch!(
@@ -249,7 +271,7 @@ dispatch!(
         gain: &[f32],
         shift: Option<&[f32]>,
         eps: f32,
-        y: &mut [f32]
+        y: &mut [MaybeUninit<f32>]
     ) => layer_norm_forward_body
 );
 
@@ -260,7 +282,7 @@ dispatch!(
         gain: &[f32],
         dy: &[f32],
         eps: f32,
-        dx: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
         dgain: &mut [f32],
         dshift: &mut [f32]
     ) => layer_norm_backward_body
@@ -285,10 +307,10 @@ pub(super) mod portable {
         super::exp_approx(x)
     }
     pub fn gelu_forward(x: &[f32], y: &mut [f32]) {
-        super::gelu_forward_body(x, y)
+        super::gelu_forward_body(x, super::as_uninit(y))
     }
     pub fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
-        super::gelu_backward_body(x, dy, dx)
+        super::gelu_backward_body(x, dy, super::as_uninit(dx))
     }
     pub fn layer_norm_forward(
         x: &[f32],
@@ -297,7 +319,7 @@ pub(super) mod portable {
         eps: f32,
         y: &mut [f32],
     ) {
-        super::layer_norm_forward_body(x, gain, shift, eps, y)
+        super::layer_norm_forward_body(x, gain, shift, eps, super::as_uninit(y))
     }
     pub fn layer_norm_backward(
         x: &[f32],
@@ -308,6 +330,6 @@ pub(super) mod portable {
         dgain: &mut [f32],
         dshift: &mut [f32],
     ) {
-        super::layer_norm_backward_body(x, gain, dy, eps, dx, dgain, dshift)
+        super::layer_norm_backward_body(x, gain, dy, eps, super::as_uninit(dx), dgain, dshift)
     }
 }

@@ -155,10 +155,10 @@ fn gelu_paths_agree_with_the_formula() {
     let xs = random(&mut rng, &[1000], 3.0);
     let dy = random(&mut rng, &[1000], 1.0);
     let (mut fast, mut portable) = (vec![0f32; 1000], vec![0f32; 1000]);
-    simd::gelu_forward(&xs, &mut fast);
+    simd::gelu_forward(&xs, simd::as_uninit(&mut fast));
     simd::portable::gelu_forward(&xs, &mut portable);
     let (mut dfast, mut dportable) = (vec![0f32; 1000], vec![0f32; 1000]);
-    simd::gelu_backward(&xs, &dy, &mut dfast);
+    simd::gelu_backward(&xs, &dy, simd::as_uninit(&mut dfast));
     simd::portable::gelu_backward(&xs, &dy, &mut dportable);
     for i in 0..xs.len() {
         let x = f64::from(xs[i]);
@@ -404,8 +404,16 @@ fn layer_norm_paths_agree() {
                 &mut dshift,
             );
         } else {
-            simd::layer_norm_forward(&x, &gain, Some(&shift), 1e-5, &mut y);
-            simd::layer_norm_backward(&x, &gain, &dy, 1e-5, &mut dx, &mut dgain, &mut dshift);
+            simd::layer_norm_forward(&x, &gain, Some(&shift), 1e-5, simd::as_uninit(&mut y));
+            simd::layer_norm_backward(
+                &x,
+                &gain,
+                &dy,
+                1e-5,
+                simd::as_uninit(&mut dx),
+                &mut dgain,
+                &mut dshift,
+            );
         }
         outputs.push([y, dx, dgain, dshift]);
     }
