@@ -233,7 +233,7 @@ impl FieldPlan {
     #[inline]
     fn cell_passes(&self, field: &Field, bytes: &[u8], range: Range<usize>, text: &str) -> bool {
         if let FastOneOf::Few(allowed) = &self.one_of {
-            let length = range.len();
+            let length = range.end - range.start;
             let found = if length <= 8 {
                 let word = cell_word(bytes, range);
                 allowed
@@ -381,7 +381,7 @@ const fn word_of(bytes: &[u8], lower: bool) -> u64 {
 /// zero padded: one load where eight bytes can be read from its start.
 #[inline]
 fn cell_word(bytes: &[u8], range: Range<usize>) -> u64 {
-    let length = range.len();
+    let length = range.end - range.start;
     let word = match bytes[range.start..].first_chunk::<8>() {
         Some(eight) => u64::from_le_bytes(*eight),
         None => word_of(&bytes[range], false),
@@ -398,10 +398,10 @@ fn cell_word(bytes: &[u8], range: Range<usize>) -> u64 {
 #[inline]
 fn parse_int_at(bytes: &[u8], range: Range<usize>) -> Option<i64> {
     let (negative, digits) = match bytes.get(range.start) {
-        Some(b'-') if range.len() > 1 => (true, range.start + 1..range.end),
+        Some(b'-') if range.end - range.start > 1 => (true, range.start + 1..range.end),
         _ => (false, range.clone()),
     };
-    let length = digits.len();
+    let length = digits.end - digits.start;
     if length == 0 || length > 8 {
         return parse_int(&bytes[range]);
     }
@@ -438,10 +438,10 @@ fn digit_word(word: u64, count: usize) -> Option<u64> {
 #[inline]
 fn parse_float_at(bytes: &[u8], range: Range<usize>) -> Option<f64> {
     let (negative, body) = match bytes.get(range.start) {
-        Some(b'-') if range.len() > 1 => (true, range.start + 1..range.end),
+        Some(b'-') if range.end - range.start > 1 => (true, range.start + 1..range.end),
         _ => (false, range.clone()),
     };
-    let length = body.len();
+    let length = body.end - body.start;
     if length == 0 || length > 8 {
         return parse_float(&bytes[range]);
     }
@@ -990,7 +990,10 @@ impl<'s> BlockChecker<'s> {
                         ValueRef::Null
                     } else {
                         let range = range(row);
-                        match parse_bool_word(cell_word(bytes, range.clone()), range.len()) {
+                        match parse_bool_word(
+                            cell_word(bytes, range.clone()),
+                            range.end - range.start,
+                        ) {
                             Some(value) => ValueRef::Bool(value),
                             None => {
                                 *flag = false;

@@ -61,6 +61,13 @@ impl Chunk {
     /// Inserts `low`; false when it was already present.
     fn insert(&mut self, low: u16) -> bool {
         match self {
+            // Values often come in increasing order: append without a search.
+            Chunk::Sparse(values)
+                if values.len() < SPARSE_LIMIT && values.last().is_none_or(|&last| last < low) =>
+            {
+                values.push(low);
+                true
+            }
             Chunk::Sparse(values) => match values.binary_search(&low) {
                 Ok(_) => false,
                 Err(position) => {
