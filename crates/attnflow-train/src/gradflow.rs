@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use attnflow_blueprint::Blueprint;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::{sum_of_squares, with_values};
 use crate::Result;
 
 /// A gradient norm below this is flagged as vanishing.
@@ -23,20 +25,21 @@ pub fn gradient_norms(
     gradients: &GradStore,
 ) -> Result<Vec<(Option<Tensor>, f64)>> {
     parameters
-        .iter()
+        .par_iter()
         .map(|(_, var)| match gradients.get(var.as_tensor()) {
             Some(gradient) => {
-                // Summed in f64 on the host: one pass, no rounding drift.
-                let values = gradient
-                    .flatten_all()?
-                    .to_dtype(DType::F32)?
-                    .to_vec1::<f32>()?;
-                let norm = values
-                    .iter()
-                    .map(|value| f64::from(*value) * f64::from(*value))
-                    .sum::<f64>()
-                    .sqrt();
-                Ok((Some(gradient.clone()), norm))
+                // Summed in f64, one vectorised pass over the gradient in
+                // place.
+                let sum = if gradient.dtype() == DType::F32 {
+                    with_values(gradient, sum_of_squares)?
+                } else {
+                    let values = gradient
+                        .flatten_all()?
+                        .to_dtype(DType::F32)?
+                        .to_vec1::<f32>()?;
+                    sum_of_squares(&values)
+                };
+                Ok((Some(gradient.clone()), sum.sqrt()))
             }
             None => Ok((None, 0.0)),
         })

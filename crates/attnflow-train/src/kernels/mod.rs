@@ -38,7 +38,7 @@ pub use linear::{linear, linear_after_gelu, linear_from_heads, linear_to_heads};
 pub use loss::cross_entropy;
 pub use norm::layer_norm;
 pub use positions::add_positions;
-pub(crate) use simd::{adamw_update, AdamWStep};
+pub(crate) use simd::{adamw_update, sum_of_squares, AdamWStep};
 pub(crate) use storage::with_values;
 
 #[cfg(test)]

@@ -220,6 +220,25 @@ fn adamw_body(
     }
 }
 
+/// `Σ x²` in f64 over 8 lanes (f64 so that a million squares lose nothing
+/// a norm would show).
+#[inline(always)]
+fn sum_of_squares_body(values: &[f32]) -> f64 {
+    let mut lanes = [0f64; 8];
+    let whole = values.len() / 8 * 8;
+    for start in (0..whole).step_by(8) {
+        for (lane, sum) in lanes.iter_mut().enumerate() {
+            let value = f64::from(values[start + lane]);
+            *sum += value * value;
+        }
+    }
+    let mut total = lanes.iter().sum::<f64>();
+    for value in &values[whole..] {
+        total += f64::from(*value) * f64::from(*value);
+    }
+    total
+}
+
 macro_rules! dispatch {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? => $body:ident) => {
         $(#[$meta])*
@@ -298,6 +317,11 @@ dispatch!(
         out: &mut [f32],
         step: AdamWStep
     ) => adamw_body
+);
+
+dispatch!(
+    /// `Σ x²` accumulated in f64.
+    pub(crate) fn sum_of_squares(values: &[f32]) -> f64 => sum_of_squares_body
 );
 
 /// The portable loops, for tests that check every path against libm.

@@ -423,3 +423,17 @@ fn layer_norm_paths_agree() {
         assert_close("layer norm paths", &fast, &portable, 1e-5);
     }
 }
+
+#[test]
+fn sum_of_squares_matches_a_plain_f64_sum() {
+    let mut rng = Rng::seeded(37);
+    for len in [0, 1, 7, 8, 9, 1000, 4099] {
+        let values = random(&mut rng, &[len], 3.0);
+        let want: f64 = values.iter().map(|v| f64::from(*v) * f64::from(*v)).sum();
+        let got = simd::sum_of_squares(&values);
+        assert!(
+            (got - want).abs() <= 1e-12 * want.max(1e-300),
+            "len {len}: {got} vs {want}"
+        );
+    }
+}
