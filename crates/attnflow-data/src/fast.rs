@@ -2,11 +2,15 @@
 //! block of whole, quote-free CSV lines (or a batch of records the reader
 //! parsed one by one), with no allocation per record in the common case.
 //!
-//! Each cell is typed and checked by a compiled plan that answers only when
-//! it is sure the value passes; anything else (a failing value, an unusual
-//! spelling such as `+5` or ` 7`, a token list) goes through the general
-//! code of [`crate::check`], so verdicts, values and messages are exactly
-//! those of [`crate::check::Checker::check`]. Uniqueness needs the records
+//! A block is split into fields (SSE2 masks of newlines and delimiters),
+//! then checked column by column: each field's compiled plan runs down its
+//! column and answers only where it is sure the value passes (numbers and
+//! booleans read as machine words, short `one_of` strings compared as
+//! words, fixed-length patterns by table). Anything else (a failing value,
+//! an unusual spelling such as `+5` or ` 7`, a token list, a line with the
+//! wrong field count or invalid UTF-8) goes through the general code of
+//! [`crate::check`], so verdicts, values and messages are exactly those of
+//! [`crate::check::Checker::check`]. Uniqueness needs the records
 //! before this one, so it is left to the caller, which gets one
 //! [`UniqueKey`] per unique field of each record that passed.
 
@@ -934,16 +938,14 @@ impl<'s> BlockChecker<'s> {
         };
         let null_passes = !plan.required;
         let bytes = text.as_bytes();
-        let range = |row: usize| {
-            let at = row * stride + column;
-            bounds[at] as usize..bounds[at + 1] as usize - 1
-        };
-        let cell = |row: usize| &bytes[range(row)];
+        let range = |cells: &[u32]| cells[column] as usize..cells[column + 1] as usize - 1;
+        let cell = |cells: &[u32]| &bytes[range(cells)];
+        let rows = bounds.chunks_exact(stride).zip(sure.iter_mut()).enumerate();
         // One loop per type, so each runs without re-deciding what to do.
         match plan.field_type {
             FieldType::Int => {
-                for (row, flag) in sure.iter_mut().enumerate() {
-                    let range = range(row);
+                for (row, (cells, flag)) in rows {
+                    let range = range(cells);
                     let cell = &bytes[range.clone()];
                     let key = if self.nulls.contains(cell) {
                         *flag &= null_passes;
@@ -963,13 +965,13 @@ impl<'s> BlockChecker<'s> {
                 }
             }
             FieldType::Float => {
-                for (row, flag) in sure.iter_mut().enumerate() {
-                    let cell = cell(row);
+                for (row, (cells, flag)) in rows {
+                    let cell = cell(cells);
                     let value = if self.nulls.contains(cell) {
                         *flag &= null_passes;
                         ValueRef::Null
                     } else {
-                        match parse_float_at(bytes, range(row)) {
+                        match parse_float_at(bytes, range(cells)) {
                             Some(value) if plan.float_passes(value) => ValueRef::Float(value),
                             _ => {
                                 *flag = false;
@@ -983,13 +985,13 @@ impl<'s> BlockChecker<'s> {
                 }
             }
             FieldType::Bool => {
-                for (row, flag) in sure.iter_mut().enumerate() {
-                    let cell = cell(row);
+                for (row, (cells, flag)) in rows {
+                    let cell = cell(cells);
                     let value = if self.nulls.contains(cell) {
                         *flag &= null_passes;
                         ValueRef::Null
                     } else {
-                        let range = range(row);
+                        let range = range(cells);
                         match parse_bool_word(
                             cell_word(bytes, range.clone()),
                             range.end - range.start,
@@ -1007,8 +1009,8 @@ impl<'s> BlockChecker<'s> {
                 }
             }
             FieldType::String => {
-                for (row, flag) in sure.iter_mut().enumerate() {
-                    let range = range(row);
+                for (row, (cells, flag)) in rows {
+                    let range = range(cells);
                     let cell = &text[range.clone()];
                     let value = if self.nulls.contains(cell.as_bytes()) {
                         *flag &= null_passes;
