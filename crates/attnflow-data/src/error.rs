@@ -107,6 +107,13 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// A check worker failed unexpectedly (a panic, turned into an error so
+    /// the run stops and rolls back instead of hanging). A bug in attnflow.
+    #[error("internal error (a bug in attnflow): {message}")]
+    Internal {
+        /// What failed.
+        message: String,
+    },
     /// A run's books do not balance (read != accepted + quarantined). This is
     /// a bug in attnflow, never the user's fault; the run is rolled back.
     #[error("accounting failure: read {read} != accepted {accepted} + quarantined {quarantined}")]

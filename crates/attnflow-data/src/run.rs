@@ -438,33 +438,54 @@ fn check_items(
         let Ok(mut item) = received else {
             return;
         };
-        if item.error.is_none() {
-            match (item.kind, layout) {
-                (
-                    Kind::Block {
-                        first_line,
-                        start,
-                        end,
-                    },
-                    Some(layout),
-                ) => checker.check_block(
-                    &item.bytes[start..end],
-                    first_line,
-                    layout,
-                    &mut item.checked,
-                    &mut scratch,
+        // A panic here would leave the merger waiting for this item forever;
+        // it becomes the item's error instead, which stops the run.
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check_item(checker, layout, binding, &mut item, &mut scratch)
+        }));
+        if checked.is_err() {
+            item.error = Some(DataError::Internal {
+                message: format!(
+                    "checking the records before byte {} panicked",
+                    item.bytes_read
                 ),
-                (Kind::Records { count }, _) => checker.check_records(
-                    &item.records[..count],
-                    binding,
-                    &mut item.checked,
-                    &mut scratch,
-                ),
-                (Kind::Block { .. }, None) => unreachable!("blocks come with a layout"),
-            }
+            });
+            scratch = Scratch::default();
         }
         if done.send(item).is_err() {
             return;
+        }
+    }
+}
+
+/// Checks one item in place (nothing to do for an item carrying an error).
+fn check_item(
+    checker: &BlockChecker<'_>,
+    layout: Option<&BlockLayout>,
+    binding: &Binding,
+    item: &mut Item,
+    scratch: &mut Scratch,
+) {
+    if item.error.is_none() {
+        match (item.kind, layout) {
+            (
+                Kind::Block {
+                    first_line,
+                    start,
+                    end,
+                },
+                Some(layout),
+            ) => checker.check_block(
+                &item.bytes[start..end],
+                first_line,
+                layout,
+                &mut item.checked,
+                scratch,
+            ),
+            (Kind::Records { count }, _) => {
+                checker.check_records(&item.records[..count], binding, &mut item.checked, scratch)
+            }
+            (Kind::Block { .. }, None) => unreachable!("blocks come with a layout"),
         }
     }
 }
