@@ -50,18 +50,26 @@ impl Checked {
     }
 }
 
-/// One record's place and verdict.
+/// One record's place and verdict (16 bytes: one per record is written
+/// and read again, so it is kept small).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {
     /// Line where the record starts.
     pub line: u64,
-    /// Block lines: the record's bytes are `block[start..end]`. Batches:
-    /// `start` is the record's index.
-    pub start: usize,
-    /// See `start`.
-    pub end: usize,
+    /// Block lines: the record is the line starting at this offset (see
+    /// [`line_at`]). Batches: the record's index.
+    pub start: u32,
     /// Index into `failed`, or [`PASSED`].
     pub failed: u32,
+}
+
+/// The whole line (with its newline) starting at `start` in a block, whose
+/// lines all end with a newline.
+pub(crate) fn line_at(block: &[u8], start: u32) -> &[u8] {
+    let start = start as usize;
+    let length =
+        crate::bytes::find_byte(&block[start..], b'\n').map_or(block.len() - start, |at| at + 1);
+    &block[start..start + length]
 }
 
 /// `Entry::failed` of a record that passed everything but uniqueness.
@@ -729,8 +737,7 @@ impl<'s> BlockChecker<'s> {
             };
             out.entries.push(Entry {
                 line: record.line,
-                start: index,
-                end: index,
+                start: index as u32,
                 failed,
             });
         }
@@ -802,8 +809,7 @@ impl<'s> BlockChecker<'s> {
                 };
                 rows.push(Row {
                     line: row_line,
-                    start: row_start,
-                    end: end + 1,
+                    start: row_start as u32,
                     slot,
                 });
             }
@@ -877,7 +883,7 @@ impl<'s> BlockChecker<'s> {
                 PASSED
             } else {
                 // The general path decides, with its messages.
-                let record = record_from_line(&block[row.start..row.end], row.line, layout);
+                let record = record_from_line(line_at(block, row.start), row.line, layout);
                 let verdict = match &record.body {
                     Body::Malformed(fault) => Err(vec![malformed_violation(&record, fault)]),
                     _ => match check_record(
@@ -905,7 +911,6 @@ impl<'s> BlockChecker<'s> {
             out.entries.push(Entry {
                 line: row.line,
                 start: row.start,
-                end: row.end,
                 failed,
             });
         }
@@ -1036,9 +1041,7 @@ impl<'s> BlockChecker<'s> {
 #[derive(Debug, Clone, Copy)]
 struct Row {
     line: u64,
-    start: usize,
-    /// Just past the newline.
-    end: usize,
+    start: u32,
     /// Index among the plain rows, or [`NOT_PLAIN`].
     slot: u32,
 }

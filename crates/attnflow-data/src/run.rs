@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::check::{check_record, Binding, Checker, Violation};
 use crate::error::{DataError, DataResult};
-use crate::fast::{BlockChecker, Checked, Scratch, PASSED};
+use crate::fast::{line_at, BlockChecker, Checked, Scratch, PASSED};
 use crate::schema::{Format, Schema, SourceOptions};
 use crate::source::{
     self, record_from_line, BlockLayout, Body, CsvSource, JsonlSource, Malformed, MalformedKind,
@@ -542,7 +542,7 @@ impl Routing<'_, '_> {
                 let (built, violations) = &mut checked.failed[entry.failed as usize];
                 let record = match built {
                     Some(record) => record,
-                    None => &mut item.records[entry.start],
+                    None => &mut item.records[entry.start as usize],
                 };
                 record.row = self.row;
                 self.quarantine(record, violations)?;
@@ -570,10 +570,10 @@ impl Routing<'_, '_> {
             let record = match (item.kind, &self.layout) {
                 (Kind::Block { start, end, .. }, Some(layout)) => {
                     let block = &item.bytes[start..end];
-                    built = record_from_line(&block[entry.start..entry.end], entry.line, layout);
+                    built = record_from_line(line_at(block, entry.start), entry.line, layout);
                     &mut built
                 }
-                _ => &mut item.records[entry.start],
+                _ => &mut item.records[entry.start as usize],
             };
             record.row = self.row;
             let verdict = match check_record(self.schema, record, self.binding, Vec::new()) {
