@@ -20,8 +20,9 @@ const INITIAL_BUFFER: usize = 256 * 1024;
 /// Below this `max_record_bytes`, blocks would be too small to help.
 const MIN_BLOCK: usize = 4096;
 
-/// Blocks stay below 4 GiB, so offsets inside them fit in `u32`.
-const MAX_BLOCK: usize = 1 << 30;
+/// Longest block: blocks in flight stay small even when one long record
+/// has grown the reader's buffer (and offsets inside them fit in `u32`).
+const MAX_BLOCK: usize = 1 << 20;
 
 /// Streaming CSV source with quarantine-friendly error recovery.
 pub struct CsvSource<R> {
@@ -555,10 +556,16 @@ impl<R: Read + Send> RecordSource for CsvSource<R> {
         let first_line = self.line;
         let start = self.position;
         self.advance(length);
-        if block.len() < self.buffer.len() {
+        // Buffers of the usual size are swapped with blocks of the same
+        // size; a buffer grown by a long record is never handed out.
+        let swappable = self.buffer.len() <= 4 * MAX_BLOCK;
+        if swappable && block.len() < self.buffer.len() {
             block.resize(self.buffer.len(), 0);
         }
-        if length < self.buffer.len() / 4 {
+        if !swappable || block.len() != self.buffer.len() || length < self.buffer.len() / 4 {
+            if block.len() < length {
+                block.resize(length, 0);
+            }
             block[..length].copy_from_slice(&self.buffer[start..start + length]);
             return Ok(Some((first_line, 0..length)));
         }
@@ -729,6 +736,55 @@ mod tests {
             1
         )
         .is_err());
+    }
+
+    #[test]
+    fn blocks_and_records_together_read_what_records_alone_read() {
+        // A long record first grows the buffer past the size blocks are
+        // swapped at; blocks must stay small and, mixed with records read
+        // one by one around quotes, give the same lines and bytes.
+        let options = SourceOptions {
+            max_record_bytes: 16 << 20,
+            ..SourceOptions::default()
+        };
+        let mut data = b"a,b\n".to_vec();
+        data.extend(format!("1,{}\n", "x".repeat(5 << 20)).into_bytes());
+        for index in 0..100_000 {
+            data.extend(format!("{index},y\n").into_bytes());
+            if index % 20_000 == 7 {
+                data.extend_from_slice(b"q,\"quoted\nfield\"\r\n\n9,z\r\n");
+            }
+        }
+        let mut source = CsvSource::new(&data[..], Path::new("t.csv"), &options, 0).unwrap();
+        let mut block = Vec::new();
+        let mut read = Vec::new();
+        let mut blocks = 0;
+        loop {
+            if let Some((first_line, range)) = source.next_block(&mut block).unwrap() {
+                assert!(range.len() <= MAX_BLOCK && block.len() <= 4 * MAX_BLOCK);
+                blocks += 1;
+                let lines = block[range].split_inclusive(|&byte| byte == b'\n');
+                for (line, raw) in (first_line..).zip(lines) {
+                    if raw != b"\n" && raw != b"\r\n" {
+                        read.push((line, raw.to_vec()));
+                    }
+                }
+                continue;
+            }
+            let mut record = Record::default();
+            if !source.next_record(&mut record).unwrap() {
+                break;
+            }
+            read.push((record.line, record.raw.clone()));
+        }
+        assert!(blocks > 3, "{blocks}");
+        let (_, expected) = read_all(&data, &options, 0);
+        let expected: Vec<(u64, Vec<u8>)> = expected
+            .iter()
+            .map(|record| (record.line, record.raw.clone()))
+            .collect();
+        assert_eq!(read.len(), expected.len());
+        assert!(read == expected);
     }
 
     #[test]
