@@ -2,6 +2,7 @@
 //! attention head split or merge folded in.
 
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use gemm::Parallelism;
@@ -32,6 +33,7 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
         input: Arrangement::Rows,
         output: Arrangement::Rows,
         output_shape: Shape::from(dims),
+        activated: Arc::default(),
     };
     op.apply(x, weight, bias)
 }
@@ -60,6 +62,7 @@ pub fn linear_to_heads(
         input: Arrangement::Rows,
         output: Arrangement::Heads { batch, heads, seq },
         output_shape: Shape::from((batch, heads, seq, outputs / heads)),
+        activated: Arc::default(),
     };
     op.apply(x, weight, bias)
 }
@@ -83,6 +86,7 @@ pub fn linear_from_heads(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
         input: Arrangement::Heads { batch, heads, seq },
         output: Arrangement::Rows,
         output_shape: Shape::from((batch, seq, outputs)),
+        activated: Arc::default(),
     };
     op.apply(x, weight, bias)
 }
@@ -110,6 +114,7 @@ pub fn linear_after_gelu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> 
         input: Arrangement::GeluRows,
         output: Arrangement::Rows,
         output_shape: Shape::from(dims),
+        activated: Arc::default(),
     };
     op.apply(x, weight, bias)
 }
@@ -182,6 +187,10 @@ struct Linear {
     input: Arrangement,
     output: Arrangement,
     output_shape: Shape,
+    /// GELU(x) as the forward computed it, for the backward's `dW` (a
+    /// custom op has one output, so what else the backward needs is kept in
+    /// the op; recomputed if taken already).
+    activated: Arc<Mutex<Option<Vec<f32>>>>,
 }
 
 /// A row-major matrix operand: element `(i, p)` at `values[i·row + p·column]`.
@@ -399,6 +408,11 @@ impl Linear {
             }
             None => product(shape, lhs, rhs),
         };
+        if self.input == Arrangement::GeluRows {
+            if let Ok(mut kept) = self.activated.lock() {
+                *kept = Some(x.into_owned());
+            }
+        }
         Ok(self.output.arrange_rows(y, outputs))
     }
 
@@ -415,7 +429,18 @@ impl Linear {
             with_values(weight, |weight| {
                 with_values(grad, |dy| {
                     let dy = self.output.as_rows(dy, outputs);
-                    let x = self.input.as_rows(x_values, inputs);
+                    let kept = match self.input {
+                        Arrangement::GeluRows => {
+                            self.activated.lock().ok().and_then(|mut kept| kept.take())
+                        }
+                        _ => None,
+                    };
+                    let x = match kept {
+                        Some(activated) if activated.len() == x_values.len() => {
+                            Cow::Owned(activated)
+                        }
+                        _ => self.input.as_rows(x_values, inputs),
+                    };
                     // dx = dy·W
                     let dx = product(
                         (tokens, inputs, outputs),

@@ -437,3 +437,26 @@ fn sum_of_squares_matches_a_plain_f64_sum() {
         );
     }
 }
+
+#[test]
+fn a_second_backward_recomputes_what_the_first_took() {
+    // linear_after_gelu keeps GELU(x) for one backward; another backward of
+    // the same graph recomputes it and must agree.
+    let mut rng = Rng::seeded(41);
+    let x = var(&random(&mut rng, &[6, 8], 1.0), &[6, 8], DType::F32);
+    let w = var(&random(&mut rng, &[5, 8], 0.3), &[5, 8], DType::F32);
+    let loss = linear::linear_after_gelu(&x, &w, None)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let first = loss.backward().unwrap();
+    let second = loss.backward().unwrap();
+    for v in [&x, &w] {
+        assert_eq!(
+            values(first.get(v).unwrap()),
+            values(second.get(v).unwrap())
+        );
+    }
+}
