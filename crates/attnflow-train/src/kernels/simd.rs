@@ -162,8 +162,24 @@ fn layer_norm_backward_body(
         .zip(dx.chunks_exact_mut(width))
     {
         let (mean, inverse) = moments(x, eps);
-        let a = lane_sum(x, |j| dy[j] * gain[j]) / width as f32;
-        let c = lane_sum(x, |j| dy[j] * gain[j] * (x[j] - mean) * inverse) / width as f32;
+        // Σ dy·g and Σ dy·g·x̂ in one pass, 16 lanes each.
+        let (mut a_lanes, mut c_lanes) = ([0f32; 16], [0f32; 16]);
+        let whole = width / 16 * 16;
+        for start in (0..whole).step_by(16) {
+            for lane in 0..16 {
+                let j = start + lane;
+                let scaled = dy[j] * gain[j];
+                a_lanes[lane] += scaled;
+                c_lanes[lane] += scaled * (x[j] - mean) * inverse;
+            }
+        }
+        let (mut a, mut c) = (a_lanes.iter().sum::<f32>(), c_lanes.iter().sum::<f32>());
+        for j in whole..width {
+            let scaled = dy[j] * gain[j];
+            a += scaled;
+            c += scaled * (x[j] - mean) * inverse;
+        }
+        let (a, c) = (a / width as f32, c / width as f32);
         for j in 0..width {
             let normed = (x[j] - mean) * inverse;
             dx[j].write(inverse * (dy[j] * gain[j] - a - normed * c));
