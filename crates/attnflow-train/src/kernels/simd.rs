@@ -19,9 +19,9 @@ pub(super) fn filled(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> 
     values
 }
 
-/// Initialised values viewed as writable slots (for tests and callers that
-/// already hold a buffer).
-#[allow(dead_code)]
+/// Initialised values viewed as writable slots (for tests, which hold
+/// their buffers already).
+#[cfg(test)]
 pub(super) fn as_uninit(values: &mut [f32]) -> &mut [MaybeUninit<f32>] {
     // SAFETY: MaybeUninit<f32> has f32's layout, and the slots are only
     // ever written with initialised f32 values.
