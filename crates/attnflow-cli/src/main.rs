@@ -60,8 +60,8 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     // Tensor buffers freed by one step are reused by the next instead of
-    // being unmapped and faulted in again (see attnflow_core::memory).
-    attnflow_core::memory::keep_freed_memory();
+    // being unmapped and faulted in again (see attnflow_core::process).
+    attnflow_core::process::keep_freed_memory();
     // Whole lines keep messages greppable and file paths unbroken.
     let _ = miette::set_hook(Box::new(|_| {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())

@@ -13,8 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.get(1).map_or(Ok(1024), |s| s.parse())?;
     let iterations: usize = args.get(2).map_or(Ok(20), |s| s.parse())?;
     let forward_only = args.get(3).is_some_and(|s| s == "fwd");
-    // As the `attnflow` binary does (see attnflow_core::memory).
-    attnflow_core::memory::keep_freed_memory();
+    // As the `attnflow` binary does (see attnflow_core::process).
+    attnflow_core::process::keep_freed_memory();
     let random = || Tensor::randn(0f32, 1f32, (1, 8, n, 64), &Device::Cpu);
     let variable =
         || -> candle_core::Result<Tensor> { Ok(Var::from_tensor(&random()?)?.into_inner()) };

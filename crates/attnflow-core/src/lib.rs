@@ -15,8 +15,8 @@ pub mod claims;
 mod error;
 mod fused;
 mod mask;
-pub mod memory;
 mod multi_head;
+pub mod process;
 mod softmax;
 
 pub use attention::{attention_matrix, scaled_dot_product_attention, AttentionOutput, SdpaOptions};

@@ -11,8 +11,8 @@ use candle_core::{DType, Device, Tensor, Var};
 
 fn main() {
     // As `Trainer::new` does.
-    attnflow_train::malloc::keep_freed_memory();
-    threads::one_worker_pool();
+    attnflow_core::process::keep_freed_memory();
+    attnflow_core::process::one_worker_pool();
     let device = Device::Cpu;
     let tokens = 1024;
     for (inputs, outputs) in [(128, 128), (128, 512), (512, 128), (128, 64)] {

@@ -15,7 +15,6 @@ pub mod checkpoint;
 mod error;
 pub mod gradflow;
 pub mod kernels;
-pub mod malloc;
 pub mod model;
 pub mod objective;
 pub mod optim;

@@ -1,37 +1,8 @@
-//! One pool of worker threads for training, not two.
-//!
-//! candle 0.11 runs its element-wise ops over 64 Ki elements on a "barrier
-//! pool" of its own, whose threads (and the caller, while it waits) spin
-//! between ops; the fused kernels ([`crate::kernels`]) and attnflow-core's
-//! attention split their work over rayon's pool. With both pools on the
-//! same cores, a spinning thread of one takes the core a thread of the
-//! other needs: `perf` on `attnflow bench train` showed the caller spinning
-//! in candle's `BarrierGuard::drop` for 45% of the samples, and the
-//! benchmark ran at about 0.75 of the speed it reaches with candle's pool
-//! disabled. What candle still does element-wise in training (residual
-//! sums, adding gradients into its store) is memory-bound and cheap on one
-//! thread.
+//! One pool of worker threads for training, not two: with candle's own
+//! pool disabled (`attnflow_core::process::one_worker_pool`), every
+//! parallel loop of a step runs on one rayon pool of one thread per core.
 
-use std::sync::{Once, OnceLock};
-
-/// The variable candle reads, once, when its barrier pool first starts.
-const CANDLE_THREADS: &str = "CANDLE_NUM_THREADS";
-
-/// Runs candle's element-wise ops on the calling thread (sets
-/// `CANDLE_NUM_THREADS=1`) unless the user chose a value; once per process,
-/// and only effective before candle first starts its pool. Matrix products
-/// left to candle still use rayon (candle reads `RAYON_NUM_THREADS` for
-/// those).
-pub fn one_worker_pool() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        if std::env::var_os(CANDLE_THREADS).is_none() {
-            // Called while building a trainer, before any training op and
-            // before candle reads the variable.
-            std::env::set_var(CANDLE_THREADS, "1");
-        }
-    });
-}
+use std::sync::OnceLock;
 
 /// Runs `work` on the training pool: rayon workers, one per core (or
 /// `RAYON_NUM_THREADS`), with `work` itself on one of them. The parallel

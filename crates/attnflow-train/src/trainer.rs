@@ -342,8 +342,8 @@ impl Trainer {
     /// builds the model with seeded initial weights.
     pub fn new(source: BlueprintSource, config: TrainConfig) -> Result<Self> {
         config.check()?;
-        crate::malloc::keep_freed_memory();
-        crate::threads::one_worker_pool();
+        attnflow_core::process::keep_freed_memory();
+        attnflow_core::process::one_worker_pool();
         let blueprint = Blueprint::from_text(&source.file, &source.text, &config.overrides)?;
         let device = Device::Cpu;
         let store = ParameterStore::new(config.seed);

@@ -172,8 +172,8 @@ pub fn run_case_in_process(case: &Case) -> Result<Measurement, BenchError> {
         source,
     };
     let candle_error = |e: candle_core::Error| engine_error(e.into());
-    // As in every attnflow process (see `crate::memory`).
-    crate::memory::keep_freed_memory();
+    // As in every attnflow process (see `crate::process`).
+    crate::process::keep_freed_memory();
     let shape = (case.batch, case.heads, case.n, case.d);
     let device = Device::Cpu;
     let make = || Tensor::randn(0f32, 1f32, shape, &device).map_err(candle_error);
