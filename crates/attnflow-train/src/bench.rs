@@ -3,7 +3,9 @@
 //! script `tools/bench_train_torch.py`; tokens per second for both.
 //!
 //! The model is a pre-norm causal decoder (learned positions, tied head,
-//! GELU(tanh), no dropout) on random-symbol sequences; both sides run
+//! GELU(tanh), no dropout) on the copy task (random prompts of `seq/2`
+//! symbols, a separator, the prompt again; scored on the copied half by a
+//! weighted cross-entropy over every position); both sides run
 //! forward, cross-entropy, backward, global-norm clipping and AdamW.
 
 use std::path::{Path, PathBuf};
@@ -56,7 +58,7 @@ impl Default for BenchOptions {
             d_ff: 512,
             seq: 64,
             batch: 16,
-            steps: 20,
+            steps: 60,
             warmup_steps: 3,
             python: PathBuf::from("python3"),
             skip_torch: false,

@@ -358,8 +358,9 @@ pub fn eval(args: EvalArgs) -> CliResult {
 /// Arguments of `attnflow bench train`.
 #[derive(Debug, Args)]
 pub struct BenchTrainArgs {
-    /// Timed training steps on each side.
-    #[arg(long, default_value_t = 20)]
+    /// Timed training steps on each side (60 steps take about 1.5 s a
+    /// side here: long enough that one busy moment does not decide it).
+    #[arg(long, default_value_t = 60)]
     steps: u64,
     /// Untimed steps first.
     #[arg(long, default_value_t = 3)]
