@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The main job: ingest and check data, train, validate, report (figure 3).
-    /// With no spec, runs an embedded default in about a minute.
+    /// With no spec, runs an embedded default in a few seconds.
     Run(commands::run::RunArgs),
     /// Check, cost, scale and draw architecture blueprints (§3.1, §4.1, §9).
     #[command(subcommand)]
