@@ -67,6 +67,18 @@ fn main() -> ExitCode {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }));
     let cli = Cli::parse();
+    // Commands that train keep candle's element-wise ops off a second
+    // spinning thread pool; set here, while this is the only thread, since
+    // it writes the environment (Trainer::new repeats it for library use).
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Train(_)
+            | Command::Eval(_)
+            | Command::Bench(commands::bench::BenchCommand::Train(_))
+    ) {
+        attnflow_core::process::one_worker_pool();
+    }
     let result = match cli.command {
         Command::Run(args) => commands::run::run(args),
         Command::Blueprint(command) => commands::blueprint::run(command),
