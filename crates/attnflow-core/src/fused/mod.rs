@@ -107,6 +107,15 @@ pub fn fused_unsupported_reason(
     None
 }
 
+/// Replaces each entry of `row` by `exp(entry − shift)` and returns their
+/// sum: the fused kernel's softmax step (AVX-512, AVX2+FMA or portable, the
+/// widest this machine has; relative error of `exp` under 5e-7, and
+/// `exp(-inf) = 0`). For other kernels that need a stable softmax, such as
+/// attnflow-train's cross-entropy.
+pub fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
+    simd::exp_shift_sum(SimdPath::detect(), row, shift)
+}
+
 /// Scaled dot-product attention's output, by the fastest path that applies.
 ///
 /// Same inputs, masks and result as

@@ -4,7 +4,6 @@
 
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D};
 
-use super::simd;
 use super::storage::{cpu_slice, fusable, tensor, with_values};
 
 /// `-Σ_t w_t · ln softmax(logits_t)[target_t] / total` with logits
@@ -65,7 +64,8 @@ impl CrossEntropy {
     /// left in `exps`.
     fn row(&self, logits: &[f32], exps: &mut [f32]) -> (f32, f32) {
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum = simd::exp_shift(logits, max, exps);
+        exps.copy_from_slice(logits);
+        let sum = attnflow_core::exp_shift_sum(exps, max);
         (max, sum)
     }
 

@@ -78,18 +78,6 @@ fn gelu_backward_body(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     }
 }
 
-/// `y = exp(x - shift)` for each element; returns Σ y.
-#[inline(always)]
-fn exp_shift_body(x: &[f32], shift: f32, y: &mut [f32]) -> f32 {
-    let mut sum = 0f32;
-    for (y, &x) in y.iter_mut().zip(x) {
-        let e = exp_approx(x - shift);
-        *y = e;
-        sum += e;
-    }
-    sum
-}
-
 /// Σ values in 16 lanes (a plain `sum` of floats is a serial chain the
 /// compiler may not reorder, so it would not vectorise).
 #[inline(always)]
@@ -292,11 +280,6 @@ dispatch!(
 dispatch!(
     /// `dx = dy · d/dx GELU(x)`.
     pub(super) fn gelu_backward(x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) => gelu_backward_body
-);
-
-dispatch!(
-    /// `y = exp(x - shift)`, returning `Σ y`.
-    pub(super) fn exp_shift(x: &[f32], shift: f32, y: &mut [f32]) -> f32 => exp_shift_body
 );
 
 dispatch!(
