@@ -8,14 +8,7 @@ use crate::cost::{Account, Cost};
 use crate::receptive::Summary;
 use crate::scale::{Fit, ScaleReport};
 
-/// Text for terminals or Markdown for documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Style {
-    /// Aligned columns.
-    Text,
-    /// A Markdown table.
-    Markdown,
-}
+pub use attnflow_base::table::{table, Style};
 
 /// `124439808` → `124,439,808`.
 pub fn grouped(value: u128) -> String {
@@ -66,79 +59,6 @@ pub fn bytes(value: u128) -> String {
     } else {
         format!("{scaled:.2} {}", PREFIXES[prefix])
     }
-}
-
-/// Lays out `rows` under `headers`; columns after the first `left` are
-/// right-aligned (numbers).
-pub fn table(headers: &[&str], rows: &[Vec<String>], left: usize, style: Style) -> String {
-    let mut widths: Vec<usize> = headers
-        .iter()
-        .map(|header| header.chars().count())
-        .collect();
-    for row in rows {
-        for (column, cell) in row.iter().enumerate() {
-            widths[column] = widths[column].max(cell.chars().count());
-        }
-    }
-    let pad = |text: &str, column: usize| {
-        let fill = widths[column].saturating_sub(text.chars().count());
-        if column < left {
-            format!("{text}{}", " ".repeat(fill))
-        } else {
-            format!("{}{text}", " ".repeat(fill))
-        }
-    };
-    let mut out = String::new();
-    match style {
-        Style::Text => {
-            let line = |cells: Vec<String>| cells.join("  ").trim_end().to_string();
-            out.push_str(&line(
-                headers.iter().enumerate().map(|(c, h)| pad(h, c)).collect(),
-            ));
-            out.push('\n');
-            out.push_str(&line(
-                widths.iter().map(|width| "-".repeat(*width)).collect(),
-            ));
-            out.push('\n');
-            for row in rows {
-                out.push_str(&line(
-                    row.iter()
-                        .enumerate()
-                        .map(|(c, cell)| pad(cell, c))
-                        .collect(),
-                ));
-                out.push('\n');
-            }
-        }
-        Style::Markdown => {
-            let escape = |text: &str| text.replace('|', "\\|").replace('*', "\\*");
-            out.push_str(&format!(
-                "| {} |\n",
-                headers
-                    .iter()
-                    .map(|header| escape(header))
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            ));
-            out.push_str(&format!(
-                "|{}|\n",
-                (0..headers.len())
-                    .map(|column| if column < left { "---" } else { "---:" })
-                    .collect::<Vec<_>>()
-                    .join("|")
-            ));
-            for row in rows {
-                out.push_str(&format!(
-                    "| {} |\n",
-                    row.iter()
-                        .map(|cell| escape(cell))
-                        .collect::<Vec<_>>()
-                        .join(" | ")
-                ));
-            }
-        }
-    }
-    out
 }
 
 fn shape_text(shape: &[u64]) -> String {

@@ -6,7 +6,6 @@
 
 mod commands;
 mod error;
-mod files;
 
 use std::process::ExitCode;
 

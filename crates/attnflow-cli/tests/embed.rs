@@ -2,7 +2,6 @@
 //! all-MiniLM-L6-v2 read `ATTNFLOW_TEST_MODEL_DIR` (set by `.ci/run`); the
 //! refusals run on a broken copy of a tiny model directory written here.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -13,22 +12,10 @@ fn attnflow() -> Command {
     Command::cargo_bin("attnflow").expect("binary builds")
 }
 
-/// The unpacked all-MiniLM-L6-v2 directory, or `None` (with a skip line
-/// past the harness's capture) when unset outside CI.
-fn model_dir(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("ATTNFLOW_TEST_MODEL_DIR") {
-        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-        _ => {
-            if std::env::var("CI").is_ok_and(|value| value == "true") {
-                panic!("{test}: ATTNFLOW_TEST_MODEL_DIR is unset in CI; .ci/run should have downloaded all-MiniLM-L6-v2");
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipped: set ATTNFLOW_TEST_MODEL_DIR to the unpacked all-MiniLM-L6-v2 model (see .ci/run)"
-            );
-            None
-        }
-    }
+/// The unpacked all-MiniLM-L6-v2 directory (`attnflow_testkit`: fails when
+/// missing, unless the run opted out of models).
+fn model_dir(_test: &str) -> Option<PathBuf> {
+    attnflow_testkit::model(attnflow_testkit::Model::MiniLm)
 }
 
 fn golden_embeddings() -> (Vec<String>, Vec<Vec<f32>>) {

@@ -2,7 +2,6 @@
 //! blueprint derived from its config.json by attnflow-models.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -130,15 +129,7 @@ fn refuses_broken_model_directories() {
 
 #[test]
 fn minilm_has_its_published_parameter_count() {
-    let Some(model) = std::env::var_os("ATTNFLOW_TEST_MODEL_DIR").filter(|dir| !dir.is_empty())
-    else {
-        if std::env::var("CI").is_ok_and(|value| value == "true") {
-            panic!("ATTNFLOW_TEST_MODEL_DIR is unset in CI; .ci/run should have downloaded all-MiniLM-L6-v2");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "minilm_has_its_published_parameter_count: skipped: set ATTNFLOW_TEST_MODEL_DIR to the unpacked all-MiniLM-L6-v2 model (see .ci/run)"
-        );
+    let Some(model) = attnflow_testkit::model(attnflow_testkit::Model::MiniLm) else {
         return;
     };
     assert_eq!(cost_params(Path::new(&model)), 22_713_216);

@@ -1,7 +1,6 @@
 //! `attnflow attention inspect --model DIR --text ...`: the attention report
 //! on a real pretrained model, labelled with its word pieces.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use assert_cmd::Command;
@@ -11,22 +10,10 @@ fn attnflow() -> Command {
     Command::cargo_bin("attnflow").expect("binary builds")
 }
 
-/// The unpacked all-MiniLM-L6-v2 directory, or `None` (with a skip line
-/// past the harness's capture) when unset outside CI.
-fn model_dir(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("ATTNFLOW_TEST_MODEL_DIR") {
-        Some(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-        _ => {
-            if std::env::var("CI").is_ok_and(|value| value == "true") {
-                panic!("{test}: ATTNFLOW_TEST_MODEL_DIR is unset in CI; .ci/run should have downloaded all-MiniLM-L6-v2");
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipped: set ATTNFLOW_TEST_MODEL_DIR to the unpacked all-MiniLM-L6-v2 model (see .ci/run)"
-            );
-            None
-        }
-    }
+/// The unpacked all-MiniLM-L6-v2 directory (`attnflow_testkit`: fails when
+/// missing, unless the run opted out of models).
+fn model_dir(_test: &str) -> Option<PathBuf> {
+    attnflow_testkit::model(attnflow_testkit::Model::MiniLm)
 }
 
 #[test]

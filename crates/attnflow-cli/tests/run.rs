@@ -116,51 +116,15 @@ fn the_embedded_default_runs_end_to_end() {
 }
 
 /// Opens the report in headless Chromium: no console or script errors,
-/// every section in the live DOM. Skipped only where no Chromium is
-/// installed and `ATTNFLOW_REQUIRE_BROWSER` is unset (CI sets it).
+/// every section in the live DOM.
 fn opens_in_headless_chromium(report: &Path) {
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .find_map(|name| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|dir| dir.join(name))
-                    .find(|path| path.is_file())
-            })
-        });
-    let Some(browser) = browser else {
-        assert!(
-            std::env::var_os("ATTNFLOW_REQUIRE_BROWSER").is_none(),
-            "ATTNFLOW_REQUIRE_BROWSER is set but no Chromium is installed"
-        );
-        eprintln!("SKIPPED: no chromium on PATH (apt-get install chromium to run this check)");
+    let Some(browser) = attnflow_testkit::chromium() else {
         return;
     };
-    let profile = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}#selftest", report.display()))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&output.stdout);
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "chromium failed: {log}");
-    assert!(
-        !log.contains("Uncaught") && !log.contains("CONSOLE"),
-        "console errors: {log}"
-    );
+    let page = browser.dump_dom(&format!("file://{}#selftest", report.display()), 5000);
+    let (dom, log) = (&page.dom, &page.log);
+    assert!(page.success, "chromium failed: {log}");
+    assert!(page.console_errors().is_empty(), "console errors: {log}");
     assert!(!dom.contains("data-errors"), "script errors: {dom}");
     for section in [
         "Summary",

@@ -565,9 +565,7 @@ fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     write_atomically(path, text.as_bytes())
 }
 
-/// Temp file in the same folder, fsync, rename (attnflow-train's writer,
-/// which checkpoints use too).
+/// Writes a run file atomically (`attnflow_base::write_atomically`).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    attnflow_train::checkpoint::write_atomically(path, bytes)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))
+    attnflow_base::write_atomically(path, bytes).map_err(|source| PipelineError::io(path, source))
 }

@@ -1,9 +1,6 @@
 //! The HTML report: self-contained, escaped, carries its data, and works in
 //! a real browser (headless Chromium) when one is installed.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use attnflow_report::{
     AttentionExplorer, Figure, Heatmap, InlineSvg, KeyValues, Paragraphs, Report, Table,
 };
@@ -120,56 +117,21 @@ fn large_reports_switch_to_eight_bits() {
     assert!(html.len() < 13_000_000, "{} bytes", html.len());
 }
 
-fn chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .filter_map(|name| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|dir| dir.join(name))
-                    .find(|path| path.is_file())
-            })
-        })
-        .next()
-}
-
 /// Opens the report in headless Chromium with `#selftest`: the page's own
 /// script switches the head selector (a real `change` event on the real
 /// `<select>`) and records whether the canvas changed. Checks there were
 /// no script errors and no token became markup.
 #[test]
 fn report_works_in_headless_chromium() {
-    let Some(browser) = chromium() else {
-        assert!(
-            std::env::var_os("ATTNFLOW_REQUIRE_BROWSER").is_none(),
-            "ATTNFLOW_REQUIRE_BROWSER is set but no Chromium is installed"
-        );
-        eprintln!("SKIPPED: no chromium on PATH (apt-get install chromium to run this test)");
+    let Some(browser) = attnflow_testkit::chromium() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("report.html");
     std::fs::write(&path, sample_report()).unwrap();
-    let output = Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--enable-logging=stderr",
-            "--v=0",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.path().join("profile").display()
-        ))
-        .arg("--dump-dom")
-        .arg(format!("file://{}#selftest", path.display()))
-        .output()
-        .unwrap();
-    let dom = String::from_utf8_lossy(&output.stdout);
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "chromium failed: {log}");
+    let page = browser.dump_dom(&format!("file://{}#selftest", path.display()), 5000);
+    let (dom, log) = (&page.dom, &page.log);
+    assert!(page.success, "chromium failed: {log}");
     assert!(
         dom.contains("data-selftest=\"view-changed\""),
         "head switch did not change the view:\n{dom}"

@@ -10,7 +10,6 @@
 //! previous checkpoint or the new one, whole.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use attnflow_blueprint::{Blueprint, Op};
@@ -97,32 +96,10 @@ pub fn blueprint_hash(blueprint: &Blueprint, parameters: &[(String, Vec<usize>)]
     format!("{:016x}", fnv1a64(canonical.to_string().as_bytes()))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same
-/// directory, fsync, rename, fsync of the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let directory = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent,
-        _ => Path::new("."),
-    };
-    let io = |source| TrainError::io(path, source);
-    let mut temporary = tempfile::NamedTempFile::new_in(directory).map_err(io)?;
-    // Temporary files are created private (0600); checkpoints and reports
-    // get the usual permissions of a file the user writes.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        temporary
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(io)?;
-    }
-    temporary.write_all(bytes).map_err(io)?;
-    temporary.as_file().sync_all().map_err(io)?;
-    temporary.persist(path).map_err(|error| io(error.error))?;
-    if let Ok(handle) = std::fs::File::open(directory) {
-        let _ = handle.sync_all();
-    }
-    Ok(())
+/// Writes `bytes` to `path` atomically (`attnflow_base::write_atomically`),
+/// naming the file on failure.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    attnflow_base::write_atomically(path, bytes).map_err(|source| TrainError::io(path, source))
 }
 
 fn serialize_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {

@@ -151,40 +151,8 @@ pub fn analyze(
 /// Renders rows under headers as an aligned plain-text table (first column
 /// left-aligned, the others right-aligned).
 pub fn render_table(headers: &[String], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers
-        .iter()
-        .map(|header| header.chars().count())
-        .collect();
-    for row in rows {
-        for (column, cell) in row.iter().enumerate() {
-            widths[column] = widths[column].max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .enumerate()
-            .map(|(column, cell)| {
-                let pad = widths[column] - cell.chars().count();
-                if column == 0 {
-                    format!("{cell}{}", " ".repeat(pad))
-                } else {
-                    format!("{}{cell}", " ".repeat(pad))
-                }
-            })
-            .collect();
-        padded.join("  ").trim_end().to_string()
-    };
-    let mut text = line(headers);
-    text.push('\n');
-    let rule: Vec<String> = widths.iter().map(|width| "-".repeat(*width)).collect();
-    text.push_str(&rule.join("  "));
-    text.push('\n');
-    for row in rows {
-        text.push_str(&line(row));
-        text.push('\n');
-    }
-    text
+    let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+    attnflow_base::table::table(&headers, rows, 1, attnflow_base::table::Style::Text)
 }
 
 fn number(value: f64) -> String {
@@ -316,35 +284,6 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS` (UTC) for milliseconds since the Unix epoch.
-pub fn format_time(milliseconds: i64) -> String {
-    let seconds = milliseconds.div_euclid(1000);
-    let days = seconds.div_euclid(86_400);
-    let of_day = seconds.rem_euclid(86_400);
-    // Civil-from-days (H. Hinnant's algorithm), valid for the proleptic
-    // Gregorian calendar.
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60
-    )
-}
-
 /// The runs as a table: id, workflow, status, state, steps so far, crashes,
 /// creation time.
 pub fn render_runs(runs: &[RunRecord]) -> String {
@@ -371,7 +310,7 @@ pub fn render_runs(runs: &[RunRecord]) -> String {
                 run.current_state.clone(),
                 run.epoch.to_string(),
                 run.crash_count.to_string(),
-                format_time(run.created_ms),
+                attnflow_base::time::format_utc(run.created_ms),
                 run.spec_origin.clone(),
             ]
         })
@@ -390,7 +329,7 @@ pub fn render_run(run: &RunRecord, steps: &[StepRecord], events: &[EventRecord])
     let _ = writeln!(
         text,
         "created {} UTC; epoch {}; crashes {}; lease {}",
-        format_time(run.created_ms),
+        attnflow_base::time::format_utc(run.created_ms),
         run.epoch,
         run.crash_count,
         match &run.lease_owner {
@@ -569,13 +508,6 @@ pub fn spec_mermaid(spec: &Spec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_format_as_utc() {
-        assert_eq!(format_time(0), "1970-01-01 00:00:00");
-        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(format_time(1_795_872_896_789), "2026-11-28 13:34:56");
-    }
 
     #[test]
     fn default_spec_diagram_has_figure_two_edges() {

@@ -14,7 +14,7 @@ use miette::miette;
 use safetensors::SafeTensors;
 
 use crate::error::{CliError, CliResult};
-use crate::files::write_atomically;
+use attnflow_base::write_atomically;
 
 /// Subcommands of `attnflow attention`.
 #[derive(Debug, Subcommand)]

@@ -316,7 +316,7 @@ pub fn run(command: BlueprintCommand) -> CliResult {
             };
             match args.output {
                 Some(path) => {
-                    crate::files::write_atomically(&path, text.as_bytes()).map_err(|error| {
+                    attnflow_base::write_atomically(&path, text.as_bytes()).map_err(|error| {
                         CliError::failed(miette!("cannot write {}: {error}", path.display()))
                     })?;
                     eprintln!("wrote {}", path.display());

@@ -213,37 +213,14 @@ fn load_schema(path: &Path) -> Result<Schema, CliError> {
     Schema::load(path).map_err(data_error)
 }
 
-/// Formats rows as an aligned text table.
+/// Formats rows as an aligned text table, every column left-aligned.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|title| title.chars().count()).collect();
-    for row in rows {
-        for (index, cell) in row.iter().enumerate() {
-            widths[index] = widths[index].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
-        let mut text = String::new();
-        for (index, cell) in cells.enumerate() {
-            let _ = write!(text, "{cell:<width$}  ", width = widths[index]);
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(&mut out, &mut header.iter().copied());
-    line(
-        &mut out,
-        &mut widths
-            .iter()
-            .map(|&width| "-".repeat(width))
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str),
-    );
-    for row in rows {
-        line(&mut out, &mut row.iter().map(String::as_str));
-    }
-    out
+    attnflow_base::table::table(
+        header,
+        rows,
+        header.len(),
+        attnflow_base::table::Style::Text,
+    )
 }
 
 fn one_line(text: &str) -> String {
@@ -585,7 +562,7 @@ fn write_selection(path: &Path, items: &[Item], selection: &Selection) -> CliRes
         };
         let _ = writeln!(text, "{id},{},{}", item.weight, item.value);
     }
-    crate::files::write_atomically(path, text.as_bytes())
+    attnflow_base::write_atomically(path, text.as_bytes())
         .map_err(|error| CliError::failed(miette!("{}: {error}", path.display())))
 }
 

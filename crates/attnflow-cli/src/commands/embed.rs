@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use miette::miette;
 
 use crate::error::{CliError, CliResult};
-use crate::files::write_atomically;
+use attnflow_base::write_atomically;
 
 /// Arguments of `attnflow embed`.
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ use miette::miette;
 
 use super::attention::load_tensors;
 use crate::error::{CliError, CliResult};
-use crate::files::write_atomically;
+use attnflow_base::write_atomically;
 
 /// Row sums may be off by this much in a weights file (maps saved in f16
 /// or bf16 lose about three decimal digits).

@@ -1,7 +1,7 @@
 //! `attnflow run`: the main job, the paper's figure 3 pipeline end to end.
 
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use attnflow_pipeline::{PipelineError, RunOptions, StepEvent};
 use clap::Args;
@@ -152,29 +152,8 @@ pub fn run(args: RunArgs) -> CliResult {
 
 /// `attnflow-runs/run-YYYYMMDD-HHMMSS` in UTC.
 fn default_run_dir() -> PathBuf {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
     PathBuf::from(format!(
-        "attnflow-runs/run-{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
+        "attnflow-runs/run-{}",
+        attnflow_base::time::Utc::now().compact()
     ))
 }

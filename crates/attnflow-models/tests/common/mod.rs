@@ -4,37 +4,14 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 
-/// The unpacked all-MiniLM-L6-v2 directory from `ATTNFLOW_TEST_MODEL_DIR`
-/// (`.ci/run` sets it). Unset: prints a skip line straight to the terminal
-/// (past the test harness's capture) and returns `None`; unset in CI
-/// (`CI=true`): fails, so a broken download never passes silently.
-pub fn model_dir(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("ATTNFLOW_TEST_MODEL_DIR") {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            assert!(
-                dir.join("model.safetensors").is_file(),
-                "ATTNFLOW_TEST_MODEL_DIR={} holds no model.safetensors",
-                dir.display()
-            );
-            Some(dir)
-        }
-        _ => {
-            if std::env::var("CI").is_ok_and(|value| value == "true") {
-                panic!("{test}: ATTNFLOW_TEST_MODEL_DIR is unset in CI; .ci/run should have downloaded all-MiniLM-L6-v2");
-            }
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipped: set ATTNFLOW_TEST_MODEL_DIR to the unpacked all-MiniLM-L6-v2 model (see .ci/run)"
-            );
-            None
-        }
-    }
+/// The unpacked all-MiniLM-L6-v2 directory (`attnflow_testkit`: fails when
+/// missing, unless the run opted out of models).
+pub fn model_dir(_test: &str) -> Option<PathBuf> {
+    attnflow_testkit::model(attnflow_testkit::Model::MiniLm)
 }
 
 /// The committed fixtures directory.

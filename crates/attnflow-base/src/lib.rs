@@ -1,0 +1,18 @@
+//! The few helpers every attnflow crate shares, each in one place:
+//!
+//! * [`write_atomically`]: result files are never half-written;
+//! * [`time`]: UTC timestamps without a calendar dependency;
+//! * [`table`]: aligned text and Markdown tables;
+//! * [`peak_rss_bytes`]: the peak memory of this process;
+//! * [`digest`]: SHA-256 of files, for manifests.
+//!
+//! Nothing here knows about tensors, stores or the paper.
+
+mod atomic;
+pub mod digest;
+mod memory;
+pub mod table;
+pub mod time;
+
+pub use atomic::write_atomically;
+pub use memory::peak_rss_bytes;
