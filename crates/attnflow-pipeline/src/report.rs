@@ -16,7 +16,6 @@ use attnflow_report::{
 };
 use attnflow_train::{Capture, Mode, StepMetrics, TrainReport, Trainer};
 use attnflow_workflow::report::analyze;
-use attnflow_workflow::Store as WorkflowStore;
 use candle_core::Tensor;
 
 use crate::steps::{files, read_json, Context, Validation};
@@ -521,8 +520,7 @@ fn attention_section(context: &Context) -> Result<Group> {
 /// §5.2 and §5.3: transition probabilities estimated from every recorded
 /// run, and the absorption analysis.
 fn workflow_section(context: &Context) -> Result<Group> {
-    let store = WorkflowStore::open(&context.store)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let store = crate::steps::open_store(&context.store)?;
     let analyses = analyze(&store, Some("attnflow-pipeline"))
         .map_err(|error| PipelineError::Workflow(error.to_string()))?;
     let mut group = Group::new("Workflow");

@@ -10,9 +10,11 @@
 //!   transactions, COPY, notifications, reconnection after a lost server.
 //! * [`Component`] and [`Migration`]: forward migrations, refused when the
 //!   store is newer than the build.
+//! * [`copy_store`] and [`migrate_store`]: `attnflow store copy|migrate`.
 //! * [`DbError`]: bad input (exit 2) vs a lost server vs failed work.
 
 mod connection;
+mod copy;
 mod error;
 mod location;
 mod migrate;
@@ -20,6 +22,7 @@ mod migrate;
 pub use connection::{
     postgres_placeholders, Backend, Cell, Connection, Listener, Row, Value, RECONNECT_BUDGET,
 };
+pub use copy::{copy_store, migrate_store, Copied, Table, Tables};
 pub use error::DbError;
 pub use location::{Location, PostgresUrl, DEFAULT_PATH, DEFAULT_VARIABLE};
 pub use migrate::{Component, Migration};

@@ -18,11 +18,13 @@
 //!   §5.3's absorption analysis, as tables, JSON and Mermaid diagrams.
 
 pub mod action;
+pub mod bench;
 pub mod markov;
 pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod store;
+pub mod worker;
 
 pub use action::{Task, TaskContext, TaskOutput, TaskRegistry};
 pub use attnflow_store::{DbError, Location};

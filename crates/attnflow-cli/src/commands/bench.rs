@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// Train the same small transformer for the same steps in attnflow and
     /// (when importable) PyTorch, and print tokens/s for both and the ratio.
     Train(crate::commands::train::BenchTrainArgs),
+    /// Durable workflow transitions per second and claim latency for 1, 4
+    /// and 16 workers on a store, beside `pgbench -N` on PostgreSQL.
+    Workflow(crate::commands::bench_workflow::BenchWorkflowArgs),
 }
 
 /// Arguments of `attnflow bench data`.
@@ -54,6 +57,7 @@ pub fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Attention(args) => attention(args),
         BenchCommand::Embed(args) => crate::commands::embed::bench(args),
         BenchCommand::Train(args) => crate::commands::train::bench(args),
+        BenchCommand::Workflow(args) => crate::commands::bench_workflow::run(args),
     }
 }
 

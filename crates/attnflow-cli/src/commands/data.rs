@@ -49,7 +49,8 @@ pub struct CheckArgs {
     /// Data files (.csv, .jsonl, .parquet).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// The SQLite store receiving the queue and the quarantine.
+    /// The store receiving the queue and the quarantine: an SQLite file or
+    /// postgres://USER@HOST:PORT/DATABASE (rows go in with COPY).
     #[arg(long, default_value = "attnflow.db")]
     db: PathBuf,
     /// Check and report only; write nothing.
@@ -71,7 +72,7 @@ pub struct CheckArgs {
 pub struct RecheckArgs {
     /// The (fixed) schema.
     schema: PathBuf,
-    /// The SQLite store.
+    /// The store: an SQLite file or postgres://USER@HOST:PORT/DATABASE.
     #[arg(long, default_value = "attnflow.db")]
     db: PathBuf,
     /// Quarantined records to list in the report.
@@ -98,7 +99,7 @@ pub struct ProfileArgs {
 /// Arguments of `attnflow data quarantine`.
 #[derive(Debug, Args)]
 pub struct QuarantineArgs {
-    /// The SQLite store.
+    /// The store: an SQLite file or postgres://USER@HOST:PORT/DATABASE.
     #[arg(long, default_value = "attnflow.db")]
     db: PathBuf,
     /// Include records already released by a re-check.
@@ -173,6 +174,21 @@ pub fn run(command: DataCommand) -> CliResult {
 
 /// Turns a library error into a diagnostic (with a source snippet for
 /// schema errors) and the right exit code.
+/// Opens the data store `--db` names: an SQLite file or a PostgreSQL URL.
+fn open_store(db: &std::path::Path) -> Result<Store, CliError> {
+    let location = attnflow_store::Location::parse(&db.to_string_lossy())
+        .map_err(|error| data_error(error.into()))?;
+    Store::connect(&location).map_err(data_error)
+}
+
+/// Whether `--db` names an SQLite file that does not exist.
+fn missing_file(db: &std::path::Path) -> bool {
+    matches!(
+        attnflow_store::Location::parse(&db.to_string_lossy()),
+        Ok(attnflow_store::Location::Sqlite(path)) if !path.exists()
+    )
+}
+
 pub fn data_error(error: DataError) -> CliError {
     let bad_input = error.is_bad_input();
     let report = match error {
@@ -339,7 +355,7 @@ fn check(args: CheckArgs) -> CliResult {
     let mut store = if args.dry_run {
         None
     } else {
-        Some(Store::open(&args.db).map_err(data_error)?)
+        Some(open_store(&args.db)?)
     };
     let report = check_files(&schema, &args.files, store.as_mut(), &options).map_err(data_error)?;
     if args.json {
@@ -359,13 +375,13 @@ fn check(args: CheckArgs) -> CliResult {
 
 fn recheck_command(args: RecheckArgs) -> CliResult {
     let schema = load_schema(&args.schema)?;
-    if !args.db.exists() {
+    if missing_file(&args.db) {
         return Err(CliError::bad_input(miette!(
             "{}: no such store (run `attnflow data check` first)",
             args.db.display()
         )));
     }
-    let mut store = Store::open(&args.db).map_err(data_error)?;
+    let mut store = open_store(&args.db)?;
     let options = CheckOptions {
         progress: !args.json,
         sample_limit: args.show.max(1),
@@ -477,13 +493,13 @@ fn profile(args: ProfileArgs) -> CliResult {
 }
 
 fn quarantine(args: QuarantineArgs) -> CliResult {
-    if !args.db.exists() {
+    if missing_file(&args.db) {
         return Err(CliError::bad_input(miette!(
             "{}: no such store (run `attnflow data check` first)",
             args.db.display()
         )));
     }
-    let store = Store::open(&args.db).map_err(data_error)?;
+    let store = open_store(&args.db)?;
     let entries = store
         .list_quarantine(args.all, args.rule.as_deref(), args.limit)
         .map_err(data_error)?;

@@ -2,11 +2,14 @@
 
 pub mod attention;
 pub mod bench;
+pub mod bench_workflow;
 pub mod blueprint;
 pub mod data;
 pub mod embed;
 pub mod inspect;
 pub mod run;
+pub mod store;
 pub mod train;
 pub mod verify;
+pub mod worker;
 pub mod workflow;

@@ -19,7 +19,7 @@
 //!   crates' tables.
 
 mod claims;
-mod schema;
+pub mod schema;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};

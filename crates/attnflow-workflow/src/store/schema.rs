@@ -3,10 +3,109 @@
 //! and the run rows are protected by triggers, per-run counters hand out
 //! gapless event and step numbers.
 
-use attnflow_store::{Component, Migration};
+use attnflow_store::{Component, Migration, Table, Tables};
+
+/// The workflow engine's tables, for `attnflow store copy|migrate`.
+pub const TABLES: Tables = Tables {
+    component: COMPONENT,
+    tables: &[
+        Table {
+            name: "wf_runs",
+            columns: &[
+                "id",
+                "workflow",
+                "spec_origin",
+                "spec_source",
+                "status",
+                "current_state",
+                "epoch",
+                "crash_count",
+                "lease_owner",
+                "lease_token",
+                "lease_expires_ms",
+                "created_ms",
+                "updated_ms",
+                "finished_ms",
+                "queue",
+                "ready_ms",
+                "lease_ms",
+                "max_crashes",
+                "event_count",
+                "step_count",
+            ],
+            serial_id: true,
+        },
+        Table {
+            name: "wf_steps",
+            columns: &[
+                "run_id",
+                "seq",
+                "state",
+                "epoch",
+                "status",
+                "attempt",
+                "attempt_open",
+                "last_outcome",
+                "retry_at_ms",
+                "outcome",
+                "next_state",
+                "started_ms",
+                "finished_ms",
+            ],
+            serial_id: false,
+        },
+        Table {
+            name: "wf_events",
+            columns: &[
+                "run_id",
+                "seq",
+                "at_ms",
+                "kind",
+                "step",
+                "state",
+                "attempt",
+                "outcome",
+                "to_state",
+                "idempotency_key",
+                "lease_token",
+                "detail",
+            ],
+            serial_id: false,
+        },
+        Table {
+            name: "wf_workers",
+            columns: &[
+                "name",
+                "owner_prefix",
+                "queues",
+                "concurrency",
+                "started_ms",
+                "heartbeat_ms",
+                "stopped_ms",
+                "status",
+            ],
+            serial_id: false,
+        },
+        Table {
+            name: "wf_superseded",
+            columns: &[
+                "id",
+                "run_id",
+                "step",
+                "attempt",
+                "idempotency_key",
+                "owner",
+                "lease_token",
+                "at_ms",
+                "detail",
+            ],
+            serial_id: true,
+        },
+    ],
+};
 
 /// The workflow engine's tables.
-pub(crate) const COMPONENT: Component = Component {
+pub const COMPONENT: Component = Component {
     name: "workflow",
     version_table: "wf_schema_version",
     migrations: MIGRATIONS,
