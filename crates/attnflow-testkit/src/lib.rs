@@ -191,7 +191,7 @@ pub fn restart_postgres_immediately() -> Option<()> {
         None => Command::new(&pg_ctl),
     };
     let status = command
-        .args(["restart", "-m", "immediate", "-w", "-D", &data])
+        .args(["restart", "-m", "immediate", "-w", "-t", "300", "-D", &data])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
