@@ -359,6 +359,16 @@ impl std::fmt::Debug for Connection {
 /// How long to keep trying to reach a PostgreSQL server that went away.
 pub const RECONNECT_BUDGET: Duration = Duration::from_secs(30);
 
+/// The reconnect budget in force: `ATTNFLOW_DB_RETRY_SECONDS` when set (a
+/// number of seconds), else [`RECONNECT_BUDGET`].
+pub fn reconnect_budget() -> Duration {
+    std::env::var("ATTNFLOW_DB_RETRY_SECONDS")
+        .ok()
+        .and_then(|text| text.trim().parse::<f64>().ok())
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+        .map_or(RECONNECT_BUDGET, Duration::from_secs_f64)
+}
+
 fn postgres_config(url: &PostgresUrl, label: &str) -> Result<postgres::Config, DbError> {
     let mut config: postgres::Config =
         url.as_str()

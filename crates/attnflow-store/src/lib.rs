@@ -20,7 +20,8 @@ mod location;
 mod migrate;
 
 pub use connection::{
-    postgres_placeholders, Backend, Cell, Connection, Listener, Row, Value, RECONNECT_BUDGET,
+    postgres_placeholders, reconnect_budget, Backend, Cell, Connection, Listener, Row, Value,
+    RECONNECT_BUDGET,
 };
 pub use copy::{copy_store, migrate_store, Copied, Table, Tables};
 pub use error::DbError;

@@ -130,7 +130,7 @@ impl<'a> Runner<'a> {
             database,
             queues: None,
             stop: None,
-            reconnect_budget: attnflow_store::RECONNECT_BUDGET,
+            reconnect_budget: attnflow_store::reconnect_budget(),
         }
     }
 
@@ -144,7 +144,8 @@ impl<'a> Runner<'a> {
     }
 
     /// How long to keep reconnecting after the server went away (default
-    /// [`attnflow_store::RECONNECT_BUDGET`]).
+    /// [`attnflow_store::reconnect_budget`]: 30 s unless
+    /// `ATTNFLOW_DB_RETRY_SECONDS` says otherwise).
     pub fn with_reconnect_budget(mut self, budget: Duration) -> Self {
         self.reconnect_budget = budget;
         self

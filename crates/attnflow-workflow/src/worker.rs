@@ -43,7 +43,7 @@ impl Default for WorkerOptions {
             concurrency: 1,
             poll: Duration::from_secs(1),
             exit_when_idle: None,
-            reconnect_budget: attnflow_store::RECONNECT_BUDGET,
+            reconnect_budget: attnflow_store::reconnect_budget(),
         }
     }
 }
