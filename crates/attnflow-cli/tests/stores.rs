@@ -110,7 +110,7 @@ fn a_server_lost_mid_run_exits_1_and_the_run_resumes() {
          on = { ok = \"Done\", failed = \"Done\" }\n[states.Done]\nterminal = \"success\"\n",
     )
     .unwrap();
-    let mut child = Command::new(binary())
+    let child = Command::new(binary())
         .args([
             "workflow",
             "run",

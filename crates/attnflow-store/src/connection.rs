@@ -338,7 +338,7 @@ impl Postgres {
 
 enum Inner {
     Sqlite(rusqlite::Connection),
-    Postgres(RefCell<Postgres>),
+    Postgres(Box<RefCell<Postgres>>),
 }
 
 /// An open store connection: SQLite or PostgreSQL.
@@ -421,12 +421,12 @@ impl Connection {
                 let client = connect_postgres(&config, url, &label)?;
                 Ok(Connection {
                     label,
-                    inner: Inner::Postgres(RefCell::new(Postgres {
+                    inner: Inner::Postgres(Box::new(RefCell::new(Postgres {
                         client: Some(client),
                         config,
                         url: url.clone(),
                         statements: HashMap::new(),
-                    })),
+                    }))),
                 })
             }
         }

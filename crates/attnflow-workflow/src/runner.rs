@@ -117,6 +117,8 @@ impl<'a> Runner<'a> {
     /// A runner with a fresh executor identity.
     pub fn new(store: &'a mut Store, registry: &'a TaskRegistry) -> Self {
         let database = match store.location() {
+            // The URL without its password: it only has to tell stores apart.
+            Some(location @ attnflow_store::Location::Postgres(_)) => Some(location.to_string()),
             Some(location) => Some(location.argument()),
             None => std::fs::canonicalize(store.path())
                 .ok()

@@ -929,6 +929,39 @@ fn states_reaching_terminal(states: &BTreeMap<String, State>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn queues_are_named_per_state_and_checked_with_their_place() {
+        let spec = Spec::parse(
+            "q.toml",
+            "[workflow]\nname = \"q\"\ninitial = \"Train\"\n\
+             [states.Train]\naction = { task = \"noop\" }\nqueue = \"gpu\"\non = { ok = \"Done\", failed = \"Done\" }\n\
+             [states.Done]\nterminal = \"success\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.queue_of("Train"), "gpu");
+        assert_eq!(spec.queue_of("Done"), DEFAULT_QUEUE);
+        let bad = Spec::parse(
+            "q.toml",
+            "[workflow]\nname = \"q\"\ninitial = \"A\"\n\
+             [states.A]\naction = { task = \"noop\" }\nqueue = \"g p u\"\non = { ok = \"Done\", failed = \"Done\" }\n\
+             [states.Done]\nterminal = \"success\"\n",
+        )
+        .unwrap_err();
+        assert_eq!((bad.line, bad.column), (6, 9), "{bad}");
+        assert!(bad.message.contains("queue name"), "{bad}");
+        let terminal = Spec::parse(
+            "q.toml",
+            "[workflow]\nname = \"q\"\ninitial = \"A\"\n\
+             [states.A]\naction = { task = \"noop\" }\non = { ok = \"Done\", failed = \"Done\" }\n\
+             [states.Done]\nterminal = \"success\"\nqueue = \"gpu\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            terminal.message.contains("cannot have `queue`"),
+            "{terminal}"
+        );
+    }
+
     use super::*;
 
     fn reject(source: &str) -> SpecError {
