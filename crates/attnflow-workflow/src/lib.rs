@@ -18,8 +18,8 @@
 //!   §5.3's absorption analysis, as tables, JSON and Mermaid diagrams.
 
 pub mod action;
-pub mod bench;
 pub mod markov;
+mod outcome;
 pub mod report;
 pub mod runner;
 pub mod spec;

@@ -2,7 +2,6 @@
 
 pub mod attention;
 pub mod bench;
-pub mod bench_workflow;
 pub mod blueprint;
 pub mod data;
 pub mod embed;

@@ -1,8 +1,8 @@
 //! `attnflow bench workflow`: durable transitions per second and claim
 //! latency for 1, 4 and 16 workers, beside `pgbench -N` on PostgreSQL.
-//! The logic lives in `attnflow_workflow::bench`.
+//! The logic lives in `attnflow_bench::workflow`.
 
-use attnflow_workflow::bench::{bench_workflow, WorkflowBenchOptions};
+use attnflow_bench::workflow::{bench_workflow, WorkflowBenchOptions};
 use clap::Args;
 use miette::miette;
 

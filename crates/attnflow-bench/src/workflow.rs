@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 use attnflow_store::{Location, PostgresUrl};
 use serde::Serialize;
 
-use crate::action::TaskRegistry;
-use crate::spec::Spec;
-use crate::store::{Store, StoreError};
-use crate::worker::{run_worker, WorkerError, WorkerEvent, WorkerOptions};
+use attnflow_workflow::worker::{run_worker, WorkerError, WorkerEvent, WorkerOptions};
+use attnflow_workflow::{Spec, Store, StoreError, TaskRegistry};
 
 /// What to measure.
 #[derive(Debug, Clone)]
