@@ -432,6 +432,37 @@ impl Connection {
         }
     }
 
+    /// Opens a store that must already exist, for readers: an SQLite file
+    /// is never created (a missing one is [`DbError::NotAStore`] saying so),
+    /// and another process's lock is waited for at most `busy` instead of
+    /// 30 s, so a reader can say "locked" while the writer keeps working.
+    pub fn open_existing(
+        location: &Location,
+        sqlite_setup: &str,
+        busy: Duration,
+    ) -> Result<Connection, DbError> {
+        let Location::Sqlite(path) = location else {
+            return Connection::open(location, sqlite_setup);
+        };
+        let label = location.to_string();
+        if !path.is_file() {
+            return Err(DbError::NotAStore {
+                store: label,
+                reason: "no such file".into(),
+            });
+        }
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+            | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let connection = rusqlite::Connection::open_with_flags(path, flags).map_err(|source| {
+            DbError::NotAStore {
+                store: label.clone(),
+                reason: source.to_string(),
+            }
+        })?;
+        Connection::wrap_sqlite(connection, label, sqlite_setup, busy)
+    }
+
     /// Wraps an open SQLite connection (another crate's file, say) and runs
     /// `sqlite_setup` on it.
     pub fn from_sqlite(
@@ -439,12 +470,32 @@ impl Connection {
         label: String,
         sqlite_setup: &str,
     ) -> Result<Connection, DbError> {
+        Connection::wrap_sqlite(connection, label, sqlite_setup, Duration::from_secs(30))
+    }
+
+    fn wrap_sqlite(
+        connection: rusqlite::Connection,
+        label: String,
+        sqlite_setup: &str,
+        busy: Duration,
+    ) -> Result<Connection, DbError> {
         connection
-            .busy_timeout(Duration::from_secs(30))
+            .busy_timeout(busy)
             .and_then(|()| connection.execute_batch(sqlite_setup))
-            .map_err(|source| DbError::NotAStore {
-                store: label.clone(),
-                reason: source.to_string(),
+            .map_err(|source| {
+                let busy = matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                );
+                if busy {
+                    // Another process holds the file: not a fault of the file.
+                    DbError::sqlite(&label, "configure the store", source)
+                } else {
+                    DbError::NotAStore {
+                        store: label.clone(),
+                        reason: source.to_string(),
+                    }
+                }
             })?;
         Ok(Connection {
             label,

@@ -57,6 +57,19 @@ pub enum DbError {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The store's tables are older than this build, or absent, and the
+    /// caller reads without migrating.
+    #[error("{store}: {}", if *found == 0 { format!("holds no {component} tables") } else { format!("{component} schema version {found} is older than this attnflow reads ({supported}); run `attnflow store migrate --db {store}` first") })]
+    SchemaBehind {
+        /// The store.
+        store: String,
+        /// Whose tables (`workflow`, `data`).
+        component: String,
+        /// The store's version (0: no tables).
+        found: i64,
+        /// The version this build reads.
+        supported: i64,
+    },
     /// The connection to the server broke mid-work (server restarted or
     /// gone). Work in progress is resumable once it is back.
     #[error("{store}: lost the connection to the server while trying to {operation}: {reason}")]
@@ -118,7 +131,22 @@ impl DbError {
                 | DbError::Unreachable { .. }
                 | DbError::NotAStore { .. }
                 | DbError::SchemaTooNew { .. }
+                | DbError::SchemaBehind { .. }
         )
+    }
+
+    /// Whether another process holds a lock the operation waited for in
+    /// vain (SQLite's busy and locked, PostgreSQL's lock timeout): trying
+    /// again later may succeed.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            DbError::Sqlite { source, .. } => matches!(
+                source.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            DbError::Postgres { code, .. } => code.as_deref() == Some("55P03"),
+            _ => false,
+        }
     }
 
     /// Whether the server went away mid-work: reconnecting may help.

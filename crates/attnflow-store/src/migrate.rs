@@ -66,6 +66,32 @@ impl Component {
         row.map_or(Ok(0), |row| row.i64(0))
     }
 
+    /// Checks, without writing, that the store holds this component's
+    /// tables at [`Component::latest`] (readers that must not migrate):
+    /// [`DbError::SchemaBehind`] when they are older or absent,
+    /// [`DbError::SchemaTooNew`] when newer.
+    pub fn check_current(&self, connection: &Connection) -> Result<(), DbError> {
+        let found = self.version(connection)?;
+        let supported = self.latest();
+        let store = connection.label().to_string();
+        let component = self.name.to_string();
+        match found.cmp(&supported) {
+            std::cmp::Ordering::Equal => Ok(()),
+            std::cmp::Ordering::Less => Err(DbError::SchemaBehind {
+                store,
+                component,
+                found,
+                supported,
+            }),
+            std::cmp::Ordering::Greater => Err(DbError::SchemaTooNew {
+                store,
+                component,
+                found,
+                supported,
+            }),
+        }
+    }
+
     /// Brings the store to [`Component::latest`]; refuses a store written
     /// by a newer attnflow. Returns `(before, after)`.
     pub fn migrate(&self, connection: &Connection) -> Result<(i64, i64), DbError> {

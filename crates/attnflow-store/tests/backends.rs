@@ -211,3 +211,45 @@ fn notifications_wake_a_listener() {
         .unwrap();
     assert!(listener.wait(std::time::Duration::from_secs(5)));
 }
+
+/// Readers open a store without creating, migrating or waiting long:
+/// a missing file, absent or older tables and another process's lock each
+/// come back as their own error.
+#[test]
+fn readers_open_existing_stores_only_and_say_when_one_is_locked() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("r.db");
+    let location = Location::Sqlite(path.clone());
+    let busy = std::time::Duration::from_millis(200);
+    let missing = Connection::open_existing(&location, "", busy).unwrap_err();
+    assert!(matches!(missing, DbError::NotAStore { .. }), "{missing}");
+    assert!(missing.to_string().contains("no such file"), "{missing}");
+    assert!(!path.exists(), "a reader never creates the store");
+
+    let writer = Connection::open(&location, "PRAGMA journal_mode = WAL;").unwrap();
+    let reader = Connection::open_existing(&location, "PRAGMA journal_mode = WAL;", busy).unwrap();
+    let absent = COMPONENT.check_current(&reader).unwrap_err();
+    assert!(matches!(absent, DbError::SchemaBehind { found: 0, .. }), "{absent}");
+    assert!(absent.to_string().contains("holds no test tables"), "{absent}");
+    assert!(absent.is_bad_input());
+    COMPONENT.migrate(&writer).unwrap();
+    COMPONENT.check_current(&reader).unwrap();
+    writer
+        .execute("step back", "UPDATE t_schema_version SET version = 1", &[])
+        .unwrap();
+    let behind = COMPONENT.check_current(&reader).unwrap_err();
+    assert!(behind.to_string().contains("attnflow store migrate"), "{behind}");
+
+    // An exclusive lock (a writer in exclusive locking mode) stops readers
+    // even in WAL mode: the reader gives up after `busy`, saying it is busy.
+    writer
+        .batch("lock", "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; UPDATE t_schema_version SET version = 2;")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let locked = Connection::open_existing(&location, "", busy)
+        .and_then(|connection| COMPONENT.check_current(&connection))
+        .unwrap_err();
+    assert!(locked.is_busy(), "{locked}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    writer.batch("unlock", "COMMIT").unwrap();
+}
