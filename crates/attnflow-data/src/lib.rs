@@ -11,6 +11,7 @@ pub mod error;
 mod fast;
 pub mod pattern;
 pub mod profile;
+pub mod quarantine;
 pub mod render;
 pub mod rule;
 pub mod run;

@@ -697,11 +697,12 @@ fn check_sources(
     Ok(())
 }
 
-/// Re-parses a quarantined record's raw bytes in its source format.
-fn reparse(
+/// Re-parses a quarantined record's raw bytes in its source format, as its
+/// source's delimiter, quote and columns say (`options` gives the rest).
+pub(crate) fn reparse(
     raw_record: &mut Record,
     source: &crate::store::StoredSource,
-    schema: &Schema,
+    options: &SourceOptions,
 ) -> DataResult<()> {
     let row = raw_record.row;
     let line = raw_record.line;
@@ -722,7 +723,7 @@ fn reparse(
                 delimiter: source.delimiter,
                 quote: source.quote,
                 header: false,
-                ..schema.source.clone()
+                ..options.clone()
             };
             let mut reader =
                 CsvSource::with_columns(&raw[..], path, &options, source.columns.clone());
@@ -742,7 +743,7 @@ fn reparse(
             let mut reader = JsonlSource::new(
                 &raw[..],
                 path,
-                schema.source.max_record_bytes.max(raw.len() + 1),
+                options.max_record_bytes.max(raw.len() + 1),
             );
             let mut parsed = Record::default();
             reader.next_record(&mut parsed)?.then_some(parsed)
@@ -829,7 +830,7 @@ fn recheck_pages(
         };
         after = *last;
         for (quarantine_id, source, mut record) in page {
-            reparse(&mut record, &source, schema)?;
+            reparse(&mut record, &source, &schema.source)?;
             let binding = match source.format {
                 Format::Csv => Binding::Columns(
                     schema

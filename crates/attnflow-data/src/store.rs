@@ -317,6 +317,57 @@ pub struct QuarantineEntry {
     pub released_by_run: Option<i64>,
 }
 
+/// Which quarantined records a listing shows; each condition given must
+/// hold. Rule, field and source are those of a record's first violation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuarantineFilter {
+    /// Also records a re-check released.
+    pub include_released: bool,
+    /// Only records of this rule.
+    pub rule: Option<String>,
+    /// Only records of this field.
+    pub field: Option<String>,
+    /// Only records of this source file.
+    pub source: Option<String>,
+}
+
+/// Records still held, counted three ways (largest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QuarantineFacets {
+    /// By the rule of their first violation.
+    pub by_rule: Vec<(String, u64)>,
+    /// By the field of their first violation (record-level faults have none).
+    pub by_field: Vec<(String, u64)>,
+    /// By source file.
+    pub by_source: Vec<(String, u64)>,
+}
+
+const ENTRY_COLUMNS: &str = "q.id, q.run_id, s.path, q.row, q.line, q.field, q.rule, q.value, q.message, q.violations, q.released_by_run";
+
+const QUARANTINE_FROM: &str = "FROM data_quarantine q JOIN data_sources s ON s.id = q.source_id JOIN data_runs r ON r.id = q.run_id";
+
+/// Parameters ?1 .. ?4: include released (0/1), rule, field, source.
+const QUARANTINE_WHERE: &str = "r.status = 'done' AND (?1 = 1 OR q.released_by_run IS NULL) \
+     AND (CAST(?2 AS TEXT) IS NULL OR q.rule = ?2) AND (CAST(?3 AS TEXT) IS NULL OR q.field = ?3) \
+     AND (CAST(?4 AS TEXT) IS NULL OR s.path = ?4)";
+
+fn entry_from_row(row: &Row) -> Result<QuarantineEntry, DbError> {
+    let violations = row.text(9)?;
+    Ok(QuarantineEntry {
+        id: row.i64(0)?,
+        run_id: row.i64(1)?,
+        source: row.text(2)?,
+        row: row.i64(3)? as u64,
+        line: row.i64(4)? as u64,
+        field: row.opt_text(5)?,
+        rule: row.text(6)?,
+        value: row.opt_text(7)?,
+        message: row.text(8)?,
+        violations: serde_json::from_str(&violations).unwrap_or_default(),
+        released_by_run: row.opt_i64(10)?,
+    })
+}
+
 /// Books of one run, as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
@@ -349,6 +400,21 @@ impl Store {
     pub fn connect(location: &Location) -> DataResult<Self> {
         let connection = Connection::open(location, SQLITE_SETUP)?;
         COMPONENT.migrate(&connection)?;
+        Ok(Self {
+            path: PathBuf::from(location.to_string()),
+            connection,
+            pending: 0,
+            queued: QueueBuffer::default(),
+        })
+    }
+
+    /// Opens an existing store for reading (the web app) or a re-check:
+    /// nothing is created or migrated, the data tables must be at this
+    /// build's version, and another process's lock is waited for at most
+    /// `busy`.
+    pub fn open_existing(location: &Location, busy: std::time::Duration) -> DataResult<Self> {
+        let connection = Connection::open_existing(location, SQLITE_SETUP, busy)?;
+        COMPONENT.check_current(&connection)?;
         Ok(Self {
             path: PathBuf::from(location.to_string()),
             connection,
@@ -749,45 +815,133 @@ impl Store {
         rule: Option<&str>,
         limit: usize,
     ) -> DataResult<Vec<QuarantineEntry>> {
-        let rows = self.connection.query(
-            "list quarantine",
-            "SELECT q.id, q.run_id, s.path, q.row, q.line, q.field, q.rule, q.value, q.message, q.violations, q.released_by_run
-             FROM data_quarantine q JOIN data_sources s ON s.id = q.source_id JOIN data_runs r ON r.id = q.run_id
-             WHERE r.status = 'done' AND (?1 = 1 OR q.released_by_run IS NULL) AND (CAST(?2 AS TEXT) IS NULL OR q.rule = ?2)
-             ORDER BY q.id LIMIT ?3",
-            args![i64::from(include_released), rule, limit.min(i64::MAX as usize) as i64],
-        )?;
-        let convert = |row: &Row| -> Result<QuarantineEntry, DbError> {
-            let violations = row.text(9)?;
-            Ok(QuarantineEntry {
-                id: row.i64(0)?,
-                run_id: row.i64(1)?,
-                source: row.text(2)?,
-                row: row.i64(3)? as u64,
-                line: row.i64(4)? as u64,
-                field: row.opt_text(5)?,
-                rule: row.text(6)?,
-                value: row.opt_text(7)?,
-                message: row.text(8)?,
-                violations: serde_json::from_str(&violations).unwrap_or_default(),
-                released_by_run: row.opt_i64(10)?,
-            })
+        let filter = QuarantineFilter {
+            include_released,
+            rule: rule.map(str::to_owned),
+            ..QuarantineFilter::default()
         };
-        Ok(rows.iter().map(convert).collect::<Result<Vec<_>, _>>()?)
+        self.quarantine_page(&filter, 0, limit)
     }
 
-    /// Pending quarantined records per rule.
-    pub fn quarantine_counts(&self) -> DataResult<Vec<(String, u64)>> {
+    /// The quarantined records `filter` selects, in id order, after
+    /// skipping `offset`, at most `limit`.
+    pub fn quarantine_page(
+        &self,
+        filter: &QuarantineFilter,
+        offset: usize,
+        limit: usize,
+    ) -> DataResult<Vec<QuarantineEntry>> {
+        let rows = self.connection.query(
+            "list quarantine",
+            &format!(
+                "SELECT {ENTRY_COLUMNS} {QUARANTINE_FROM} WHERE {QUARANTINE_WHERE} ORDER BY q.id LIMIT ?5 OFFSET ?6"
+            ),
+            args![
+                i64::from(filter.include_released),
+                filter.rule.as_deref(),
+                filter.field.as_deref(),
+                filter.source.as_deref(),
+                limit.min(i64::MAX as usize) as i64,
+                offset.min(i64::MAX as usize) as i64
+            ],
+        )?;
+        Ok(rows.iter().map(entry_from_row).collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// How many quarantined records `filter` selects.
+    pub fn count_quarantine(&self, filter: &QuarantineFilter) -> DataResult<u64> {
+        let count = self.connection.query_i64(
+            "count quarantine",
+            &format!("SELECT COUNT(*) {QUARANTINE_FROM} WHERE {QUARANTINE_WHERE}"),
+            args![
+                i64::from(filter.include_released),
+                filter.rule.as_deref(),
+                filter.field.as_deref(),
+                filter.source.as_deref()
+            ],
+        )?;
+        Ok(count.max(0) as u64)
+    }
+
+    /// Records still held, counted by the rule, the field and the source
+    /// file of their first violation.
+    pub fn quarantine_facets(&self) -> DataResult<QuarantineFacets> {
+        Ok(QuarantineFacets {
+            by_rule: self.held_by("q.rule")?,
+            by_field: self.held_by("q.field")?,
+            by_source: self.held_by("s.path")?,
+        })
+    }
+
+    /// Records still held per value of `column` (largest count first).
+    fn held_by(&self, column: &str) -> DataResult<Vec<(String, u64)>> {
         let rows = self.connection.query(
             "count quarantine",
-            "SELECT q.rule, COUNT(*) FROM data_quarantine q JOIN data_runs r ON r.id = q.run_id
-             WHERE r.status = 'done' AND q.released_by_run IS NULL GROUP BY q.rule ORDER BY COUNT(*) DESC, q.rule",
+            &format!(
+                "SELECT {column}, COUNT(*) {QUARANTINE_FROM} \
+                 WHERE r.status = 'done' AND q.released_by_run IS NULL AND {column} IS NOT NULL \
+                 GROUP BY {column} ORDER BY COUNT(*) DESC, {column}"
+            ),
             &[],
         )?;
         Ok(rows
             .iter()
-            .map(|row| Ok((row.text(0)?, row.i64(1)? as u64)))
+            .map(|row| Ok((row.text(0)?, row.i64(1)?.max(0) as u64)))
             .collect::<Result<Vec<_>, DbError>>()?)
+    }
+
+    /// One quarantined record with its source and stored bytes (not yet
+    /// parsed: see `run::quarantined_record`), if it exists in a finished run.
+    pub fn quarantined(&self, id: i64) -> DataResult<Option<(QuarantineEntry, StoredSource, Record)>> {
+        let row = self.connection.query_opt(
+            "read a quarantined record",
+            &format!(
+                "SELECT {ENTRY_COLUMNS}, q.raw, q.raw_cut, s.id, s.format, s.columns, s.delimiter, s.quote \
+                 {QUARANTINE_FROM} WHERE q.id = ?1"
+            ),
+            args![id],
+        )?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let entry = entry_from_row(&row)?;
+        let format = row.text(14)?;
+        let columns = row.text(15)?;
+        let source = StoredSource {
+            id: row.i64(13)?,
+            path: entry.source.clone(),
+            format: Format::parse(&format).unwrap_or(Format::Csv),
+            columns: serde_json::from_str(&columns).unwrap_or_default(),
+            delimiter: row.i64(16)? as u8,
+            quote: row.i64(17)? as u8,
+        };
+        let record = Record {
+            row: entry.row,
+            line: entry.line,
+            raw: row.bytes(11)?,
+            raw_cut: row.flag(12)?,
+            ..Record::default()
+        };
+        Ok(Some((entry, source, record)))
+    }
+
+    /// The schema of the newest finished run: its name, the path it was
+    /// read from and its text (what a re-check starts from).
+    pub fn latest_schema(&self) -> DataResult<Option<(String, String, String)>> {
+        let row = self.connection.query_opt(
+            "read the latest schema",
+            "SELECT schema_name, schema_path, schema_text FROM data_runs WHERE status = 'done' ORDER BY id DESC LIMIT 1",
+            &[],
+        )?;
+        Ok(match row {
+            Some(row) => Some((row.text(0)?, row.text(1)?, row.text(2)?)),
+            None => None,
+        })
+    }
+
+    /// Pending quarantined records per rule.
+    pub fn quarantine_counts(&self) -> DataResult<Vec<(String, u64)>> {
+        self.held_by("q.rule")
     }
 
     /// All runs, oldest first.

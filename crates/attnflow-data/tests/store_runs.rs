@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use attnflow_data::quarantine::{quarantined_record, RecordCell};
 use attnflow_data::run::{check_files, recheck, CheckOptions};
-use attnflow_data::store::Store;
+use attnflow_data::store::{QuarantineFilter, Store};
 use attnflow_data::Schema;
 use attnflow_store::Location;
 
@@ -179,5 +180,74 @@ fn a_newer_store_version_is_refused() {
         let error = Store::connect(location).err().unwrap();
         assert!(error.to_string().contains("version 99"), "{error}");
         assert!(error.is_bad_input());
+    });
+}
+
+#[test]
+fn quarantine_pages_facets_and_records_read_back_for_people() {
+    each_backend(|directory, location| {
+        let csv = write(
+            directory.path(),
+            "people.csv",
+            b"id,age\n1,30\n2,150\n3,-4\n4,\"<b>\"\n5,40,9\n",
+        );
+        let jsonl = write(
+            directory.path(),
+            "more.jsonl",
+            b"{\"id\": 6, \"age\": 199}\n",
+        );
+        let mut store = Store::connect(location).unwrap();
+        check_files(
+            &schema(STRICT),
+            &[csv, jsonl],
+            Some(&mut store),
+            &CheckOptions::default(),
+        )
+        .unwrap();
+        let facets = store.quarantine_facets().unwrap();
+        assert_eq!(facets.by_rule[0], ("max".to_string(), 2));
+        assert_eq!(
+            facets.by_field.iter().map(|(_, n)| n).sum::<u64>(),
+            4,
+            "the column-count fault has no field: {facets:?}"
+        );
+        assert_eq!(facets.by_source.len(), 2);
+        let by_field = QuarantineFilter {
+            field: Some("age".into()),
+            ..QuarantineFilter::default()
+        };
+        assert_eq!(store.count_quarantine(&by_field).unwrap(), 4);
+        let second = store.quarantine_page(&by_field, 1, 2).unwrap();
+        assert_eq!(second.len(), 2);
+        let all = store.quarantine_page(&by_field, 0, 10).unwrap();
+        assert_eq!(all[1..3], second[..], "offset and limit page the same order");
+        let source = facets.by_source.iter().find(|(path, _)| path.ends_with("more.jsonl")).unwrap();
+        let by_source = QuarantineFilter {
+            source: Some(source.0.clone()),
+            ..QuarantineFilter::default()
+        };
+        let json_entry = &store.quarantine_page(&by_source, 0, 10).unwrap()[0];
+
+        let typed = all.iter().find(|entry| entry.rule == "type").unwrap();
+        let record = quarantined_record(&store, typed.id).unwrap().unwrap();
+        assert_eq!(record.raw, b"4,\"<b>\"");
+        assert_eq!(
+            record.cells,
+            [
+                RecordCell { name: "id".into(), text: "4".into() },
+                RecordCell { name: "age".into(), text: "<b>".into() },
+            ]
+        );
+        let json = quarantined_record(&store, json_entry.id).unwrap().unwrap();
+        assert!(json.cells.contains(&RecordCell { name: "age".into(), text: "199".into() }));
+        let columns = store
+            .list_quarantine(false, Some("column_count"), 10)
+            .unwrap();
+        let malformed = quarantined_record(&store, columns[0].id).unwrap().unwrap();
+        assert!(malformed.cells.is_empty(), "{:?}", malformed.cells);
+        assert_eq!(malformed.raw, b"5,40,9");
+        assert!(quarantined_record(&store, 9999).unwrap().is_none());
+        let (name, _, text) = store.latest_schema().unwrap().unwrap();
+        assert_eq!((name.as_str(), text.as_str()), ("people", STRICT));
     });
 }
