@@ -2,8 +2,6 @@
 //! Blueprint (§3, §9), data (§6), training (§2.3, §7.1), attention (§4.2,
 //! §8.2), workflow (§5) and the checked claims.
 
-use std::collections::BTreeMap;
-
 use attnflow_blueprint::render::Style;
 use attnflow_blueprint::{account, Blueprint, CostOptions};
 use attnflow_core::analysis::{heatmap, HeadStatistics};
@@ -15,6 +13,7 @@ use attnflow_report::{
     AttentionExplorer, Figure, Group, Heatmap, InlineSvg, KeyValues, LineChart, Preformatted,
     Report, Series, Table, TrustedSvg,
 };
+use attnflow_report::state_diagram_svg;
 use attnflow_train::{StepMetrics, TrainReport};
 use attnflow_workflow::report::analyze;
 
@@ -512,86 +511,6 @@ fn workflow_section(context: &Context) -> Result<Group> {
         }));
     }
     Ok(group)
-}
-
-/// Lays states out in rows by distance from the first state and draws the
-/// observed transitions with their probabilities.
-fn state_diagram_svg(
-    states: &[String],
-    probabilities: &[Vec<f64>],
-    absorbing: &[String],
-) -> String {
-    let n = states.len();
-    let mut depth = vec![usize::MAX; n];
-    if n > 0 {
-        depth[0] = 0;
-        let mut frontier = vec![0];
-        while let Some(from) = frontier.pop() {
-            for to in 0..n {
-                if probabilities[from][to] > 0.0 && depth[to] == usize::MAX {
-                    depth[to] = depth[from] + 1;
-                    frontier.insert(0, to);
-                }
-            }
-        }
-    }
-    let mut columns: BTreeMap<usize, usize> = BTreeMap::new();
-    let mut position = vec![(0.0, 0.0); n];
-    for index in 0..n {
-        let row = if depth[index] == usize::MAX {
-            n
-        } else {
-            depth[index]
-        };
-        let column = columns.entry(row).or_insert(0);
-        position[index] = (90.0 + 170.0 * *column as f64, 40.0 + 80.0 * row as f64);
-        *column += 1;
-    }
-    let width = 90.0 + 170.0 * columns.values().max().copied().unwrap_or(1) as f64;
-    let height = 40.0 + 80.0 * (columns.keys().max().copied().unwrap_or(0) + 1) as f64;
-    let escape = attnflow_report::escape_html;
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\
-         <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto\"><path d=\"M0,0 L10,5 L0,10 z\" fill=\"#555\"/></marker></defs>"
-    );
-    for from in 0..n {
-        for to in 0..n {
-            let probability = probabilities[from][to];
-            if probability <= 0.0 {
-                continue;
-            }
-            let (x1, y1) = position[from];
-            let (x2, y2) = position[to];
-            let (mx, my) = (
-                (x1 + x2) / 2.0 + (y2 - y1) * 0.15,
-                (y1 + y2) / 2.0 - (x2 - x1) * 0.15,
-            );
-            svg.push_str(&format!(
-                "<path d=\"M{x1:.0},{:.0} Q{mx:.0},{my:.0} {x2:.0},{:.0}\" fill=\"none\" stroke=\"#777\" marker-end=\"url(#arrow)\"/>\
-                 <text x=\"{mx:.0}\" y=\"{my:.0}\" fill=\"#26215c\">{probability:.2}</text>",
-                y1 + 12.0,
-                y2 - 14.0
-            ));
-        }
-    }
-    for (index, state) in states.iter().enumerate() {
-        let (x, y) = position[index];
-        let fill = if absorbing.contains(state) {
-            "#d9d4ff"
-        } else {
-            "#ffffff"
-        };
-        svg.push_str(&format!(
-            "<rect x=\"{:.0}\" y=\"{:.0}\" width=\"140\" height=\"26\" rx=\"6\" fill=\"{fill}\" stroke=\"#26215c\"/>\
-             <text x=\"{x:.0}\" y=\"{:.0}\" text-anchor=\"middle\">{}</text>",
-            x - 70.0,
-            y - 13.0,
-            y + 4.0,
-            escape(state)
-        ));
-    }
-    svg.push_str("</svg>");
-    svg
 }
 
 /// The paper's claims, each checked by computation (`attnflow verify`).

@@ -12,6 +12,7 @@
 //! on the tensor library, so it builds fast and anything can feed it.
 
 mod colour;
+mod diagram;
 mod error;
 mod figure;
 mod font;
@@ -20,6 +21,7 @@ mod inspection;
 mod sections;
 
 pub use colour::viridis;
+pub use diagram::state_diagram_svg;
 pub use error::{ReportError, ReportResult};
 pub use figure::{
     display_label, Figure, FigureLayout, Heatmap, ImageFormat, PanelLayout, SVG_MAX_CELLS,
