@@ -19,6 +19,7 @@
 //!   crates' tables.
 
 mod claims;
+mod listing;
 pub mod schema;
 
 use std::path::Path;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use crate::spec::{Outcome, Spec, TerminalKind};
 
 pub use claims::{SupersededRecord, WorkerRecord};
+pub use listing::{RunFilter, RunOrder, RunSummary};
 
 /// The schema version this build writes; older stores are migrated forward.
 pub const SCHEMA_VERSION: i64 = 2;
