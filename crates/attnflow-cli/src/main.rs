@@ -56,6 +56,8 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Score a training checkpoint on its task's validation set.
     Eval(commands::train::EvalArgs),
+    /// A local web app over runs, training curves, the quarantine and workflow history.
+    Ui(commands::ui::UiArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +101,7 @@ fn main() -> ExitCode {
         Command::Bench(command) => commands::bench::run(command),
         Command::Train(args) => commands::train::train(args),
         Command::Eval(args) => commands::train::eval(args),
+        Command::Ui(args) => commands::ui::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

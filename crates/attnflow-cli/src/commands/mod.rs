@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod run;
 pub mod store;
 pub mod train;
+pub mod ui;
 pub mod verify;
 pub mod worker;
 pub mod workflow;
