@@ -11,7 +11,6 @@
 
 pub mod analysis;
 mod attention;
-pub mod claims;
 mod error;
 mod fused;
 mod mask;
