@@ -12,6 +12,10 @@
 //!   crash from the last recorded state.
 //! * [`markov`] and [`report`]: §5.2's estimated transition matrix and
 //!   §5.3's absorption analysis, as tables, JSON and Mermaid diagrams.
+//! * [`uncertainty`]: intervals for every estimate (Dirichlet posteriors
+//!   over the counts) and how many more runs would narrow them.
+//! * [`visits`]: the exact chain of a spec with bounded retries, whose
+//!   states carry how often each capped state was visited.
 
 pub mod action;
 pub mod markov;
@@ -19,6 +23,8 @@ pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod store;
+pub mod uncertainty;
+pub mod visits;
 
 pub use action::{Task, TaskContext, TaskOutput, TaskRegistry};
 pub use runner::{Progress, RunError, Runner};
