@@ -63,7 +63,11 @@ impl HeatmapEvidence {
             };
             let maximum = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             for (value, original) in result.values().iter().zip(&values) {
-                let defined = if *original > 0.0 { original / maximum } else { 0.0 };
+                let defined = if *original > 0.0 {
+                    original / maximum
+                } else {
+                    0.0
+                };
                 let deviation = (value - defined).abs();
                 evidence.worst_deviation = if deviation.is_nan() {
                     f64::INFINITY
@@ -343,7 +347,9 @@ impl Theorem1Evidence {
                     let keys = Tensor::from_vec(vec![1.0f64, -1.0], (2, 1), &device)?;
                     let output = engines.attention(&q, &keys, &keys)?;
                     let value = output.flatten_all()?.to_vec1::<f64>()?;
-                    Ok::<_, candle_core::Error>((value.first().copied().unwrap_or(f64::NAN) - 0.9).powi(2))
+                    Ok::<_, candle_core::Error>(
+                        (value.first().copied().unwrap_or(f64::NAN) - 0.9).powi(2),
+                    )
                 })();
                 loss.ok().filter(|value| value.is_finite())
             })
@@ -518,6 +524,9 @@ mod tests {
         let shipped = Theorem1Evidence::gather(&Shipped);
         assert_eq!(shipped.decide(), ClaimStatus::Definition);
         assert!(shipped.check().evidence.contains("not convex"));
-        assert_eq!(Theorem1Evidence::gather(&Linear).decide(), ClaimStatus::Holds);
+        assert_eq!(
+            Theorem1Evidence::gather(&Linear).decide(),
+            ClaimStatus::Holds
+        );
     }
 }

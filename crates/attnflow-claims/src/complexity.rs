@@ -92,9 +92,9 @@ impl ComplexityEvidence {
 
     /// The check, with its decisive numbers.
     pub fn check(&self) -> ClaimCheck {
-        let counted = self
-            .counted
-            .map_or("not countable".to_string(), |fit| format!("{:.3}", fit.exponent));
+        let counted = self.counted.map_or("not countable".to_string(), |fit| {
+            format!("{:.3}", fit.exponent)
+        });
         let timed = if self.timing_asked {
             let timings: Vec<String> = self
                 .timings
@@ -130,10 +130,15 @@ fn time_attention(engines: &dyn Engines, lengths: &[usize]) -> Vec<(usize, f64)>
     for &n in lengths {
         let make = |label: &str| -> candle_core::Result<Tensor> {
             let mut rng = stream(n as u64, label);
-            let values: Vec<f32> = rng.normals(n * d, 1.0).into_iter().map(|v| v as f32).collect();
+            let values: Vec<f32> = rng
+                .normals(n * d, 1.0)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect();
             Tensor::from_vec(values, (n, d), &Device::Cpu)
         };
-        let Ok((q, k, v)) = (|| Ok::<_, candle_core::Error>((make("q")?, make("k")?, make("v")?)))()
+        let Ok((q, k, v)) =
+            (|| Ok::<_, candle_core::Error>((make("q")?, make("k")?, make("v")?)))()
         else {
             continue;
         };
@@ -191,6 +196,9 @@ mod tests {
     fn the_timed_check_reports_its_timings() {
         let evidence = ComplexityEvidence::gather(&Shipped, &[64, 128]);
         let text = evidence.check().evidence;
-        assert!(text.contains("n = 64") && text.contains("n = 128"), "{text}");
+        assert!(
+            text.contains("n = 64") && text.contains("n = 128"),
+            "{text}"
+        );
     }
 }

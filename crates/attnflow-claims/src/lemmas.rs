@@ -92,7 +92,8 @@ impl Lemma1Evidence {
     /// The verdict by [`Self::RULE`].
     pub fn decide(&self) -> ClaimStatus {
         let refuted = !all_one(&self.counterexample_sums) || self.generic_broken > 0;
-        let corrected = self.conditioned_cases > 0 && self.conditioned_kept == self.conditioned_cases;
+        let corrected =
+            self.conditioned_cases > 0 && self.conditioned_kept == self.conditioned_cases;
         match (refuted, corrected) {
             (true, true) => ClaimStatus::False,
             (true, false) => ClaimStatus::Inconclusive,
@@ -181,7 +182,11 @@ impl ChainCase {
                             .copied()
                             .unwrap_or(f64::NAN);
                         let error = (reported - exact_values[row * targets.len() + column]).abs();
-                        worst = if error.is_nan() { f64::INFINITY } else { worst.max(error) };
+                        worst = if error.is_nan() {
+                            f64::INFINITY
+                        } else {
+                            worst.max(error)
+                        };
                     }
                 }
                 Some(worst)
@@ -245,8 +250,7 @@ impl Lemma2Evidence {
     /// Examines the two named chains and `trials` random ones through the
     /// shipped (or given) absorption analysis.
     pub fn gather(engines: &dyn Engines, seed: u64, trials: usize) -> Self {
-        let irreducible_loop =
-            ChainCase::examine(engines, 3, &[0, 1, 0, 1, 0, 0, 0, 0, 1]);
+        let irreducible_loop = ChainCase::examine(engines, 3, &[0, 1, 0, 1, 0, 0, 0, 0, 1]);
         let pipeline = ChainCase::examine(engines, 3, &[3, 7, 0, 0, 4, 6, 0, 0, 1]);
         let mut rng = stream(seed, "lemma-2");
         let random = (0..trials)
@@ -300,7 +304,11 @@ impl Lemma2Evidence {
 
     /// The check, with its decisive numbers.
     pub fn check(&self) -> ClaimCheck {
-        let agree = self.random.iter().filter(|case| case.engine_agrees()).count();
+        let agree = self
+            .random
+            .iter()
+            .filter(|case| case.engine_agrees())
+            .count();
         let insufficient = self
             .cases()
             .filter(|case| case.irreducible && !case.exact_certain)
@@ -354,7 +362,10 @@ mod tests {
         let evidence = Lemma1Evidence::gather(0, 50);
         // P⁻¹ = [[1, −2], [0, 1]], AP = [[1/2, 3/2], [1/5, 6/5]],
         // P⁻¹AP = [[1/10, −9/10], [1/5, 6/5]] with row sums −4/5 and 7/5.
-        assert_eq!(evidence.counterexample_sums, vec![ratio(-4, 5), ratio(7, 5)]);
+        assert_eq!(
+            evidence.counterexample_sums,
+            vec![ratio(-4, 5), ratio(7, 5)]
+        );
         assert_eq!(evidence.conditioned_kept, evidence.conditioned_cases);
         assert!(evidence.conditioned_cases > 40);
         assert!(evidence.generic_broken > 0);

@@ -175,7 +175,10 @@ mod tests {
         assert_eq!(evidence.budget_matches, INSTANCES);
         assert_eq!(evidence.cover_matches, INSTANCES);
         assert_eq!(evidence.decide(), ClaimStatus::False);
-        assert!(evidence.check().evidence.contains("selects nothing in 20 of 20"));
+        assert!(evidence
+            .check()
+            .evidence
+            .contains("selects nothing in 20 of 20"));
     }
 
     #[test]

@@ -36,13 +36,25 @@ fn verdicts_follow_the_evidence_on_the_shipped_engines() {
         assert_eq!(status(&checks, id), want, "{id}");
     }
     for check in &checks {
-        assert!(!check.rule.is_empty() && !check.evidence.is_empty(), "{}", check.id);
+        assert!(
+            !check.rule.is_empty() && !check.evidence.is_empty(),
+            "{}",
+            check.id
+        );
     }
     let lemma_1 = checks.iter().find(|c| c.id == "lemma-1").unwrap();
-    assert!(lemma_1.evidence.contains("[-4/5, 7/5]"), "{}", lemma_1.evidence);
+    assert!(
+        lemma_1.evidence.contains("[-4/5, 7/5]"),
+        "{}",
+        lemma_1.evidence
+    );
     assert!(lemma_1.finding.contains("P·1 = c·1"));
     let blend = checks.iter().find(|c| c.id == "blend").unwrap();
-    assert!(blend.evidence.contains("worst row-sum error"), "{}", blend.evidence);
+    assert!(
+        blend.evidence.contains("worst row-sum error"),
+        "{}",
+        blend.evidence
+    );
     assert_eq!(
         tally(&checks)
             .iter()

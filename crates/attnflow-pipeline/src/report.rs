@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use attnflow_blueprint::render::Style;
 use attnflow_blueprint::{account, Blueprint, CostOptions};
+use attnflow_claims::{check_claims, ClaimOptions};
 use attnflow_core::analysis::{
     heatmap, rollout, stack_statistics, AttentionMap, AttentionStack, HeadFusion, RolloutOptions,
 };
-use attnflow_claims::{check_claims, ClaimOptions};
 use attnflow_report::{
     AttentionExplorer, Figure, Group, Heatmap, InlineSvg, KeyValues, LineChart, Preformatted,
     Report, Series, Table, TrustedSvg,
@@ -528,10 +528,20 @@ fn workflow_section(context: &Context) -> Result<Group> {
     let mut group = Group::new("Workflow");
     for analysis in analyses {
         let mut rows = Vec::new();
-        for (from, row) in analysis.states.iter().zip(&analysis.probabilities) {
-            for (to, probability) in analysis.states.iter().zip(row) {
-                if *probability > 0.0 {
-                    rows.push(vec![from.clone(), to.clone(), format!("{probability:.3}")]);
+        let intervals = &analysis.uncertainty.transitions;
+        for (row, from) in analysis.states.iter().enumerate() {
+            for (column, to) in analysis.states.iter().enumerate() {
+                let probability = analysis.probabilities[row][column];
+                if probability > 0.0 {
+                    rows.push(vec![
+                        from.clone(),
+                        to.clone(),
+                        analysis.counts[row][column].to_string(),
+                        format!("{probability:.3}"),
+                        intervals[row][column]
+                            .map(|[low, high]| format!("[{low:.3}, {high:.3}]"))
+                            .unwrap_or_default(),
+                    ]);
                 }
             }
         }
@@ -549,8 +559,12 @@ fn workflow_section(context: &Context) -> Result<Group> {
         }));
         group.parts.push(Box::new(Table {
             title: "Estimated transition probabilities (§5.2)".into(),
-            caption: "T_ij = transitions i → j / transitions out of i, over every recorded run of this workflow.".into(),
-            headers: vec!["from".into(), "to".into(), "T_ij".into()],
+            caption: format!(
+                "T_ij = transitions i → j / transitions out of i, over every recorded run of this workflow. {}{}",
+                analysis.legend.as_deref().map(|legend| format!("Exact chain: {legend}. ")).unwrap_or_default(),
+                analysis.uncertainty.method
+            ),
+            headers: vec!["from".into(), "to".into(), "count".into(), "T_ij".into(), "95% interval".into()],
             rows,
         }));
         let absorption = &analysis.absorption;
@@ -563,13 +577,76 @@ fn workflow_section(context: &Context) -> Result<Group> {
                 analysis.condition.to_string(),
             ),
         ];
+        let uncertainty = &analysis.uncertainty;
+        let range = |interval: Option<&[f64; 2]>| {
+            interval.map_or(String::new(), |[low, high]| {
+                format!(" [{low:.3}, {high:.3}]")
+            })
+        };
+        if let Some(initial) = &analysis.initial {
+            for target in &absorption.absorbing {
+                if let Some(value) = absorption
+                    .absorption_probabilities
+                    .get(initial)
+                    .and_then(|row| row.get(target))
+                {
+                    entries.push((
+                        format!("P(end in {target}) from {initial}"),
+                        format!(
+                            "{value:.3}{}",
+                            range(
+                                uncertainty
+                                    .absorption
+                                    .get(initial)
+                                    .and_then(|row| row.get(target))
+                            )
+                        ),
+                    ));
+                }
+            }
+            if let Some(Some(needed)) = uncertainty.runs_needed.get(initial) {
+                entries.push((
+                    format!("runs for ±{} on B", uncertainty.target_half_width),
+                    format!("{needed} (now {})", analysis.runs),
+                ));
+            }
+        }
         for (state, steps) in &absorption.expected_steps {
             if let Some(steps) = steps {
                 entries.push((
                     format!("expected steps from {state}"),
-                    format!("{steps:.3}"),
+                    format!("{steps:.3}{}", range(uncertainty.expected_steps.get(state))),
                 ));
             }
+        }
+        for warning in &analysis.warnings {
+            entries.push(("warning".into(), warning.clone()));
+        }
+        if let Some(comparison) = &analysis.comparison {
+            let outside = |plain: bool| {
+                comparison
+                    .predictions
+                    .iter()
+                    .filter(|p| {
+                        !if plain {
+                            p.plain_within
+                        } else {
+                            p.exact_within
+                        }
+                    })
+                    .count()
+            };
+            entries.push((
+                "exact vs plain chain".into(),
+                format!(
+                    "where runs ended after each state, outside the binomial 99% band: exact chain {} of {}, plain chain {} of {}. {}",
+                    outside(false),
+                    comparison.predictions.len(),
+                    outside(true),
+                    comparison.predictions.len(),
+                    comparison.explanation
+                ),
+            ));
         }
         group.parts.push(Box::new(KeyValues {
             title: "Absorption analysis (§5.3)".into(),

@@ -415,6 +415,11 @@ fn train(context: &Context, task: &TaskContext) -> Result<TaskOutput> {
             .and_then(|t| t.with_output(&directory))
     }
     .map_err(|error| PipelineError::Input(error.to_string()))?;
+    // Recorded in training.json (`receptive_field`) and said before the
+    // first step.
+    if let Some(check) = trainer.reach().filter(|check| !check.fits) {
+        eprintln!("  warning: {}", check.message());
+    }
 
     let bar = progress_bar(context, trainer.config().steps, trainer.step_count());
     let report = trainer
