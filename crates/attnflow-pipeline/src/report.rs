@@ -623,26 +623,13 @@ fn workflow_section(context: &Context) -> Result<Group> {
             entries.push(("warning".into(), warning.clone()));
         }
         if let Some(comparison) = &analysis.comparison {
-            let outside = |plain: bool| {
-                comparison
-                    .predictions
-                    .iter()
-                    .filter(|p| {
-                        !if plain {
-                            p.plain_within
-                        } else {
-                            p.exact_within
-                        }
-                    })
-                    .count()
-            };
             entries.push((
                 "exact vs plain chain".into(),
                 format!(
                     "where runs ended after each state, outside the binomial 99% band: exact chain {} of {}, plain chain {} of {}. {}",
-                    outside(false),
+                    comparison.outside(false),
                     comparison.predictions.len(),
-                    outside(true),
+                    comparison.outside(true),
                     comparison.predictions.len(),
                     comparison.explanation
                 ),

@@ -82,6 +82,22 @@ pub struct Comparison {
     pub predictions: Vec<Prediction>,
 }
 
+impl Comparison {
+    /// Predictions outside their band: of the plain chain, or the exact.
+    pub fn outside(&self, plain: bool) -> usize {
+        self.predictions
+            .iter()
+            .filter(|prediction| {
+                !if plain {
+                    prediction.plain_within
+                } else {
+                    prediction.exact_within
+                }
+            })
+            .count()
+    }
+}
+
 /// After visits to one expanded state, how often runs ended in one
 /// terminal state, and what each chain predicts.
 #[derive(Debug, Clone, Serialize)]
@@ -605,25 +621,12 @@ pub fn render_comparison(comparison: &Comparison) -> String {
         })
         .collect();
     text.push_str(&render_table(&headers, &rows));
-    let outside = |plain: bool| {
-        comparison
-            .predictions
-            .iter()
-            .filter(|prediction| {
-                !if plain {
-                    prediction.plain_within
-                } else {
-                    prediction.exact_within
-                }
-            })
-            .count()
-    };
     let _ = writeln!(
         text,
         "outside the {level} band: exact chain {} of {}, plain chain {} of {}\nwhy the plain chain differs: {}",
-        outside(false),
+        comparison.outside(false),
         comparison.predictions.len(),
-        outside(true),
+        comparison.outside(true),
         comparison.predictions.len(),
         comparison.explanation
     );
