@@ -19,6 +19,7 @@
 
 pub mod action;
 pub mod markov;
+mod outcome;
 pub mod report;
 pub mod runner;
 pub mod spec;
