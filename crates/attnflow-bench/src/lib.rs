@@ -7,6 +7,7 @@
 //! | [`train`] | training a small decoder | the same model in PyTorch |
 //! | [`embed`] | sentence embeddings with a BERT-family model | sentence-transformers |
 //! | [`data`] | the quality check with quarantine | pandas + pandera |
+//! | [`workflow`] | durable transitions of the workflow engine with workers | `pgbench -N` on the same PostgreSQL server |
 //!
 //! The libraries keep only their criterion benches; the peers' scripts are
 //! fed to the interpreter on standard input or with `-c`, so the binary needs
@@ -16,3 +17,4 @@ pub mod attention;
 pub mod data;
 pub mod embed;
 pub mod train;
+pub mod workflow;

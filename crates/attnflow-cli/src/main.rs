@@ -41,6 +41,11 @@ enum Command {
     Workflow(commands::workflow::WorkflowCommand),
     /// Check each claim of the paper numerically: verdicts with evidence.
     Verify(commands::verify::VerifyArgs),
+    /// Claim and run workflow steps from a shared store's queues.
+    Worker(commands::worker::WorkerArgs),
+    /// Migrate a store, or copy its history between SQLite and PostgreSQL.
+    #[command(subcommand)]
+    Store(commands::store::StoreCommand),
     /// Check data with quarantine, profile it, select items under a budget (§6).
     #[command(subcommand)]
     Data(commands::data::DataCommand),
@@ -88,6 +93,8 @@ fn main() -> ExitCode {
         Command::Embed(args) => commands::embed::run(args),
         Command::Workflow(command) => commands::workflow::run(command),
         Command::Verify(args) => commands::verify::run(args),
+        Command::Worker(args) => commands::worker::run(args),
+        Command::Store(command) => commands::store::run(command),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
         Command::Train(args) => commands::train::train(args),

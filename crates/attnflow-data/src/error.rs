@@ -90,14 +90,9 @@ pub enum DataError {
         #[source]
         source: rusqlite::Error,
     },
-    /// The store exists but was written by an incompatible version.
-    #[error("store {path}: {message}")]
-    StoreVersion {
-        /// The database file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// The store refused, was unreachable, or is from a newer attnflow.
+    #[error(transparent)]
+    Db(#[from] attnflow_store::DbError),
     /// Invalid arguments to a library call (for example a negative budget),
     /// naming the argument.
     #[error("{what}: {message}")]
@@ -144,11 +139,9 @@ impl DataError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            DataError::Schema { .. }
-                | DataError::Source { .. }
-                | DataError::Invalid { .. }
-                | DataError::StoreVersion { .. }
-        ) || matches!(self, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+            DataError::Schema { .. } | DataError::Source { .. } | DataError::Invalid { .. }
+        ) || matches!(self, DataError::Db(error) if error.is_bad_input())
+            || matches!(self, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
     /// An I/O failure on `path`.

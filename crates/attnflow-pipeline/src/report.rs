@@ -17,7 +17,6 @@ use attnflow_report::{
 };
 use attnflow_train::{StepMetrics, TrainReport};
 use attnflow_workflow::report::analyze;
-use attnflow_workflow::Store as WorkflowStore;
 
 use crate::folder::{files, read_json, Context, Validation};
 use crate::{PipelineError, Result};
@@ -458,8 +457,7 @@ fn statistics_table(statistics: &[HeadStatistics]) -> Table {
 /// §5.2 and §5.3: transition probabilities estimated from every recorded
 /// run, and the absorption analysis.
 fn workflow_section(context: &Context) -> Result<Group> {
-    let store = WorkflowStore::open(&context.store)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let store = crate::steps::open_store(&context.store)?;
     let analyses = analyze(&store, Some("attnflow-pipeline"))
         .map_err(|error| PipelineError::Workflow(error.to_string()))?;
     let mut group = Group::new("Workflow");

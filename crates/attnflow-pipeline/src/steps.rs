@@ -154,11 +154,19 @@ fn drive(
     })
 }
 
-fn open_store(path: &Path) -> Result<WorkflowStore> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+/// Opens the workflow store named by `path`: an SQLite file, or a
+/// `postgres://` URL shared with workers on other machines.
+pub(crate) fn open_store(path: &Path) -> Result<WorkflowStore> {
+    let location = attnflow_workflow::Location::parse(&path.to_string_lossy())
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    if let Some(parent) = location
+        .sqlite_path()
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent).map_err(|source| PipelineError::io(parent, source))?;
     }
-    WorkflowStore::open(path).map_err(|error| PipelineError::Workflow(error.to_string()))
+    WorkflowStore::connect(&location).map_err(|error| PipelineError::Workflow(error.to_string()))
 }
 
 /// One pipeline step: what it reads and writes is in the run folder.

@@ -50,7 +50,8 @@ pub struct CheckArgs {
     /// Data files (.csv, .jsonl, .parquet).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// The SQLite store receiving the queue and the quarantine.
+    /// The store receiving the queue and the quarantine: an SQLite file or
+    /// postgres://USER@HOST:PORT/DATABASE (rows go in with COPY).
     #[arg(long, default_value = "attnflow.db")]
     db: PathBuf,
     /// Check and report only; write nothing.
@@ -72,7 +73,7 @@ pub struct CheckArgs {
 pub struct RecheckArgs {
     /// The (fixed) schema.
     schema: PathBuf,
-    /// The SQLite store.
+    /// The store: an SQLite file or postgres://USER@HOST:PORT/DATABASE.
     #[arg(long, default_value = "attnflow.db")]
     db: PathBuf,
     /// Quarantined records to list in the report.
@@ -99,7 +100,7 @@ pub struct ProfileArgs {
 /// Arguments of `attnflow data quarantine`.
 #[derive(Debug, Args)]
 pub struct QuarantineArgs {
-    /// The SQLite store.
+    /// The store: an SQLite file or postgres://USER@HOST:PORT/DATABASE.
     #[arg(long, default_value = "attnflow.db")]
     db: PathBuf,
     /// Include records already released by a re-check.
@@ -174,6 +175,21 @@ pub fn run(command: DataCommand) -> CliResult {
 
 /// Turns a library error into a diagnostic (with a source snippet for
 /// schema errors) and the right exit code.
+/// Opens the data store `--db` names: an SQLite file or a PostgreSQL URL.
+fn open_store(db: &std::path::Path) -> Result<Store, CliError> {
+    let location = attnflow_store::Location::parse(&db.to_string_lossy())
+        .map_err(|error| data_error(error.into()))?;
+    Store::connect(&location).map_err(data_error)
+}
+
+/// Whether `--db` names an SQLite file that does not exist.
+fn missing_file(db: &std::path::Path) -> bool {
+    matches!(
+        attnflow_store::Location::parse(&db.to_string_lossy()),
+        Ok(attnflow_store::Location::Sqlite(path)) if !path.exists()
+    )
+}
+
 pub fn data_error(error: DataError) -> CliError {
     let bad_input = error.is_bad_input();
     let report = match error {
@@ -208,13 +224,13 @@ fn load_schema(path: &Path) -> Result<Schema, CliError> {
 
 /// A store that must already exist (reading or re-checking a quarantine).
 fn existing_store(path: &Path) -> Result<Store, CliError> {
-    if !path.exists() {
+    if missing_file(path) {
         return Err(CliError::bad_input(miette!(
             "{}: no such store (run `attnflow data check` first)",
             path.display()
         )));
     }
-    Store::open(path).map_err(data_error)
+    open_store(path)
 }
 
 fn check(args: CheckArgs) -> CliResult {
@@ -226,7 +242,7 @@ fn check(args: CheckArgs) -> CliResult {
     let mut store = if args.dry_run {
         None
     } else {
-        Some(Store::open(&args.db).map_err(data_error)?)
+        Some(open_store(&args.db)?)
     };
     let report = check_files(&schema, &args.files, store.as_mut(), &options).map_err(data_error)?;
     if args.json {

@@ -7,6 +7,8 @@ pub mod data;
 pub mod embed;
 pub mod inspect;
 pub mod run;
+pub mod store;
 pub mod train;
 pub mod verify;
+pub mod worker;
 pub mod workflow;

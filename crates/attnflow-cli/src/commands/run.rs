@@ -19,10 +19,11 @@ pub struct RunArgs {
     /// The run folder (default: attnflow-runs/run-YYYYMMDD-HHMMSS).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The SQLite store of workflow history, shared by runs so the workflow
-    /// analysis sees them all (each run's data queue and quarantine are in
-    /// its folder's data.sqlite) [default: attnflow-runs/attnflow.sqlite;
-    /// with --resume, the store the run folder records].
+    /// The store of workflow history, shared by runs so the workflow
+    /// analysis sees them all: an SQLite file or postgres://USER@HOST:PORT/DB
+    /// (each run's data queue and quarantine are in its folder's
+    /// data.sqlite) [default: attnflow-runs/attnflow.sqlite; with --resume,
+    /// the store the run folder records].
     #[arg(long)]
     db: Option<PathBuf>,
     /// Continue the run in this folder from its last recorded state.

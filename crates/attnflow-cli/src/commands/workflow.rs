@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use attnflow_workflow::Location;
+
 use attnflow_workflow::report::{self, AnalysisError};
 use attnflow_workflow::runner::Progress;
 use attnflow_workflow::{
@@ -40,17 +42,31 @@ pub enum WorkflowCommand {
     Diagram(SpecArgs),
     /// Check a spec without running it.
     Check(SpecArgs),
+    /// Put a run of a spec on the workers' queues without executing it
+    /// here; `attnflow worker` processes run it.
+    Submit(super::worker::SubmitArgs),
+    /// List the workers of a store: their queues, leases and last heartbeat.
+    Workers(StoreArgs),
 }
 
 /// The store option shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The SQLite file holding runs (created by `run` when missing).
-    #[arg(long, default_value = "attnflow.db")]
-    db: PathBuf,
+    /// The store: an SQLite file (created by `run` when missing) or
+    /// postgres://USER@HOST:PORT/DATABASE [default: $ATTNFLOW_DB, else attnflow.db]
+    #[arg(long)]
+    pub db: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+}
+
+impl StoreArgs {
+    /// The `--db` location (or `ATTNFLOW_DB`'s, or the default).
+    pub fn location(&self) -> Result<Location, CliError> {
+        Location::resolve(self.db.as_deref())
+            .map_err(|error| CliError::bad_input(miette!("{error}")))
+    }
 }
 
 /// Arguments of `attnflow workflow run`.
@@ -122,6 +138,8 @@ pub fn run(command: WorkflowCommand) -> CliResult {
             print!("{}", report::spec_mermaid(&spec));
             Ok(())
         }
+        WorkflowCommand::Submit(args) => super::worker::submit(&args),
+        WorkflowCommand::Workers(args) => super::worker::list_workers(&args),
         WorkflowCommand::Check(args) => {
             let spec = load_spec(args.spec.as_deref())?;
             spec.check_tasks(&TaskRegistry::with_builtins())
@@ -153,7 +171,7 @@ fn spec_report(error: SpecError) -> miette::Report {
     )
 }
 
-fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
+pub(crate) fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
     match path {
         Some(path) => {
             Spec::from_file(path).map_err(|error| CliError::bad_input(spec_report(error)))
@@ -162,15 +180,18 @@ fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
     }
 }
 
-fn store_error(error: StoreError) -> CliError {
-    match error {
-        // A --db that cannot be opened or is not an SQLite file is bad input.
-        StoreError::UnknownRun { .. }
-        | StoreError::Sqlite {
-            operation: "open" | "configure",
-            ..
-        } => CliError::bad_input(miette!("{error}")),
-        other => CliError::failed(miette!("{other}")),
+pub(crate) fn store_error(error: StoreError) -> CliError {
+    // A bad URL, a refused login, a missing database, a file that is not a
+    // store, a newer schema or an unknown run is bad input; a server lost
+    // mid-run, after the retries, is failed work that can be resumed.
+    if error.is_bad_input() {
+        CliError::bad_input(miette!("{error}"))
+    } else if error.is_lost() {
+        CliError::failed(miette!(
+            "{error}\nthe run is resumable: `attnflow workflow resume RUN --db ...` once the server is back"
+        ))
+    } else {
+        CliError::failed(miette!("{error}"))
     }
 }
 
@@ -182,16 +203,19 @@ fn run_error(error: RunError) -> CliError {
     }
 }
 
-/// Opens an existing store; reading commands never create one.
-fn open_existing(path: &Path) -> Result<Store, CliError> {
-    if !path.exists() {
-        return Err(CliError::bad_input(miette!(
-            "{}: no workflow store here (start one with `attnflow workflow run --db {}`)",
-            path.display(),
-            path.display()
-        )));
+/// Opens an existing store; reading commands never create an SQLite file.
+pub(crate) fn open_existing(args: &StoreArgs) -> Result<Store, CliError> {
+    let location = args.location()?;
+    if let Some(path) = location.sqlite_path() {
+        if !path.exists() {
+            return Err(CliError::bad_input(miette!(
+                "{}: no workflow store here (start one with `attnflow workflow run --db {}`)",
+                path.display(),
+                path.display()
+            )));
+        }
     }
-    Store::open(path).map_err(store_error)
+    Store::connect(&location).map_err(store_error)
 }
 
 /// Prints progress lines to stderr as the run moves.
@@ -273,15 +297,14 @@ fn start(args: &RunArgs) -> CliResult {
     let registry = TaskRegistry::with_builtins();
     spec.check_tasks(&registry)
         .map_err(|error| CliError::bad_input(spec_report(error)))?;
-    let mut store = Store::open(&args.store.db).map_err(store_error)?;
+    let location = args.store.location()?;
+    let mut store = Store::connect(&location).map_err(store_error)?;
     let mut runner = Runner::new(&mut store, &registry).with_observer(progress_printer(args.quiet));
     let run_id = runner.create(&spec).map_err(run_error)?;
     if !args.quiet {
         eprintln!(
-            "run {run_id} of workflow `{}` in {} (resume with `attnflow workflow resume {run_id} --db {}`)",
+            "run {run_id} of workflow `{}` in {location} (resume with `attnflow workflow resume {run_id} --db {location}`)",
             spec.name,
-            args.store.db.display(),
-            args.store.db.display()
         );
     }
     let run = runner.resume(run_id).map_err(run_error)?;
@@ -289,7 +312,7 @@ fn start(args: &RunArgs) -> CliResult {
 }
 
 fn continue_run(args: &RunIdArgs, restart: bool) -> CliResult {
-    let mut store = open_existing(&args.store.db)?;
+    let mut store = open_existing(&args.store)?;
     let registry = TaskRegistry::with_builtins();
     let result = {
         let mut runner =
@@ -313,7 +336,7 @@ fn continue_run(args: &RunIdArgs, restart: bool) -> CliResult {
 }
 
 fn list(args: &StoreArgs) -> CliResult {
-    let store = open_existing(&args.db)?;
+    let store = open_existing(args)?;
     let runs = store.runs().map_err(store_error)?;
     if args.json {
         println!(
@@ -322,7 +345,7 @@ fn list(args: &StoreArgs) -> CliResult {
                 .map_err(|error| CliError::failed(miette!("{error}")))?
         );
     } else if runs.is_empty() {
-        println!("{}: no runs yet", args.db.display());
+        println!("{}: no runs yet", store.path());
     } else {
         print!("{}", report::render_runs(&runs));
     }
@@ -330,12 +353,15 @@ fn list(args: &StoreArgs) -> CliResult {
 }
 
 fn show(args: &RunIdArgs) -> CliResult {
-    let store = open_existing(&args.store.db)?;
+    let store = open_existing(&args.store)?;
     let run = store.run(args.run).map_err(store_error)?;
     let steps = store.steps(args.run).map_err(store_error)?;
     let events = store.events(args.run).map_err(store_error)?;
+    let superseded = store.superseded(Some(args.run)).map_err(store_error)?;
     if args.store.json {
-        let value = serde_json::json!({ "run": run, "steps": steps, "events": events });
+        let value = serde_json::json!({
+            "run": run, "steps": steps, "events": events, "superseded": superseded
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&value)
@@ -343,12 +369,18 @@ fn show(args: &RunIdArgs) -> CliResult {
         );
     } else {
         print!("{}", report::render_run(&run, &steps, &events));
+        for attempt in &superseded {
+            println!(
+                "superseded: {} by {} (token {}): {}",
+                attempt.idempotency_key, attempt.owner, attempt.lease_token, attempt.detail
+            );
+        }
     }
     Ok(())
 }
 
 fn analyze(args: &AnalyzeArgs) -> CliResult {
-    let store = open_existing(&args.store.db)?;
+    let store = open_existing(&args.store)?;
     let options = report::AnalysisOptions {
         collapse: args.collapse,
         ..report::AnalysisOptions::default()

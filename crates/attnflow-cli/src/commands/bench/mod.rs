@@ -5,6 +5,7 @@ mod attention;
 mod data;
 mod embed;
 mod train;
+mod workflow;
 
 use clap::Subcommand;
 
@@ -27,6 +28,9 @@ pub enum BenchCommand {
     /// Train the same small transformer for the same steps in attnflow and
     /// (when importable) PyTorch, and print tokens/s for both and the ratio.
     Train(train::BenchTrainArgs),
+    /// Durable workflow transitions per second and claim latency for 1, 4
+    /// and 16 workers on a store, beside `pgbench -N` on PostgreSQL.
+    Workflow(workflow::BenchWorkflowArgs),
 }
 
 impl BenchCommand {
@@ -44,5 +48,6 @@ pub fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Attention(args) => attention::run(args),
         BenchCommand::Embed(args) => embed::run(args),
         BenchCommand::Train(args) => train::run(args),
+        BenchCommand::Workflow(args) => workflow::run(args),
     }
 }
