@@ -115,6 +115,10 @@ pub struct AttentionOp {
     pub mask: Mask,
     /// Whether the four projections carry biases.
     pub bias: bool,
+    /// Whether the key projection carries one (default: `bias`). Its
+    /// gradient is zero by construction without rotary embedding (softmax
+    /// ignores a constant per row), so Llama-style blueprints leave it out.
+    pub key_bias: bool,
     /// Output features (the output projection's width).
     pub out: u64,
     /// Whether queries and keys are rotated (rotary position embedding).
@@ -289,7 +293,7 @@ pub fn allowed_attributes(op: &str) -> &'static [&'static str] {
         "positional" => &["kind", "max_len"],
         "linear" | "head" => &["out", "bias", "tie"],
         "attention" => &[
-            "heads", "kv_heads", "head_dim", "mask", "window", "bias", "out", "rotary",
+            "heads", "kv_heads", "head_dim", "mask", "window", "bias", "key_bias", "out", "rotary",
         ],
         "layer_norm" => &["eps", "bias"],
         "rms_norm" => &["eps"],
@@ -871,12 +875,14 @@ pub fn resolve(
                 )));
             }
             let out = attributes.size("out")?.unwrap_or(width);
+            let bias = attributes.flag("bias", true)?;
             let op = AttentionOp {
                 heads,
                 kv_heads,
                 head_dim,
                 mask,
-                bias: attributes.flag("bias", true)?,
+                bias,
+                key_bias: attributes.flag("key_bias", bias)?,
                 out,
                 rotary,
                 cross: inputs.len() == 2,

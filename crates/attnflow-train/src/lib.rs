@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod model;
 pub mod objective;
 pub mod optim;
+pub mod reach;
 pub mod rng;
 mod setup;
 pub mod store;
