@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use attnflow_data::check::Violation;
 use attnflow_data::quarantine::{quarantined_record, QuarantinedRecord};
 use attnflow_data::run::{recheck, CheckOptions, CheckReport};
 use attnflow_data::store::{QuarantineEntry, QuarantineFacets, QuarantineFilter, Store as DataStore};
@@ -268,13 +269,19 @@ pub fn record(app: &App, params: &Params, frame: &Frame) -> PageResult<Markup> {
         .ok_or_else(|| PageError::not_found(format!("{} holds no quarantined record {id}", source.label)))?;
     let entry = &record.entry;
     let raw = String::from_utf8_lossy(&record.raw).into_owned();
-    let violated = |name: &str| entry.violations.iter().filter(move |violation| violation.field.as_deref() == Some(name));
+    let violated = |name: &str| -> Vec<&Violation> {
+        entry
+            .violations
+            .iter()
+            .filter(|violation| violation.field.as_deref() == Some(name))
+            .collect()
+    };
     let ranges = cell_ranges(&raw, &record);
     let mut marks: Vec<(usize, usize)> = record
         .cells
         .iter()
         .zip(&ranges)
-        .filter(|(cell, _)| violated(&cell.name).next().is_some())
+        .filter(|(cell, _)| !violated(&cell.name).is_empty())
         .filter_map(|(_, range)| *range)
         .collect();
     marks.sort_unstable();
@@ -322,7 +329,7 @@ pub fn record(app: &App, params: &Params, frame: &Frame) -> PageResult<Markup> {
                 thead { tr { th { "field" } th { "value" } th { "violations" } } }
                 tbody {
                     @for cell in &record.cells {
-                        @let broken: Vec<_> = violated(&cell.name).collect();
+                        @let broken = violated(&cell.name);
                         tr.bad[!broken.is_empty()] {
                             th { (cell.name) }
                             td { @if broken.is_empty() { (cell.text) } @else { mark { (cell.text) } } }
@@ -359,7 +366,7 @@ pub fn recheck_post(app: &App, body: &[u8], frame: &Frame) -> PageResult<Markup>
         .ok_or_else(|| PageError::bad_request("field `schema` is required: the schema to re-check against"))?;
     let source = source(app, key)?;
     let schema = Schema::parse(Path::new("edited schema"), text).map_err(|error| data_error(&error))?;
-    let mut store = DataStore::open(&source.location, WRITE_WAIT)?;
+    let mut store = <DataStore as Pooled>::open(&source.location, WRITE_WAIT)?;
     let report: CheckReport = recheck(&schema, &mut store, &CheckOptions::default())
         .map_err(|error| data_error(&error))?;
     let body = html! {
