@@ -1,8 +1,6 @@
 //! What every request can reach: the configuration, the run folders, the
 //! open stores and the session's CSRF secret.
 
-use std::path::PathBuf;
-
 use attnflow_data::store::Store as DataStore;
 use attnflow_store::Location;
 use attnflow_workflow::Store as WorkflowStore;
@@ -15,8 +13,6 @@ pub struct App {
     /// The main store: workflow runs and their history (and, when `data
     /// check` wrote into it, a quarantine).
     pub store: Location,
-    /// The `--runs` folders.
-    pub runs: Vec<PathBuf>,
     /// Refuse every change (the quarantine re-check).
     pub read_only: bool,
     /// The token every request must carry, when one is set.

@@ -95,8 +95,6 @@ pub struct FolderRun {
     pub results: Results,
     /// Where training stands.
     pub training: Training,
-    /// Whether `manifest.json` is there.
-    pub has_manifest: bool,
     /// What is wrong with the folder, if anything (a damaged `run.json`).
     pub problem: Option<String>,
 }
@@ -249,7 +247,6 @@ impl Catalog {
         } else {
             path.join(REPORT_FILE)
         };
-        let has_manifest = path.join(files::MANIFEST).is_file();
         let finished = if pipeline {
             path.join(files::MANIFEST)
         } else {
@@ -302,7 +299,6 @@ impl Catalog {
             finished_ms,
             results,
             training,
-            has_manifest,
             problem,
         })
     }

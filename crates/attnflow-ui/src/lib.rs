@@ -168,9 +168,8 @@ pub fn serve(options: Options, started: impl FnOnce(&Started)) -> Result<(), UiE
         ];
         allowed_hosts.push(format!("{shown_host}:{port}"));
         let app = Arc::new(app::App {
-            catalog: catalog::Catalog::new(options.runs.clone(), &options.store),
+            catalog: catalog::Catalog::new(options.runs, &options.store),
             store: options.store,
-            runs: options.runs,
             read_only: options.read_only,
             token,
             csrf: security::random_hex(32),

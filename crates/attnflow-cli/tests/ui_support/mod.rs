@@ -188,8 +188,7 @@ fn build(fixture: &Fixture) {
     );
     for _ in 0..3 {
         let flaky = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/workflows/flaky.toml");
-        run_ok(root, &["workflow", "run", flaky, "--db", store, "--quiet"])
-            .len();
+        run_ok(root, &["workflow", "run", flaky, "--db", store, "--quiet"]);
     }
     people_quarantine(root, store);
     let blueprint = std::fs::read_to_string(concat!(

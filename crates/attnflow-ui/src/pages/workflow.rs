@@ -1,7 +1,8 @@
 //! Workflow: the Markov analysis of one workflow's recorded runs (§5.2,
 //! §5.3) from attnflow-workflow's `analyze`: the estimated transition
-//! matrix as a heatmap, absorption probabilities and expected steps, and
-//! the state diagram, drawn as SVG by attnflow-report.
+//! matrix as a heatmap, absorption probabilities and expected steps with
+//! their posterior intervals, and the state diagram, drawn as SVG by
+//! attnflow-report.
 
 use attnflow_report::{state_diagram_svg, Figure, Heatmap, ImageFormat};
 use attnflow_workflow::report::{analyze, AnalysisError, WorkflowAnalysis};
@@ -30,8 +31,19 @@ fn heatmap(analysis: &WorkflowAnalysis) -> PageResult<String> {
     Ok(String::from_utf8_lossy(&svg).into_owned())
 }
 
+/// `value [low, high]`, the interval only where there is one.
+fn with_interval(value: Option<f64>, interval: Option<&[f64; 2]>) -> Markup {
+    html! {
+        (number(value, 3))
+        @if let Some([low, high]) = interval {
+            " " span.interval { "[" (number(Some(*low), 3)) ", " (number(Some(*high), 3)) "]" }
+        }
+    }
+}
+
 fn analysis_section(analysis: &WorkflowAnalysis) -> PageResult<Markup> {
     let absorption = &analysis.absorption;
+    let uncertainty = &analysis.uncertainty;
     let transient: Vec<&String> = absorption
         .fundamental_states
         .iter()
@@ -51,6 +63,8 @@ fn analysis_section(analysis: &WorkflowAnalysis) -> PageResult<Markup> {
         section #matrix {
             h2 { "Transition matrix (§5.2)" }
             figure.heatmap { (drawn_svg(heatmap(analysis)?)) }
+            p.hint { "Each cell: estimated T_ij, its interval, and (the transitions counted). " (uncertainty.method) }
+            @if let Some(legend) = &analysis.legend { p.hint { "Exact chain: " (legend) "." } }
             table.matrix {
                 thead { tr { th { "from \\ to" } @for state in &analysis.states { th { (state) } } } }
                 tbody {
@@ -60,7 +74,13 @@ fn analysis_section(analysis: &WorkflowAnalysis) -> PageResult<Markup> {
                             @for column in 0..analysis.states.len() {
                                 @let count = analysis.counts[row][column];
                                 td.number title={ (count) " transitions" } {
-                                    @if count > 0 { (number(Some(analysis.probabilities[row][column]), 3)) " (" (count) ")" }
+                                    @if count > 0 {
+                                        (with_interval(
+                                            Some(analysis.probabilities[row][column]),
+                                            uncertainty.transitions[row][column].as_ref(),
+                                        ))
+                                        " (" (count) ")"
+                                    }
                                 }
                             }
                         }
@@ -75,6 +95,7 @@ fn analysis_section(analysis: &WorkflowAnalysis) -> PageResult<Markup> {
                 strong { @if absorption.certain { "certain" } @else { "not certain" } }
                 " (" (analysis.condition) ")."
             }
+            @for warning in &analysis.warnings { p.notice { (warning) } }
             @if !absorption.never_absorbed.is_empty() {
                 p.notice { "Never absorbed from: " (absorption.never_absorbed.join(", ")) "." }
             }
@@ -85,17 +106,32 @@ fn analysis_section(analysis: &WorkflowAnalysis) -> PageResult<Markup> {
                         th { "expected steps" }
                         th { "variance" }
                         @for target in &absorption.absorbing { th { "P(end in " (target) ")" } }
+                        th { "runs for ±" (uncertainty.target_half_width) }
                     }
                 }
                 tbody {
                     @for state in &transient {
                         tr {
                             th { (state) }
-                            td.number { (number(absorption.expected_steps.get(*state).copied().flatten(), 3)) }
+                            td.number {
+                                (with_interval(
+                                    absorption.expected_steps.get(*state).copied().flatten(),
+                                    uncertainty.expected_steps.get(*state),
+                                ))
+                            }
                             td.number { (number(absorption.steps_variance.get(*state).copied().flatten(), 3)) }
                             @for target in &absorption.absorbing {
                                 td.number {
-                                    (number(absorption.absorption_probabilities.get(*state).and_then(|row| row.get(target)).copied(), 3))
+                                    (with_interval(
+                                        absorption.absorption_probabilities.get(*state).and_then(|row| row.get(target)).copied(),
+                                        uncertainty.absorption.get(*state).and_then(|row| row.get(target)),
+                                    ))
+                                }
+                            }
+                            td.number {
+                                @match uncertainty.runs_needed.get(*state) {
+                                    Some(Some(needed)) => (needed),
+                                    _ => "-",
                                 }
                             }
                         }
