@@ -398,13 +398,15 @@ fn missing_and_locked_stores_answer_with_error_pages() {
 
     let store = directory.path().join("locked.sqlite");
     run_ok(directory.path(), &["workflow", "run", "--db", store.to_str().unwrap(), "--quiet"]);
-    let server = Server::start(directory.path(), &["--db", "locked.sqlite"]);
-    assert_eq!(server.get("/").status, 200);
+    // A holder in exclusive locking mode shuts out every other connection
+    // (in WAL mode it can only take that lock while no other one is open,
+    // so it takes it before the server's first read of the store).
     let location = attnflow_store::Location::Sqlite(store.clone());
     let holder = attnflow_store::Connection::open(&location, "").unwrap();
     holder
         .batch("lock", "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; UPDATE wf_runs SET updated_ms = updated_ms;")
         .unwrap();
+    let server = Server::start(directory.path(), &["--db", "locked.sqlite"]);
     let started = Instant::now();
     for path in ["/", "/workflow", "/runs/run-1"] {
         let reply = server.get(path);

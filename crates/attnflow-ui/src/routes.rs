@@ -136,21 +136,58 @@ async fn quarantined(State(app): State<Shared>, RawQuery(query): RawQuery) -> Re
     blocking(app, move |app, frame| pages::quarantine::record(app, &params, frame)).await
 }
 
+/// Bytes of an oversized body read and dropped before the 413 page, so
+/// the client, still sending, reads the answer instead of a reset
+/// connection; a larger declared body is refused at once.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// How long reading one body may take.
+const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A request body, at most [`BODY_LIMIT`] bytes; more is a 413 page.
 async fn body(app: &App, request: Request) -> Result<Vec<u8>, Response> {
-    axum::body::to_bytes(request.into_body(), BODY_LIMIT)
-        .await
-        .map(|bytes| bytes.to_vec())
-        .map_err(|_| {
-            error_page(
-                &PageError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "Request too large",
-                    format!("request bodies may have at most {BODY_LIMIT} bytes"),
-                ),
-                &frame(app),
-            )
-        })
+    use futures_util::StreamExt;
+    let too_large = || {
+        error_page(
+            &PageError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                format!("request bodies may have at most {BODY_LIMIT} bytes"),
+            ),
+            &frame(app),
+        )
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > DRAIN_LIMIT as u64) {
+        return Err(too_large());
+    }
+    let mut stream = request.into_body().into_data_stream();
+    let read = async {
+        let mut bytes = Vec::new();
+        let mut seen = 0usize;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| ())?;
+            seen += chunk.len();
+            if seen > DRAIN_LIMIT {
+                return Ok(None);
+            }
+            if seen <= BODY_LIMIT {
+                bytes.extend_from_slice(&chunk);
+            }
+        }
+        Ok((seen <= BODY_LIMIT).then_some(bytes))
+    };
+    match tokio::time::timeout(BODY_TIME, read).await {
+        Ok(Ok(Some(bytes))) => Ok(bytes),
+        Ok(Ok(None)) => Err(too_large()),
+        Ok(Err(())) | Err(_) => Err(error_page(
+            &PageError::bad_request("the request body was cut off or took too long to arrive"),
+            &frame(app),
+        )),
+    }
 }
 
 async fn recheck(State(app): State<Shared>, request: Request) -> Response {

@@ -404,10 +404,13 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The first `href="/runs/KEY"` after `marker` in `page`.
+/// The run linked in the first table row of `page` that holds `marker`
+/// (a name, kind or workflow cell).
 pub fn run_key_after(page: &str, marker: &str) -> String {
-    let at = page.find(marker).unwrap_or_else(|| panic!("no {marker:?} in the page"));
-    let before = &page[..at];
-    let start = before.rfind("href=\"/runs/").expect("a run link before the marker") + 12;
-    page[start..].split('"').next().unwrap().to_owned()
+    let found = page.match_indices(marker).find_map(|(at, _)| {
+        let row = &page[page[..at].rfind("<tr")?..at];
+        let start = row.find("href=\"/runs/")? + 12;
+        Some(row[start..].split('"').next()?.to_owned())
+    });
+    found.unwrap_or_else(|| panic!("no table row with {marker:?} and a run link in the page:\n{page}"))
 }
