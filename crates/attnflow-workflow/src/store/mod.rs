@@ -36,7 +36,7 @@ pub use claims::{SupersededRecord, WorkerRecord};
 pub use listing::{RunFilter, RunOrder, RunSummary};
 
 /// The schema version this build writes; older stores are migrated forward.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The notification channel that wakes workers (PostgreSQL).
 pub const WAKE_CHANNEL: &str = "attnflow_workflow";

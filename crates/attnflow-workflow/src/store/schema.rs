@@ -309,4 +309,16 @@ CREATE TABLE wf_superseded (
 );
 "#,
     },
+    // Version 3: an index that covers every column a run listing reads
+    // (`attnflow ui`, `workflow runs`), so counting, grouping and paging
+    // 10,000 runs never reads the rows' spec text.
+    Migration {
+        version: 3,
+        sqlite: r#"
+CREATE INDEX wf_runs_listing ON wf_runs(created_ms, id, workflow, status, current_state, crash_count, updated_ms, finished_ms);
+"#,
+        postgres: r#"
+CREATE INDEX wf_runs_listing ON wf_runs(created_ms, id, workflow, status, current_state, crash_count, updated_ms, finished_ms);
+"#,
+    },
 ];
