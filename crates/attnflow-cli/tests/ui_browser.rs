@@ -161,15 +161,18 @@ fn screenshots() {
     let Some(browser) = attnflow_testkit::chromium() else {
         return;
     };
-    let server = server();
+    // Names relative to the fixture's folder, so the pictures show no
+    // path of this machine.
+    let fixture = fixture();
+    let server = Server::start(&fixture.root, &["--db", "store.sqlite", "--runs", "runs"]);
     let runs = server.get("/").text();
     let keys: Vec<String> = (1..=5)
         .map(|index| run_key_after(&runs, &format!(">long-{index}<")))
         .collect();
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
     for (path, file, height) in [
-        ("/".to_owned(), "ui-runs.png", 760),
-        (format!("/compare?run={}", keys.join("&run=")), "ui-compare.png", 1100),
+        ("/".to_owned(), "ui-runs.png", 640),
+        (format!("/compare?run={}", keys.join("&run=")), "ui-compare.png", 1000),
     ] {
         let target = docs.join(file);
         let shot = browser.screenshot(&format!("{}{path}", server.base), &target, 1280, height);
