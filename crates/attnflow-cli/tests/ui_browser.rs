@@ -10,15 +10,19 @@ use std::time::Instant;
 
 use attnflow_testkit::Browser;
 use ui_support::{
-    fixture, people_quarantine, relaxed_schema, run_key_after, Server, PEOPLE_HELD,
-    PEOPLE_RELEASED,
+    fixture, people_quarantine, relaxed_schema, run_key_after, Server, PEOPLE_HELD, PEOPLE_RELEASED,
 };
 
 fn server() -> Server {
     let fixture = fixture();
     Server::start(
         &fixture.root,
-        &["--db", fixture.store.to_str().unwrap(), "--runs", fixture.runs.to_str().unwrap()],
+        &[
+            "--db",
+            fixture.store.to_str().unwrap(),
+            "--runs",
+            fixture.runs.to_str().unwrap(),
+        ],
     )
 }
 
@@ -26,14 +30,20 @@ fn server() -> Server {
 fn visit(browser: &Browser, server: &Server, path: &str) -> String {
     let page = browser.dump_dom(&format!("{}{path}", server.base), 3000);
     assert!(page.success, "{path}: chromium failed: {}", page.log);
-    assert!(page.console_errors().is_empty(), "{path}: {:?}", page.console_errors());
+    assert!(
+        page.console_errors().is_empty(),
+        "{path}: {:?}",
+        page.console_errors()
+    );
     assert!(page.dom.contains("</main>"), "{path}: {}", page.dom);
     page.dom
 }
 
 /// The `<figure id="ID">` element of `dom`.
 fn figure<'a>(dom: &'a str, id: &str) -> &'a str {
-    let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no {id}"));
+    let start = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no {id}"));
     let end = dom[start..].find("</figure>").unwrap() + start;
     &dom[start..end]
 }
@@ -72,7 +82,11 @@ fn every_page_loads_in_chromium_without_errors() {
         visit(&browser, &server, path);
     }
     // The report inside the run page runs its own self-test in its sandbox.
-    let report = visit(&browser, &server, &format!("/runs/{pipeline}/files/report.html"));
+    let report = visit(
+        &browser,
+        &server,
+        &format!("/runs/{pipeline}/files/report.html"),
+    );
     assert!(report.contains("Claims, checked"));
 }
 
@@ -88,16 +102,39 @@ fn the_compare_chart_draws_one_series_per_run_in_well_under_a_second() {
         .collect();
     let compare = format!("/compare?run={}", keys.join("&run="));
     let dom = visit(&browser, &server, &compare);
-    for id in ["chart-loss", "chart-objective", "chart-regulariser", "chart-accuracy", "chart-token-accuracy"] {
+    for id in [
+        "chart-loss",
+        "chart-objective",
+        "chart-regulariser",
+        "chart-accuracy",
+        "chart-token-accuracy",
+    ] {
         let chart = figure(&dom, id);
-        assert_eq!(chart.matches("<polyline").count(), 5, "{id}: one series per run");
+        assert_eq!(
+            chart.matches("<polyline").count(),
+            5,
+            "{id}: one series per run"
+        );
         for index in 1..=5 {
-            assert!(chart.contains(&format!("long-{index}")), "{id} lacks the legend of long-{index}");
+            assert!(
+                chart.contains(&format!("long-{index}")),
+                "{id} lacks the legend of long-{index}"
+            );
         }
     }
     let loss = figure(&dom, "chart-loss");
-    let points = loss.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
-    assert_eq!(points.split(' ').count(), 1000, "every logged step is drawn");
+    let points = loss
+        .split("points=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    assert_eq!(
+        points.split(' ').count(),
+        1000,
+        "every logged step is drawn"
+    );
 
     // Chromium's time on the page: loading it minus loading a bare page,
     // interleaved, best of three (the start of the browser itself is the
@@ -120,7 +157,10 @@ fn the_compare_chart_draws_one_series_per_run_in_well_under_a_second() {
         bare_best * 1000.0,
         std::fs::read_to_string("/proc/loadavg").ok()
     );
-    assert!(drawing < 1.0, "compare took {drawing:.2} s beyond a bare page");
+    assert!(
+        drawing < 1.0,
+        "compare took {drawing:.2} s beyond a bare page"
+    );
 }
 
 #[test]
@@ -132,25 +172,44 @@ fn the_quarantine_page_shows_what_a_recheck_released() {
     people_quarantine(directory.path(), "main.sqlite");
     let server = Server::start(directory.path(), &["--db", "main.sqlite"]);
     let before = visit(&browser, &server, "/quarantine?store=main");
-    assert!(before.contains(&format!("<strong id=\"held\">{PEOPLE_HELD}</strong>")), "{before}");
+    assert!(
+        before.contains(&format!("<strong id=\"held\">{PEOPLE_HELD}</strong>")),
+        "{before}"
+    );
     // The form as the browser received it: its CSRF token and the store.
     let marker = "name=\"csrf\" value=\"";
     let start = before.find(marker).unwrap() + marker.len();
     let csrf = &before[start..start + 64];
     let schema: String = relaxed_schema()
         .bytes()
-        .map(|byte| if byte.is_ascii_alphanumeric() { (byte as char).to_string() } else { format!("%{byte:02X}") })
+        .map(|byte| {
+            if byte.is_ascii_alphanumeric() {
+                (byte as char).to_string()
+            } else {
+                format!("%{byte:02X}")
+            }
+        })
         .collect();
     let origin = format!("Origin: {}", server.base);
-    let done = server.post("/quarantine/recheck", &format!("csrf={csrf}&store=main&schema={schema}"), &[&origin]);
+    let done = server.post(
+        "/quarantine/recheck",
+        &format!("csrf={csrf}&store=main&schema={schema}"),
+        &[&origin],
+    );
     assert_eq!(done.status, 200, "{}", done.text());
     let after = visit(&browser, &server, "/quarantine?store=main");
     assert!(
-        after.contains(&format!("<strong id=\"held\">{}</strong>", PEOPLE_HELD - PEOPLE_RELEASED)),
+        after.contains(&format!(
+            "<strong id=\"held\">{}</strong>",
+            PEOPLE_HELD - PEOPLE_RELEASED
+        )),
         "{after}"
     );
     let released = visit(&browser, &server, "/quarantine?store=main&released=1");
-    assert_eq!(released.matches("released</span>").count() as u64, PEOPLE_RELEASED);
+    assert_eq!(
+        released.matches("released</span>").count() as u64,
+        PEOPLE_RELEASED
+    );
 }
 
 /// Renews docs/ui-runs.png and docs/ui-compare.png for the README:
@@ -172,7 +231,11 @@ fn screenshots() {
     let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
     for (path, file, height) in [
         ("/".to_owned(), "ui-runs.png", 640),
-        (format!("/compare?run={}", keys.join("&run=")), "ui-compare.png", 1000),
+        (
+            format!("/compare?run={}", keys.join("&run=")),
+            "ui-compare.png",
+            1000,
+        ),
     ] {
         let target = docs.join(file);
         let shot = browser.screenshot(&format!("{}{path}", server.base), &target, 1280, height);

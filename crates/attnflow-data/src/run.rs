@@ -740,11 +740,8 @@ pub(crate) fn reparse(
             found.then_some(parsed)
         }
         Format::Jsonl => {
-            let mut reader = JsonlSource::new(
-                &raw[..],
-                path,
-                options.max_record_bytes.max(raw.len() + 1),
-            );
+            let mut reader =
+                JsonlSource::new(&raw[..], path, options.max_record_bytes.max(raw.len() + 1));
             let mut parsed = Record::default();
             reader.next_record(&mut parsed)?.then_some(parsed)
         }

@@ -845,7 +845,10 @@ impl Store {
                 offset.min(i64::MAX as usize) as i64
             ],
         )?;
-        Ok(rows.iter().map(entry_from_row).collect::<Result<Vec<_>, _>>()?)
+        Ok(rows
+            .iter()
+            .map(entry_from_row)
+            .collect::<Result<Vec<_>, _>>()?)
     }
 
     /// How many quarantined records `filter` selects.
@@ -892,7 +895,10 @@ impl Store {
 
     /// One quarantined record with its source and stored bytes (not yet
     /// parsed: see `run::quarantined_record`), if it exists in a finished run.
-    pub fn quarantined(&self, id: i64) -> DataResult<Option<(QuarantineEntry, StoredSource, Record)>> {
+    pub fn quarantined(
+        &self,
+        id: i64,
+    ) -> DataResult<Option<(QuarantineEntry, StoredSource, Record)>> {
         let row = self.connection.query_opt(
             "read a quarantined record",
             &format!(

@@ -220,8 +220,16 @@ fn quarantine_pages_facets_and_records_read_back_for_people() {
         let second = store.quarantine_page(&by_field, 1, 2).unwrap();
         assert_eq!(second.len(), 2);
         let all = store.quarantine_page(&by_field, 0, 10).unwrap();
-        assert_eq!(all[1..3], second[..], "offset and limit page the same order");
-        let source = facets.by_source.iter().find(|(path, _)| path.ends_with("more.jsonl")).unwrap();
+        assert_eq!(
+            all[1..3],
+            second[..],
+            "offset and limit page the same order"
+        );
+        let source = facets
+            .by_source
+            .iter()
+            .find(|(path, _)| path.ends_with("more.jsonl"))
+            .unwrap();
         let by_source = QuarantineFilter {
             source: Some(source.0.clone()),
             ..QuarantineFilter::default()
@@ -234,12 +242,21 @@ fn quarantine_pages_facets_and_records_read_back_for_people() {
         assert_eq!(
             record.cells,
             [
-                RecordCell { name: "id".into(), text: "4".into() },
-                RecordCell { name: "age".into(), text: "<b>".into() },
+                RecordCell {
+                    name: "id".into(),
+                    text: "4".into()
+                },
+                RecordCell {
+                    name: "age".into(),
+                    text: "<b>".into()
+                },
             ]
         );
         let json = quarantined_record(&store, json_entry.id).unwrap().unwrap();
-        assert!(json.cells.contains(&RecordCell { name: "age".into(), text: "199".into() }));
+        assert!(json.cells.contains(&RecordCell {
+            name: "age".into(),
+            text: "199".into()
+        }));
         let columns = store
             .list_quarantine(false, Some("column_count"), 10)
             .unwrap();

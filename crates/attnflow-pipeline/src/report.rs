@@ -9,11 +9,11 @@ use attnflow_core::analysis::{heatmap, HeadStatistics};
 use attnflow_data::profile::ProfileReport;
 use attnflow_data::run::CheckReport;
 use attnflow_inspect::{AnalysisOptions, AttentionSource, Inspector};
+use attnflow_report::state_diagram_svg;
 use attnflow_report::{
     AttentionExplorer, Figure, Group, Heatmap, InlineSvg, KeyValues, LineChart, Preformatted,
     Report, Series, Table, TrustedSvg,
 };
-use attnflow_report::state_diagram_svg;
 use attnflow_train::{StepMetrics, TrainReport};
 use attnflow_workflow::report::analyze;
 

@@ -99,6 +99,10 @@ mod tests {
         assert!(svg.contains("0.75") && svg.contains("0.25"));
         assert!(svg.contains("&lt;Done &amp; &quot;x&quot;&gt;"));
         assert!(!svg.contains("<Done"));
-        assert_eq!(svg.matches("#d9d4ff").count(), 1, "one absorbing state shaded");
+        assert_eq!(
+            svg.matches("#d9d4ff").count(),
+            1,
+            "one absorbing state shaded"
+        );
     }
 }

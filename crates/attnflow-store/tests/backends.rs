@@ -229,8 +229,14 @@ fn readers_open_existing_stores_only_and_say_when_one_is_locked() {
     let writer = Connection::open(&location, "PRAGMA journal_mode = WAL;").unwrap();
     let reader = Connection::open_existing(&location, "PRAGMA journal_mode = WAL;", busy).unwrap();
     let absent = COMPONENT.check_current(&reader).unwrap_err();
-    assert!(matches!(absent, DbError::SchemaBehind { found: 0, .. }), "{absent}");
-    assert!(absent.to_string().contains("holds no test tables"), "{absent}");
+    assert!(
+        matches!(absent, DbError::SchemaBehind { found: 0, .. }),
+        "{absent}"
+    );
+    assert!(
+        absent.to_string().contains("holds no test tables"),
+        "{absent}"
+    );
     assert!(absent.is_bad_input());
     COMPONENT.migrate(&writer).unwrap();
     COMPONENT.check_current(&reader).unwrap();
@@ -238,7 +244,10 @@ fn readers_open_existing_stores_only_and_say_when_one_is_locked() {
         .execute("step back", "UPDATE t_schema_version SET version = 1", &[])
         .unwrap();
     let behind = COMPONENT.check_current(&reader).unwrap_err();
-    assert!(behind.to_string().contains("attnflow store migrate"), "{behind}");
+    assert!(
+        behind.to_string().contains("attnflow store migrate"),
+        "{behind}"
+    );
 
     // An exclusive lock (a writer in exclusive locking mode) stops readers
     // even in WAL mode: the reader gives up after `busy`, saying it is busy.

@@ -127,7 +127,8 @@ fn milliseconds(time: SystemTime) -> i64 {
 
 /// Reads a JSON run file through its own type.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let text = std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
     serde_json::from_str(&text).map_err(|error| format!("{}: damaged: {error}", path.display()))
 }
 
@@ -169,7 +170,10 @@ impl Catalog {
 
     /// Every run folder, at most [`RESCAN`] old.
     pub fn folders(&self) -> Arc<Vec<FolderRun>> {
-        let mut scan = self.scan.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut scan = self
+            .scan
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if scan.at.is_some_and(|at| at.elapsed() < RESCAN) {
             return scan.folders.clone();
         }
@@ -191,7 +195,10 @@ impl Catalog {
 
     /// The folder with `key`.
     pub fn by_key(&self, key: &str) -> Option<FolderRun> {
-        self.folders().iter().find(|folder| folder.key == key).cloned()
+        self.folders()
+            .iter()
+            .find(|folder| folder.key == key)
+            .cloned()
     }
 
     fn read_folder(
@@ -206,7 +213,10 @@ impl Catalog {
             .ok()
             .filter(|relative| !relative.as_os_str().is_empty())
             .map_or_else(
-                || path.file_name().map(|name| name.to_string_lossy().into_owned()),
+                || {
+                    path.file_name()
+                        .map(|name| name.to_string_lossy().into_owned())
+                },
                 |relative| Some(relative.display().to_string()),
             )
             .unwrap_or_else(|| path.display().to_string());

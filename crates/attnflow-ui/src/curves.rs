@@ -121,14 +121,15 @@ pub fn charts(runs: &[Curves]) -> Vec<Chart> {
             })
             .collect()
     };
-    let chart = |title: &str, caption: String, y_label: &str, log_y: bool, series: Vec<Series>| LineChart {
-        title: title.to_owned(),
-        caption,
-        x_label: "step".to_owned(),
-        y_label: y_label.to_owned(),
-        log_y,
-        series,
-    };
+    let chart =
+        |title: &str, caption: String, y_label: &str, log_y: bool, series: Vec<Series>| LineChart {
+            title: title.to_owned(),
+            caption,
+            x_label: "step".to_owned(),
+            y_label: y_label.to_owned(),
+            log_y,
+            series,
+        };
     vec![
         Chart {
             id: "chart-loss",
@@ -154,7 +155,9 @@ pub fn charts(runs: &[Curves]) -> Vec<Chart> {
             id: "chart-regulariser",
             chart: chart(
                 "Regulariser R",
-                format!("The attention regulariser R (§7.1); runs without one have no line.{thinned}"),
+                format!(
+                    "The attention regulariser R (§7.1); runs without one have no line.{thinned}"
+                ),
                 "R",
                 false,
                 step_series(|step| step.regulariser),
@@ -221,7 +224,9 @@ mod tests {
         let runs: Vec<Curves> = (0..3)
             .map(|run| Curves {
                 name: format!("run <{run}>"),
-                steps: (1..=5000).map(|step| metrics(step, 2.0 / step as f64)).collect(),
+                steps: (1..=5000)
+                    .map(|step| metrics(step, 2.0 / step as f64))
+                    .collect(),
                 ..Curves::default()
             })
             .collect();
@@ -233,7 +238,11 @@ mod tests {
         let loss = &charts[0].chart;
         assert!(loss.series[0].points.len() <= MAX_POINTS);
         assert_eq!(loss.series[0].points.last().unwrap().0, 5000.0);
-        assert!(loss.caption.contains("one logged step in 3"), "{}", loss.caption);
+        assert!(
+            loss.caption.contains("one logged step in 3"),
+            "{}",
+            loss.caption
+        );
         let svg = loss.svg();
         assert_eq!(svg.matches("<polyline").count(), 3);
         assert!(svg.contains("run &lt;0&gt;"));

@@ -102,7 +102,11 @@ impl PageError {
 
     /// 503: a store is missing, locked or unreachable.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        PageError::new(StatusCode::SERVICE_UNAVAILABLE, "Store unavailable", message)
+        PageError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Store unavailable",
+            message,
+        )
     }
 
     /// 500: something failed on the server's side.

@@ -78,7 +78,9 @@ pub fn find(app: &App, key: &str, requested: &str) -> PageResult<Download> {
             "`{requested}` is not a file inside the run folder (a link out of it, or gone)"
         )));
     }
-    let size = std::fs::metadata(&path).map(|metadata| metadata.len()).unwrap_or(0);
+    let size = std::fs::metadata(&path)
+        .map(|metadata| metadata.len())
+        .unwrap_or(0);
     if size != artifact.bytes {
         return Err(PageError::new(
             StatusCode::CONFLICT,
@@ -142,7 +144,13 @@ pub async fn send(download: Download) -> Result<Response, PageError> {
         let name = file.rsplit('/').next().unwrap_or("artifact");
         let ascii: String = name
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{ascii}\"")) {
             headers.insert(CONTENT_DISPOSITION, value);
@@ -157,7 +165,11 @@ mod tests {
 
     #[test]
     fn only_plain_relative_paths_pass() {
-        for good in ["report.html", "training/weights-00000100.safetensors", "a b/c.json"] {
+        for good in [
+            "report.html",
+            "training/weights-00000100.safetensors",
+            "a b/c.json",
+        ] {
             assert!(plain_relative(good), "{good}");
         }
         for bad in [

@@ -198,7 +198,8 @@ mod tests {
     #[test]
     fn interpolated_values_are_escaped_in_text_and_attributes() {
         let hostile = "\"><script>alert('x')</script>";
-        let markup = html! { a href=(href("/runs", &[("q", hostile)])) title=(hostile) { (hostile) } };
+        let markup =
+            html! { a href=(href("/runs", &[("q", hostile)])) title=(hostile) { (hostile) } };
         let text = markup.into_string();
         assert!(!text.contains("<script>"), "{text}");
         assert!(text.contains("&lt;script&gt;"), "{text}");
@@ -216,6 +217,9 @@ mod tests {
         assert_eq!(percent(Some(0.9876)), "98.8%");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(href("/x", &[("a", ""), ("b", "c d")]), "/x?b=c+d");
-        assert_eq!(file_href("run-1", "a b/c#?.json"), "/runs/run-1/files/a%20b/c%23%3F.json");
+        assert_eq!(
+            file_href("run-1", "a b/c#?.json"),
+            "/runs/run-1/files/a%20b/c%23%3F.json"
+        );
     }
 }

@@ -123,11 +123,7 @@ pub fn serve(options: Options, started: impl FnOnce(&Started)) -> Result<(), UiE
     let ip = host_address(&options.host)?;
     let exposed = !ip.is_loopback();
     let (token, generated_token) = match options.token {
-        Token::None if exposed => {
-            return Err(UiError::TokenRequired {
-                host: options.host,
-            })
-        }
+        Token::None if exposed => return Err(UiError::TokenRequired { host: options.host }),
         Token::None => (None, None),
         Token::Given(token) if token.chars().count() < 16 => return Err(UiError::WeakToken),
         Token::Given(token) => (Some(token), None),
@@ -159,8 +155,16 @@ pub fn serve(options: Options, started: impl FnOnce(&Started)) -> Result<(), UiE
             })?;
         let address = listener.local_addr().map_err(UiError::Serve)?;
         let port = address.port();
-        let shown_host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { address.ip().to_string() };
-        let shown_host = if address.is_ipv6() && !ip.is_unspecified() { format!("[{shown_host}]") } else { shown_host };
+        let shown_host = if ip.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            address.ip().to_string()
+        };
+        let shown_host = if address.is_ipv6() && !ip.is_unspecified() {
+            format!("[{shown_host}]")
+        } else {
+            shown_host
+        };
         let mut allowed_hosts = vec![
             format!("127.0.0.1:{port}"),
             format!("localhost:{port}"),
@@ -218,7 +222,11 @@ async fn stop_signal() {
 /// Opens `url` in the desktop's browser, if there is one (best effort:
 /// the URL is printed anyway).
 pub fn open_in_browser(url: &str) -> bool {
-    let opener = if cfg!(target_os = "macos") { "open" } else { "xdg-open" };
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
     std::process::Command::new(opener)
         .arg(url)
         .stdout(std::process::Stdio::null())

@@ -73,15 +73,18 @@ pub struct RunsQuery {
 impl RunsQuery {
     /// Reads the query string; an unknown value is a 400 page.
     pub fn parse(params: &Params) -> PageResult<RunsQuery> {
-        let kind = match params.choice("kind", &["all", "pipeline", "workflow", "training"], "all")? {
-            "pipeline" => Kind::Pipeline,
-            "workflow" => Kind::Workflow,
-            "training" => Kind::Training,
-            _ => Kind::All,
-        };
+        let kind =
+            match params.choice("kind", &["all", "pipeline", "workflow", "training"], "all")? {
+                "pipeline" => Kind::Pipeline,
+                "workflow" => Kind::Workflow,
+                "training" => Kind::Training,
+                _ => Kind::All,
+            };
         let sort = match params.choice(
             "sort",
-            &["started", "duration", "status", "workflow", "accuracy", "loss"],
+            &[
+                "started", "duration", "status", "workflow", "accuracy", "loss",
+            ],
             "started",
         )? {
             "duration" => Sort::Duration,
@@ -244,22 +247,37 @@ fn matches(row: &Row, query: &RunsQuery) -> bool {
         Kind::Workflow => row.kind == "workflow",
         Kind::Training => row.kind == "training",
     };
-    kind && query.status.as_ref().is_none_or(|status| row.status == *status)
+    kind && query
+        .status
+        .as_ref()
+        .is_none_or(|status| row.status == *status)
         && query
             .workflow
             .as_ref()
             .is_none_or(|workflow| row.workflow.as_ref() == Some(workflow))
         && query.text.as_ref().is_none_or(|text| {
             contains(&row.name, text)
-                || row.workflow.as_deref().is_some_and(|workflow| contains(workflow, text))
-                || row.state.as_deref().is_some_and(|state| contains(state, text))
+                || row
+                    .workflow
+                    .as_deref()
+                    .is_some_and(|workflow| contains(workflow, text))
+                || row
+                    .state
+                    .as_deref()
+                    .is_some_and(|state| contains(state, text))
         })
 }
 
 /// The order of the merged list; for store rows it is exactly the SQL
 /// order of `Store::run_page`, so the two sources merge without gaps.
 fn compare(a: &Row, b: &Row, sort: Sort, descending: bool) -> Ordering {
-    let direct = |ordering: Ordering| if descending { ordering.reverse() } else { ordering };
+    let direct = |ordering: Ordering| {
+        if descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
+    };
     let primary = match sort {
         Sort::Started => Ordering::Equal,
         Sort::Duration => direct(a.duration_ms.cmp(&b.duration_ms)),
@@ -311,7 +329,8 @@ pub fn runs_page(app: &App, query: &RunsQuery) -> PageResult<RunsPage> {
         }
         Err(error) => return Err(error),
     };
-    let workflow_error = |error: attnflow_workflow::StoreError| crate::stores::workflow_error(&error);
+    let workflow_error =
+        |error: attnflow_workflow::StoreError| crate::stores::workflow_error(&error);
     let workflows = match &store {
         Some(store) => store.workflow_counts().map_err(workflow_error)?,
         None => Vec::new(),
@@ -354,12 +373,20 @@ pub fn runs_page(app: &App, query: &RunsQuery) -> PageResult<RunsPage> {
             // store positions [offset - memory, offset + per).
             let start = offset.saturating_sub(memory.len() as u64);
             let page = store
-                .run_page(filter, order, query.descending, start, offset + query.per_page - start)
+                .run_page(
+                    filter,
+                    order,
+                    query.descending,
+                    start,
+                    offset + query.per_page - start,
+                )
                 .map_err(workflow_error)?;
             let rows: Vec<Row> = page
                 .iter()
                 .map(|summary| {
-                    let folder = folders.iter().find(|folder| folder.linked == Some(summary.id));
+                    let folder = folders
+                        .iter()
+                        .find(|folder| folder.linked == Some(summary.id));
                     store_row(summary, folder, app, now_ms)
                 })
                 .collect();
@@ -411,7 +438,13 @@ fn store_filter(app: &App, query: &RunsQuery) -> Option<RunFilter> {
 
 /// Merges store rows (store positions from `start`) with the sorted
 /// in-memory rows and keeps merged positions `[offset, offset + per)`.
-fn merge(store_rows: Vec<Row>, start: u64, memory: &[Row], offset: u64, query: &RunsQuery) -> Vec<Row> {
+fn merge(
+    store_rows: Vec<Row>,
+    start: u64,
+    memory: &[Row],
+    offset: u64,
+    query: &RunsQuery,
+) -> Vec<Row> {
     let end = offset + query.per_page;
     // Where the walk begins: at the first fetched store row, with the
     // memory rows that sort before it already counted.
@@ -419,7 +452,9 @@ fn merge(store_rows: Vec<Row>, start: u64, memory: &[Row], offset: u64, query: &
         Some(first) if start > 0 => {
             let before = memory
                 .iter()
-                .take_while(|row| compare(row, first, query.sort, query.descending) == Ordering::Less)
+                .take_while(|row| {
+                    compare(row, first, query.sort, query.descending) == Ordering::Less
+                })
                 .count();
             (before, start + before as u64)
         }
@@ -456,7 +491,11 @@ mod tests {
 
     fn row(from_store: bool, id: i64, started_ms: i64, loss: Option<f64>) -> Row {
         Row {
-            key: if from_store { format!("run-{id}") } else { format!("dir-{id:012}") },
+            key: if from_store {
+                format!("run-{id}")
+            } else {
+                format!("dir-{id:012}")
+            },
             kind: if from_store { "workflow" } else { "training" },
             name: format!("r{id}"),
             workflow: from_store.then(|| "w".to_string()),
@@ -491,8 +530,12 @@ mod tests {
     /// sorted at once, for every order, page size and page.
     #[test]
     fn merged_pages_equal_pages_of_the_fully_sorted_list() {
-        let stored: Vec<Row> = (1..=37).map(|id| row(true, id, 1000 + id * 10 % 170, None)).collect();
-        let held: Vec<Row> = (1..=9).map(|id| row(false, id, 1000 + id * 37 % 200, None)).collect();
+        let stored: Vec<Row> = (1..=37)
+            .map(|id| row(true, id, 1000 + id * 10 % 170, None))
+            .collect();
+        let held: Vec<Row> = (1..=9)
+            .map(|id| row(false, id, 1000 + id * 37 % 200, None))
+            .collect();
         for sort in [Sort::Started, Sort::Duration, Sort::Status, Sort::Workflow] {
             for descending in [false, true] {
                 let mut all: Vec<Row> = stored.iter().chain(&held).cloned().collect();
@@ -520,7 +563,10 @@ mod tests {
                             .map(|row| row.key.as_str())
                             .collect();
                         let got: Vec<&str> = merged.iter().map(|row| row.key.as_str()).collect();
-                        assert_eq!(got, expected, "{sort:?} desc={descending} per={per_page} page={page}");
+                        assert_eq!(
+                            got, expected,
+                            "{sort:?} desc={descending} per={per_page} page={page}"
+                        );
                     }
                 }
             }
@@ -529,7 +575,11 @@ mod tests {
 
     #[test]
     fn runs_without_a_loss_sort_last_in_both_directions() {
-        let rows = [row(false, 1, 5, Some(0.5)), row(false, 2, 6, None), row(false, 3, 7, Some(0.1))];
+        let rows = [
+            row(false, 1, 5, Some(0.5)),
+            row(false, 2, 6, None),
+            row(false, 3, 7, Some(0.1)),
+        ];
         for descending in [false, true] {
             let mut sorted = rows.to_vec();
             sorted.sort_by(|a, b| compare(a, b, Sort::Loss, descending));
@@ -545,6 +595,9 @@ mod tests {
         assert!(RunsQuery::parse(&Params::parse(b"per=0")).is_err());
         assert!(RunsQuery::parse(&Params::parse(b"page=-1")).is_err());
         let query = RunsQuery::parse(&Params::parse(b"sort=loss&kind=training")).unwrap();
-        assert_eq!((query.sort, query.kind, query.descending), (Sort::Loss, Kind::Training, false));
+        assert_eq!(
+            (query.sort, query.kind, query.descending),
+            (Sort::Loss, Kind::Training, false)
+        );
     }
 }

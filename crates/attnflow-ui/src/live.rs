@@ -44,15 +44,22 @@ pub struct Snapshot {
 pub fn snapshot(app: &App, run: &RunRef) -> Snapshot {
     // Folders are rescanned every two seconds; the run's own key finds
     // its current record.
-    let folder = resolve(app, &run.key).ok().and_then(|run| run.folder).or_else(|| run.folder.clone());
-    let step: Option<StepMetrics> =
-        folder.as_ref().and_then(|folder| last_line(&folder.training_dir.join(METRICS_FILE)));
+    let folder = resolve(app, &run.key)
+        .ok()
+        .and_then(|run| run.folder)
+        .or_else(|| run.folder.clone());
+    let step: Option<StepMetrics> = folder
+        .as_ref()
+        .and_then(|folder| last_line(&folder.training_dir.join(METRICS_FILE)));
     let summary = run.workflow.as_ref().and_then(|(location, id)| {
         let store = app.workflow_stores.get(location).ok()?;
         store.run_summaries(&[*id]).ok()?.into_iter().next()
     });
     let (status, state) = match (&summary, &folder) {
-        (Some(summary), _) => (summary.status.as_str().to_owned(), Some(summary.current_state.clone())),
+        (Some(summary), _) => (
+            summary.status.as_str().to_owned(),
+            Some(summary.current_state.clone()),
+        ),
         (None, Some(folder)) => (
             match folder.training {
                 Training::Running => "running",
@@ -100,7 +107,9 @@ pub fn stream(app: Arc<App>, run: RunRef) -> Response {
                 tokio::time::sleep(POLL).await;
             }
             let (app, run) = (watch.app.clone(), watch.run.clone());
-            let now = tokio::task::spawn_blocking(move || snapshot(&app, &run)).await.ok()?;
+            let now = tokio::task::spawn_blocking(move || snapshot(&app, &run))
+                .await
+                .ok()?;
             if watch.last.as_ref() == Some(&now) {
                 if watch.started.elapsed() > LIFETIME {
                     return None;
@@ -111,7 +120,10 @@ pub fn stream(app: Arc<App>, run: RunRef) -> Response {
             let name = if now.finished { "done" } else { "progress" };
             watch.done = now.finished;
             watch.last = Some(now);
-            let event = Event::default().event(name).data(data).retry(Duration::from_secs(2));
+            let event = Event::default()
+                .event(name)
+                .data(data)
+                .retry(Duration::from_secs(2));
             return Some((Ok::<Event, Infallible>(event), watch));
         }
     });

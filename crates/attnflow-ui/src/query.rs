@@ -45,21 +45,32 @@ impl Params {
         match self.get(name) {
             None => Ok(default),
             Some(text) => text.parse().map_err(|_| {
-                PageError::bad_request(format!("parameter `{name}`: `{text}` is not a valid number here"))
+                PageError::bad_request(format!(
+                    "parameter `{name}`: `{text}` is not a valid number here"
+                ))
             }),
         }
     }
 
     /// `name` as one of `allowed`, `default` when absent.
-    pub fn choice<'a>(&self, name: &str, allowed: &[&'a str], default: &'a str) -> PageResult<&'a str> {
+    pub fn choice<'a>(
+        &self,
+        name: &str,
+        allowed: &[&'a str],
+        default: &'a str,
+    ) -> PageResult<&'a str> {
         match self.get(name) {
             None => Ok(default),
-            Some(text) => allowed.iter().copied().find(|choice| *choice == text).ok_or_else(|| {
-                PageError::bad_request(format!(
-                    "parameter `{name}`: `{text}` is not one of {}",
-                    allowed.join(", ")
-                ))
-            }),
+            Some(text) => allowed
+                .iter()
+                .copied()
+                .find(|choice| *choice == text)
+                .ok_or_else(|| {
+                    PageError::bad_request(format!(
+                        "parameter `{name}`: `{text}` is not one of {}",
+                        allowed.join(", ")
+                    ))
+                }),
         }
     }
 }
@@ -73,10 +84,24 @@ mod tests {
         let params = Params::parse(b"run=a&run=&run=b%20c&page=x&sort=loss&q=%3Cscript%3E");
         assert_eq!(params.all("run"), ["a", "b c"]);
         assert_eq!(params.get("q"), Some("<script>"));
-        assert!(params.number::<u64>("page", 1).unwrap_err().message.contains("page"));
+        assert!(params
+            .number::<u64>("page", 1)
+            .unwrap_err()
+            .message
+            .contains("page"));
         assert_eq!(params.number::<u64>("missing", 7).unwrap(), 7);
-        assert_eq!(params.choice("sort", &["started", "loss"], "started").unwrap(), "loss");
-        assert_eq!(params.choice("order", &["asc", "desc"], "desc").unwrap(), "desc");
-        assert!(Params::parse(b"sort=evil").choice("sort", &["loss"], "loss").is_err());
+        assert_eq!(
+            params
+                .choice("sort", &["started", "loss"], "started")
+                .unwrap(),
+            "loss"
+        );
+        assert_eq!(
+            params.choice("order", &["asc", "desc"], "desc").unwrap(),
+            "desc"
+        );
+        assert!(Params::parse(b"sort=evil")
+            .choice("sort", &["loss"], "loss")
+            .is_err());
     }
 }

@@ -46,7 +46,9 @@ where
         Ok(Ok(markup)) => respond(StatusCode::OK, markup),
         Ok(Err(error)) => error_page(&error, &shown),
         Err(_) => error_page(
-            &PageError::internal("building this page failed (a bug in attnflow); the server goes on"),
+            &PageError::internal(
+                "building this page failed (a bug in attnflow); the server goes on",
+            ),
             &shown,
         ),
     }
@@ -58,14 +60,20 @@ fn params(query: Option<String>) -> Params {
 
 fn bad_path(app: &App, rejection: PathRejection) -> Response {
     error_page(
-        &PageError::bad_request(format!("the URL's path cannot be read: {}", rejection.body_text())),
+        &PageError::bad_request(format!(
+            "the URL's path cannot be read: {}",
+            rejection.body_text()
+        )),
         &frame(app),
     )
 }
 
 async fn runs(State(app): State<Shared>, RawQuery(query): RawQuery) -> Response {
     let params = params(query);
-    blocking(app, move |app, frame| pages::runs::render(app, &params, frame)).await
+    blocking(app, move |app, frame| {
+        pages::runs::render(app, &params, frame)
+    })
+    .await
 }
 
 async fn run(
@@ -78,7 +86,10 @@ async fn run(
         Err(rejection) => return bad_path(&app, rejection),
     };
     let params = params(query);
-    blocking(app, move |app, frame| pages::run::render(app, &key, &params, frame)).await
+    blocking(app, move |app, frame| {
+        pages::run::render(app, &key, &params, frame)
+    })
+    .await
 }
 
 async fn file(
@@ -97,7 +108,9 @@ async fn file(
     let sent = match found {
         Ok(Ok(download)) => files::send(download).await,
         Ok(Err(error)) => Err(error),
-        Err(_) => Err(PageError::internal("finding the file failed (a bug in attnflow)")),
+        Err(_) => Err(PageError::internal(
+            "finding the file failed (a bug in attnflow)",
+        )),
     };
     sent.unwrap_or_else(|error| error_page(&error, &shown))
 }
@@ -123,17 +136,26 @@ async fn live_events(
 
 async fn compare(State(app): State<Shared>, RawQuery(query): RawQuery) -> Response {
     let params = params(query);
-    blocking(app, move |app, frame| pages::compare::render(app, &params, frame)).await
+    blocking(app, move |app, frame| {
+        pages::compare::render(app, &params, frame)
+    })
+    .await
 }
 
 async fn quarantine(State(app): State<Shared>, RawQuery(query): RawQuery) -> Response {
     let params = params(query);
-    blocking(app, move |app, frame| pages::quarantine::render(app, &params, frame)).await
+    blocking(app, move |app, frame| {
+        pages::quarantine::render(app, &params, frame)
+    })
+    .await
 }
 
 async fn quarantined(State(app): State<Shared>, RawQuery(query): RawQuery) -> Response {
     let params = params(query);
-    blocking(app, move |app, frame| pages::quarantine::record(app, &params, frame)).await
+    blocking(app, move |app, frame| {
+        pages::quarantine::record(app, &params, frame)
+    })
+    .await
 }
 
 /// Bytes of an oversized body read and dropped before the 413 page, so
@@ -195,16 +217,26 @@ async fn recheck(State(app): State<Shared>, request: Request) -> Response {
         Ok(bytes) => bytes,
         Err(response) => return response,
     };
-    blocking(app, move |app, frame| pages::quarantine::recheck_post(app, &bytes, frame)).await
+    blocking(app, move |app, frame| {
+        pages::quarantine::recheck_post(app, &bytes, frame)
+    })
+    .await
 }
 
 async fn workflow(State(app): State<Shared>, RawQuery(query): RawQuery) -> Response {
     let params = params(query);
-    blocking(app, move |app, frame| pages::workflow::render(app, &params, frame)).await
+    blocking(app, move |app, frame| {
+        pages::workflow::render(app, &params, frame)
+    })
+    .await
 }
 
 async fn login_form(State(app): State<Shared>) -> Response {
-    login_page(&app, StatusCode::OK, "Paste this server's token to sign in.")
+    login_page(
+        &app,
+        StatusCode::OK,
+        "Paste this server's token to sign in.",
+    )
 }
 
 async fn login_post(State(app): State<Shared>, request: Request) -> Response {
@@ -224,7 +256,9 @@ async fn asset(State(app): State<Shared>, name: Result<Path<String>, PathRejecti
         _ => return not_found(State(app)).await,
     };
     let mut response = text.into_response();
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));

@@ -54,7 +54,10 @@ pub fn same_secret(given: &str, expected: &str) -> bool {
 
 /// The token a request carries: `Authorization: Bearer`, or the cookie.
 fn carried_token(headers: &HeaderMap) -> Option<String> {
-    if let Some(value) = headers.get(AUTHORIZATION).and_then(|value| value.to_str().ok()) {
+    if let Some(value) = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+    {
         if let Some(token) = value.strip_prefix("Bearer ") {
             return Some(token.trim().to_owned());
         }
@@ -93,13 +96,19 @@ pub fn login_page(app: &App, status: StatusCode, message: &str) -> Response {
 pub fn login(app: &App, body: &[u8]) -> Response {
     let Some(expected) = &app.token else {
         let mut response = StatusCode::SEE_OTHER.into_response();
-        response.headers_mut().insert(LOCATION, HeaderValue::from_static("/"));
+        response
+            .headers_mut()
+            .insert(LOCATION, HeaderValue::from_static("/"));
         return response;
     };
     let params = Params::parse(body);
     match params.get("token") {
         Some(token) if same_secret(token, expected) => redirect_with_cookie("/", expected),
-        _ => login_page(app, StatusCode::UNAUTHORIZED, "That token is not this server's."),
+        _ => login_page(
+            app,
+            StatusCode::UNAUTHORIZED,
+            "That token is not this server's.",
+        ),
     }
 }
 
@@ -160,7 +169,10 @@ fn refusal(app: &App, request: &Request) -> Option<Response> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         // A browser names the page a change came from; it must be ours.
         let origin = headers.get(ORIGIN).and_then(|value| value.to_str().ok());
-        let host = headers.get(HOST).and_then(|value| value.to_str().ok()).unwrap_or("");
+        let host = headers
+            .get(HOST)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
         if let Some(origin) = origin {
             let ours = origin
                 .strip_prefix("http://")
@@ -220,7 +232,10 @@ mod tests {
         assert_eq!(secret.len(), 64);
         assert_ne!(secret, random_hex(32));
         let mut headers = HeaderMap::new();
-        headers.insert(COOKIE, HeaderValue::from_static("a=b; attnflow_token=xyz; c=d"));
+        headers.insert(
+            COOKIE,
+            HeaderValue::from_static("a=b; attnflow_token=xyz; c=d"),
+        );
         assert_eq!(carried_token(&headers).as_deref(), Some("xyz"));
         headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer  tok "));
         assert_eq!(carried_token(&headers).as_deref(), Some("tok"));

@@ -70,8 +70,7 @@ pub trait Pooled: Send + Sized + 'static {
 }
 
 fn ping(connection: &attnflow_store::Connection) -> bool {
-    connection.backend() == Backend::Sqlite
-        || connection.query_i64("ping", "SELECT 1", &[]).is_ok()
+    connection.backend() == Backend::Sqlite || connection.query_i64("ping", "SELECT 1", &[]).is_ok()
 }
 
 impl Pooled for WorkflowStore {
@@ -150,13 +149,17 @@ impl<T: Pooled> Deref for Lease<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        self.store.as_ref().expect("a lease holds its store until dropped")
+        self.store
+            .as_ref()
+            .expect("a lease holds its store until dropped")
     }
 }
 
 impl<T: Pooled> DerefMut for Lease<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.store.as_mut().expect("a lease holds its store until dropped")
+        self.store
+            .as_mut()
+            .expect("a lease holds its store until dropped")
     }
 }
 

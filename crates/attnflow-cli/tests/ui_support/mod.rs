@@ -84,7 +84,11 @@ pub fn people_quarantine(directory: &Path, store: &str) {
         .output()
         .unwrap();
     // Quarantined records are not a failure without --strict.
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// Writes a training folder's logs (`metrics.jsonl`, `eval.jsonl`) through
@@ -163,7 +167,9 @@ pub fn fixture() -> &'static Fixture {
             store: root.join("store.sqlite"),
             pipeline: runs.join("pipeline"),
             trained: [runs.join("trained-a"), runs.join("trained-b")],
-            long: (1..=5).map(|index| runs.join(format!("long-{index}"))).collect(),
+            long: (1..=5)
+                .map(|index| runs.join(format!("long-{index}")))
+                .collect(),
             hostile: runs.join(HOSTILE.replace('/', "|")),
             runs,
             root,
@@ -184,10 +190,21 @@ fn build(fixture: &Fixture) {
     let store = fixture.store.to_str().unwrap();
     run_ok(
         root,
-        &["run", "--rows", "600", "--out", fixture.pipeline.to_str().unwrap(), "--db", store],
+        &[
+            "run",
+            "--rows",
+            "600",
+            "--out",
+            fixture.pipeline.to_str().unwrap(),
+            "--db",
+            store,
+        ],
     );
     for _ in 0..3 {
-        let flaky = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/workflows/flaky.toml");
+        let flaky = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples/workflows/flaky.toml"
+        );
         run_ok(root, &["workflow", "run", flaky, "--db", store, "--quiet"]);
     }
     people_quarantine(root, store);
@@ -197,12 +214,29 @@ fn build(fixture: &Fixture) {
     ))
     .unwrap();
     std::fs::write(root.join("a.toml"), &blueprint).unwrap();
-    std::fs::write(root.join("b.toml"), blueprint.replacen("\n", "\n# variant b\n", 1)).unwrap();
-    for (spec, folder, rate) in [("a.toml", &fixture.trained[0], "0.001"), ("b.toml", &fixture.trained[1], "0.003")] {
+    std::fs::write(
+        root.join("b.toml"),
+        blueprint.replacen("\n", "\n# variant b\n", 1),
+    )
+    .unwrap();
+    for (spec, folder, rate) in [
+        ("a.toml", &fixture.trained[0], "0.001"),
+        ("b.toml", &fixture.trained[1], "0.003"),
+    ] {
         run_ok(
             root,
             &[
-                "train", spec, "--task", "reverse", "--steps", "30", "--learning-rate", rate, "--eval-every", "10", "--out",
+                "train",
+                spec,
+                "--task",
+                "reverse",
+                "--steps",
+                "30",
+                "--learning-rate",
+                rate,
+                "--eval-every",
+                "10",
+                "--out",
                 folder.to_str().unwrap(),
             ],
         );
@@ -244,7 +278,11 @@ impl Server {
             .unwrap_or_else(|| panic!("no URL in {line:?}"));
         let base = url.trim_end_matches('/').to_owned();
         let address: SocketAddr = base.trim_start_matches("http://").parse().unwrap();
-        Server { child, base, address }
+        Server {
+            child,
+            base,
+            address,
+        }
     }
 
     /// The server's process id.
@@ -260,7 +298,10 @@ impl Server {
     /// The server's peak resident memory (VmHWM), in bytes.
     pub fn peak_memory(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmHWM:"))
+            .unwrap();
         let kilobytes: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kilobytes * 1024
     }
@@ -268,7 +309,9 @@ impl Server {
     /// Sends `raw` as is and reads the whole answer.
     pub fn raw(&self, raw: &[u8]) -> Reply {
         let mut stream = TcpStream::connect(self.address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
         // The server may answer (413) before the body is all sent.
         let _ = stream.write_all(raw);
         let mut bytes = Vec::new();
@@ -393,7 +436,8 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
             return out;
         };
         let size_text = String::from_utf8_lossy(&body[..end]);
-        let Ok(size) = usize::from_str_radix(size_text.trim().split(';').next().unwrap_or(""), 16) else {
+        let Ok(size) = usize::from_str_radix(size_text.trim().split(';').next().unwrap_or(""), 16)
+        else {
             return out;
         };
         if size == 0 || body.len() < end + 2 + size {
@@ -412,5 +456,7 @@ pub fn run_key_after(page: &str, marker: &str) -> String {
         let start = row.find("href=\"/runs/")? + 12;
         Some(row[start..].split('"').next()?.to_owned())
     });
-    found.unwrap_or_else(|| panic!("no table row with {marker:?} and a run link in the page:\n{page}"))
+    found.unwrap_or_else(|| {
+        panic!("no table row with {marker:?} and a run link in the page:\n{page}")
+    })
 }

@@ -27,7 +27,11 @@ fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, S
     match value {
         serde_json::Value::Object(object) => {
             for (key, value) in object {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 flatten(&path, value, out);
             }
         }
@@ -204,7 +208,9 @@ pub fn render(app: &App, params: &Params, frame: &Frame) -> PageResult<Markup> {
     let mut runs = Vec::with_capacity(keys.len());
     for key in &keys {
         let folder = resolve(app, key)?.folder.ok_or_else(|| {
-            PageError::bad_request(format!("run {key} has no run folder, so no training logs to compare"))
+            PageError::bad_request(format!(
+                "run {key} has no run folder, so no training logs to compare"
+            ))
         })?;
         runs.push(load(folder));
     }

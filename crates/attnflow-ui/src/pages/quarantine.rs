@@ -9,7 +9,9 @@ use std::path::Path;
 use attnflow_data::check::Violation;
 use attnflow_data::quarantine::{quarantined_record, QuarantinedRecord};
 use attnflow_data::run::{recheck, CheckOptions, CheckReport};
-use attnflow_data::store::{QuarantineEntry, QuarantineFacets, QuarantineFilter, Store as DataStore};
+use attnflow_data::store::{
+    QuarantineEntry, QuarantineFacets, QuarantineFilter, Store as DataStore,
+};
 use attnflow_data::Schema;
 use attnflow_pipeline::files as run_files;
 use attnflow_store::Location;
@@ -46,7 +48,11 @@ fn source(app: &App, key: &str) -> PageResult<Source> {
     let folder = run
         .folder
         .filter(|folder| folder.kind == FolderKind::Pipeline)
-        .ok_or_else(|| PageError::not_found(format!("run {key} is not a pipeline run, so it has no quarantine")))?;
+        .ok_or_else(|| {
+            PageError::not_found(format!(
+                "run {key} is not a pipeline run, so it has no quarantine"
+            ))
+        })?;
     Ok(Source {
         key: key.to_owned(),
         label: format!("run {}", folder.name),
@@ -75,9 +81,16 @@ fn chooser(app: &App, frame: &Frame) -> Markup {
             .map_err(|error| data_error(&error))
     };
     if let Ok(count) = held(&app.store) {
-        stores.push(("main".into(), format!("main store {}", app.store), Ok(count)));
+        stores.push((
+            "main".into(),
+            format!("main store {}", app.store),
+            Ok(count),
+        ));
     }
-    for folder in folders.iter().filter(|folder| folder.path.join(run_files::DATA_STORE).is_file()) {
+    for folder in folders
+        .iter()
+        .filter(|folder| folder.path.join(run_files::DATA_STORE).is_file())
+    {
         let location = Location::Sqlite(folder.path.join(run_files::DATA_STORE));
         stores.push((folder.key.clone(), folder.name.clone(), held(&location)));
     }
@@ -106,7 +119,13 @@ fn chooser(app: &App, frame: &Frame) -> Markup {
     page("Quarantine", "/quarantine", frame, body)
 }
 
-fn facet_list(title: &str, parameter: &str, counts: &[(String, u64)], source: &Source, filter: &QuarantineFilter) -> Markup {
+fn facet_list(
+    title: &str,
+    parameter: &str,
+    counts: &[(String, u64)],
+    source: &Source,
+    filter: &QuarantineFilter,
+) -> Markup {
     html! {
         div.facet {
             h3 { (title) }
@@ -191,7 +210,9 @@ pub fn render(app: &App, params: &Params, frame: &Frame) -> PageResult<Markup> {
     let error = |error: attnflow_data::DataError| data_error(&error);
     let facets: QuarantineFacets = store.quarantine_facets().map_err(error)?;
     let total = store.count_quarantine(&filter).map_err(error)?;
-    let entries = store.quarantine_page(&filter, offset, PER_PAGE).map_err(error)?;
+    let entries = store
+        .quarantine_page(&filter, offset, PER_PAGE)
+        .map_err(error)?;
     let held: u64 = facets.by_rule.iter().map(|(_, count)| count).sum();
     let schema = store.latest_schema().map_err(error)?;
     let more = offset as u64 + (entries.len() as u64) < total;
@@ -245,7 +266,9 @@ fn cell_ranges(raw: &str, record: &QuarantinedRecord) -> Vec<Option<(usize, usiz
             }
             let from = match raw[position..].find(&format!("\"{}\"", cell.name)) {
                 // A JSON key: its value follows it.
-                Some(at) if raw.trim_start().starts_with('{') => position + at + cell.name.len() + 2,
+                Some(at) if raw.trim_start().starts_with('{') => {
+                    position + at + cell.name.len() + 2
+                }
                 _ => position,
             };
             let start = from + raw[from..].find(&cell.text)?;
@@ -266,7 +289,9 @@ pub fn record(app: &App, params: &Params, frame: &Frame) -> PageResult<Markup> {
     let store = app.data_stores.get(&source.location)?;
     let record = quarantined_record(&store, id)
         .map_err(|error| data_error(&error))?
-        .ok_or_else(|| PageError::not_found(format!("{} holds no quarantined record {id}", source.label)))?;
+        .ok_or_else(|| {
+            PageError::not_found(format!("{} holds no quarantined record {id}", source.label))
+        })?;
     let entry = &record.entry;
     let raw = String::from_utf8_lossy(&record.raw).into_owned();
     let violated = |name: &str| -> Vec<&Violation> {
@@ -285,7 +310,10 @@ pub fn record(app: &App, params: &Params, frame: &Frame) -> PageResult<Markup> {
         .filter_map(|(_, range)| *range)
         .collect();
     marks.sort_unstable();
-    let whole = entry.violations.iter().any(|violation| violation.field.is_none());
+    let whole = entry
+        .violations
+        .iter()
+        .any(|violation| violation.field.is_none());
     let mut pieces: Vec<(bool, &str)> = Vec::new();
     let mut at = 0;
     for (start, end) in marks {
@@ -342,7 +370,12 @@ pub fn record(app: &App, params: &Params, frame: &Frame) -> PageResult<Markup> {
             p.hint { "The record did not parse, so its bytes are all there is; the violation above is about the whole record." }
         }
     };
-    Ok(page(&format!("Quarantined record {id}"), "/quarantine", frame, body))
+    Ok(page(
+        &format!("Quarantined record {id}"),
+        "/quarantine",
+        frame,
+        body,
+    ))
 }
 
 /// `POST /quarantine/recheck`: the edited schema, then the counts.
@@ -361,11 +394,12 @@ pub fn recheck_post(app: &App, body: &[u8], frame: &Frame) -> PageResult<Markup>
     let key = params
         .get("store")
         .ok_or_else(|| PageError::bad_request("field `store` is required"))?;
-    let text = params
-        .get("schema")
-        .ok_or_else(|| PageError::bad_request("field `schema` is required: the schema to re-check against"))?;
+    let text = params.get("schema").ok_or_else(|| {
+        PageError::bad_request("field `schema` is required: the schema to re-check against")
+    })?;
     let source = source(app, key)?;
-    let schema = Schema::parse(Path::new("edited schema"), text).map_err(|error| data_error(&error))?;
+    let schema =
+        Schema::parse(Path::new("edited schema"), text).map_err(|error| data_error(&error))?;
     let mut store = <DataStore as Pooled>::open(&source.location, WRITE_WAIT)?;
     let report: CheckReport = recheck(&schema, &mut store, &CheckOptions::default())
         .map_err(|error| data_error(&error))?;

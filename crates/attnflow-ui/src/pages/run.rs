@@ -13,7 +13,9 @@ use crate::app::App;
 use crate::catalog::{last_line, read_json, FolderRun, Training};
 use crate::curves::{charts, read_curves};
 use crate::error::PageResult;
-use crate::html::{bytes, drawn_svg, duration, file_href, href, number, page, percent, status_badge, when, Frame};
+use crate::html::{
+    bytes, drawn_svg, duration, file_href, href, number, page, percent, status_badge, when, Frame,
+};
 use crate::query::Params;
 use crate::resolve::{resolve, RunRef};
 use crate::stores::workflow_error;
@@ -104,8 +106,16 @@ fn manifest_section(run: &RunRef, folder: &FolderRun, verify: bool) -> Markup {
         Ok(manifest) => manifest,
         Err(error) => return html! { section #manifest { h2 { "Manifest" } p.error { (error) } } },
     };
-    let problems = if verify { manifest.verify(&folder.path) } else { Vec::new() };
-    let total: u64 = manifest.artifacts.iter().map(|artifact| artifact.bytes).sum();
+    let problems = if verify {
+        manifest.verify(&folder.path)
+    } else {
+        Vec::new()
+    };
+    let total: u64 = manifest
+        .artifacts
+        .iter()
+        .map(|artifact| artifact.bytes)
+        .sum();
     html! {
         section #manifest {
             h2 { "Manifest" }
@@ -203,16 +213,25 @@ pub fn render(app: &App, key: &str, params: &Params, frame: &Frame) -> PageResul
         .map_or(false, |history| history.run.status.as_str() == "running")
         || folder.is_some_and(|folder| folder.training == Training::Running);
     let title = folder.map_or_else(
-        || history.as_ref().map_or_else(|| key.to_owned(), |history| format!("Run {} of {}", history.run.id, history.run.workflow)),
+        || {
+            history.as_ref().map_or_else(
+                || key.to_owned(),
+                |history| format!("Run {} of {}", history.run.id, history.run.workflow),
+            )
+        },
         |folder| folder.name.clone(),
     );
     let curves = folder.map(|folder| read_curves(&folder.name, &folder.training_dir));
     let report_listed = folder.is_some_and(|folder| {
         read_json::<Manifest>(&folder.path.join(run_files::MANIFEST)).is_ok_and(|manifest| {
-            manifest.artifacts.iter().any(|artifact| artifact.file == run_files::REPORT)
+            manifest
+                .artifacts
+                .iter()
+                .any(|artifact| artifact.file == run_files::REPORT)
         })
     });
-    let has_quarantine = folder.is_some_and(|folder| folder.path.join(run_files::DATA_STORE).is_file());
+    let has_quarantine =
+        folder.is_some_and(|folder| folder.path.join(run_files::DATA_STORE).is_file());
     let body = html! {
         (summary(&run, history.as_ref(), folder))
         p.actions {

@@ -37,7 +37,14 @@ fn link(query: &RunsQuery, page: u64) -> String {
     href(
         "/",
         &[
-            ("kind", if query.kind == Kind::All { "" } else { kind_name(query.kind) }),
+            (
+                "kind",
+                if query.kind == Kind::All {
+                    ""
+                } else {
+                    kind_name(query.kind)
+                },
+            ),
             ("status", query.status.as_deref().unwrap_or("")),
             ("workflow", query.workflow.as_deref().unwrap_or("")),
             ("q", query.text.as_deref().unwrap_or("")),
@@ -63,7 +70,10 @@ fn select(name: &str, label: &str, choices: &[(String, String)], chosen: &str) -
 }
 
 fn pairs(values: &[&str]) -> Vec<(String, String)> {
-    values.iter().map(|value| (value.to_string(), value.to_string())).collect()
+    values
+        .iter()
+        .map(|value| (value.to_string(), value.to_string()))
+        .collect()
 }
 
 fn filters(query: &RunsQuery, workflows: &[(String, u64)]) -> Markup {

@@ -17,12 +17,16 @@ use crate::stores::workflow_error;
 fn heatmap(analysis: &WorkflowAnalysis) -> PageResult<String> {
     let n = analysis.states.len();
     let values: Vec<f64> = analysis.probabilities.iter().flatten().copied().collect();
-    let drawing_error = |error: attnflow_report::ReportError| PageError::internal(error.to_string());
+    let drawing_error =
+        |error: attnflow_report::ReportError| PageError::internal(error.to_string());
     let map = Heatmap::new("T", n, n, values)
         .and_then(|map| map.with_labels(analysis.states.clone(), analysis.states.clone()))
         .map_err(drawing_error)?;
     let figure = Figure::single(
-        format!("Estimated transition matrix T of {} (rows: from, columns: to)", analysis.workflow),
+        format!(
+            "Estimated transition matrix T of {} (rows: from, columns: to)",
+            analysis.workflow
+        ),
         map,
     )
     .with_scale(0.0, 1.0)
@@ -152,7 +156,9 @@ fn analysis_section(analysis: &WorkflowAnalysis) -> PageResult<Markup> {
 /// The Workflow page: one workflow's analysis, or the list to choose from.
 pub fn render(app: &App, params: &Params, frame: &Frame) -> PageResult<Markup> {
     let store = app.workflow_stores.get(&app.store)?;
-    let workflows = store.workflow_counts().map_err(|error| workflow_error(&error))?;
+    let workflows = store
+        .workflow_counts()
+        .map_err(|error| workflow_error(&error))?;
     let name = params
         .get("name")
         .map(str::to_owned)
