@@ -210,7 +210,7 @@ pub fn render(app: &App, key: &str, params: &Params, frame: &Frame) -> PageResul
     let folder = run.folder.as_ref();
     let running = history
         .as_ref()
-        .map_or(false, |history| history.run.status.as_str() == "running")
+        .is_some_and(|history| history.run.status.as_str() == "running")
         || folder.is_some_and(|folder| folder.training == Training::Running);
     let title = folder.map_or_else(
         || {
