@@ -251,6 +251,9 @@ fn readers_open_existing_stores_only_and_say_when_one_is_locked() {
 
     // An exclusive lock (a writer in exclusive locking mode) stops readers
     // even in WAL mode: the reader gives up after `busy`, saying it is busy.
+    // In WAL mode the writer can only take it while no other connection is
+    // open.
+    drop(reader);
     writer
         .batch("lock", "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE; UPDATE t_schema_version SET version = 2;")
         .unwrap();
