@@ -1,11 +1,10 @@
-//! The `attnflow` binary: argument parsing and wiring only.
-//!
-//! Each subcommand group lives in `commands/<group>.rs` and calls into a
-//! library crate; nothing here computes. Exit codes follow CONVENTIONS.md:
-//! 0 success, 1 the work failed, 2 bad input or usage.
+//! The `attnflow` binary. Each subcommand group lives in
+//! `commands/<group>.rs`: it parses flags, calls one library function and
+//! prints. Exit codes: 0 success, 1 the work failed, 2 bad input or usage.
 
 mod commands;
 mod error;
+mod output;
 
 use std::process::ExitCode;
 
@@ -13,7 +12,12 @@ use clap::{Parser, Subcommand};
 
 /// Design, train and inspect attention-based neural networks.
 #[derive(Debug, Parser)]
-#[command(name = "attnflow", version, about, long_about = None)]
+#[command(
+    name = "attnflow",
+    version,
+    about = "Design, train and inspect attention-based neural networks: see what an architecture costs before you train it, train it on your own data, and look inside its attention and inside pretrained models.",
+    after_help = "Start with `attnflow run`: it checks a dataset, trains a small transformer, validates it and writes one report.html, in seconds.\nExit codes: 0 success, 1 the work failed, 2 bad input or usage."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,13 +73,12 @@ fn main() -> ExitCode {
     // Commands that train keep candle's element-wise ops off a second
     // spinning thread pool; set here, while this is the only thread, since
     // it writes the environment (Trainer::new repeats it for library use).
-    if matches!(
-        cli.command,
-        Command::Run(_)
-            | Command::Train(_)
-            | Command::Eval(_)
-            | Command::Bench(commands::bench::BenchCommand::Train(_))
-    ) {
+    let trains = match &cli.command {
+        Command::Run(_) | Command::Train(_) | Command::Eval(_) => true,
+        Command::Bench(bench) => bench.trains(),
+        _ => false,
+    };
+    if trains {
         attnflow_core::process::one_worker_pool();
     }
     let result = match cli.command {

@@ -127,6 +127,16 @@ pub enum DataError {
     },
 }
 
+impl attnflow_base::Classified for DataError {
+    fn fault(&self) -> attnflow_base::Fault {
+        if self.is_bad_input() {
+            attnflow_base::Fault::BadInput
+        } else {
+            attnflow_base::Fault::Failed
+        }
+    }
+}
+
 impl DataError {
     /// True when the fault lies in the user's input (schema, data file,
     /// arguments) rather than in the work (I/O, store); the CLI exits 2 for
@@ -141,7 +151,8 @@ impl DataError {
         ) || matches!(self, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O failure on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
             source,

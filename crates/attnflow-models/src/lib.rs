@@ -28,17 +28,16 @@
 
 #![warn(missing_docs)]
 
-mod bench;
 mod bert;
 mod blueprint;
 mod config;
+pub mod embedding_file;
 mod error;
 mod pretrained;
 mod sentence;
 mod tokenizer;
 mod weights;
 
-pub use bench::{bench_embed, bench_texts, EmbedBenchConfig, EmbedBenchReport, PeerOutcome};
 pub use bert::{BertModel, BertOutput, ForwardOptions, Observed, TokenBatch, Workspace};
 pub use blueprint::{blueprint_of_directory, blueprint_spec_of_directory, blueprint_text};
 pub use config::BertConfig;

@@ -15,6 +15,7 @@
 
 pub mod action;
 pub mod markov;
+mod outcome;
 pub mod report;
 pub mod runner;
 pub mod spec;

@@ -10,7 +10,7 @@ use attnflow_workflow::{
     RunError, RunRecord, RunStatus, Runner, Spec, SpecError, Store, StoreError, TaskRegistry,
 };
 use clap::{Args, Subcommand};
-use miette::{miette, LabeledSpan, NamedSource};
+use miette::miette;
 
 use crate::error::{CliError, CliResult};
 
@@ -132,24 +132,19 @@ pub fn run(command: WorkflowCommand) -> CliResult {
     }
 }
 
-/// A spec error as a miette report with the offending span labelled.
+/// A spec error as a diagnostic with the offending span labelled.
 fn spec_report(error: SpecError) -> miette::Report {
     let message = format!(
         "{}:{}:{}: {}",
         error.origin, error.line, error.column, error.message
     );
-    if error.source_text.is_empty() {
-        return miette!("{message}");
-    }
-    let length = (error.span.end - error.span.start).max(1);
-    miette!(
-        labels = vec![LabeledSpan::at(
-            error.span.start..error.span.start + length,
-            "here"
-        )],
-        "{message}"
+    crate::error::spanned(
+        &error.origin,
+        &error.source_text,
+        error.span.clone(),
+        "here",
+        &message,
     )
-    .with_source_code(NamedSource::new(error.origin, error.source_text))
 }
 
 fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
