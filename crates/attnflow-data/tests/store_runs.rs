@@ -241,7 +241,7 @@ fn quarantine_pages_facets_and_records_read_back_for_people() {
 
         let typed = all.iter().find(|entry| entry.rule == "type").unwrap();
         let record = quarantined_record(&store, typed.id).unwrap().unwrap();
-        assert_eq!(record.raw, b"4,\"<b>\"");
+        assert_eq!(record.raw, b"4,\"<b>\"\n", "the line as it was in the file");
         assert_eq!(
             record.cells,
             [
@@ -265,7 +265,7 @@ fn quarantine_pages_facets_and_records_read_back_for_people() {
             .unwrap();
         let malformed = quarantined_record(&store, columns[0].id).unwrap().unwrap();
         assert!(malformed.cells.is_empty(), "{:?}", malformed.cells);
-        assert_eq!(malformed.raw, b"5,40,9");
+        assert_eq!(malformed.raw, b"5,40,9\n");
         assert!(quarantined_record(&store, 9999).unwrap().is_none());
         let (name, _, text) = store.latest_schema().unwrap().unwrap();
         assert_eq!((name.as_str(), text.as_str()), ("people", STRICT));
