@@ -364,7 +364,7 @@ mod tests {
         assert!(Spread::of(&[1.0, f64::NAN]).is_none());
     }
 
-    #[derive(Serialize)]
+    #[derive(Debug, Serialize)]
     struct Fake {
         ratios: Vec<(String, Option<f64>)>,
     }
