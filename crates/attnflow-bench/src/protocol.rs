@@ -115,7 +115,8 @@ pub struct Machine {
     pub cores: usize,
     /// The SIMD path attnflow's kernels take here.
     pub simd_path: String,
-    /// attnflow's matrix product (`gemm`), GFLOP/s at 1024³.
+    /// attnflow's matrix product (the kernel layer's `gemm`), GFLOP/s at
+    /// 1024³.
     pub attnflow_matmul_gflops: Option<f64>,
     /// PyTorch's `torch.matmul`, GFLOP/s at 1024³.
     pub pytorch_matmul_gflops: Option<f64>,
@@ -134,14 +135,7 @@ impl Machine {
     pub fn measure(python: Option<&Path>) -> Machine {
         let mut notes = Vec::new();
         let load_before = load_average();
-        let attnflow_matmul_gflops = match attention::matmul_ceiling(CEILING_SIZE, CEILING_SECONDS)
-        {
-            Ok(gflops) => Some(gflops),
-            Err(error) => {
-                notes.push(format!("attnflow ceiling: {error}"));
-                None
-            }
-        };
+        let attnflow_matmul_gflops = Some(kernels_matmul_gflops(CEILING_SIZE, CEILING_SECONDS));
         let pytorch_matmul_gflops = match python {
             None => None,
             Some(python) => match attention::torch_version(python) {
@@ -163,7 +157,7 @@ impl Machine {
         Machine {
             cpu_model: cpu_model(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
-            simd_path: simd_path(),
+            simd_path: attnflow_kernels::SimdPath::detect().to_string(),
             attnflow_matmul_gflops,
             pytorch_matmul_gflops,
             ceiling_notes: notes,
@@ -327,24 +321,38 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// The widest SIMD path this CPU offers the kernels.
-pub fn simd_path() -> String {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512".into();
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            return "avx2+fma".into();
-        }
+/// GFLOP/s of a `size³` f32 product through attnflow's kernel layer
+/// (`gemm` in fixed column blocks on its one pool), best of at least three
+/// runs after a warm-up, repeated until the runs add up to `min_seconds`.
+pub fn kernels_matmul_gflops(size: usize, min_seconds: f64) -> f64 {
+    use attnflow_kernels::{matmul, Operand};
+    // Values in [-1, 1): the product's speed does not depend on them.
+    let values: Vec<f32> = (0..size * size)
+        .map(|index| ((index * 7919) % 2000) as f32 / 1000.0 - 1.0)
+        .collect();
+    let mut product = vec![0f32; size * size];
+    let mut run = || {
+        let started = std::time::Instant::now();
+        attnflow_kernels::threads::install(|| {
+            matmul(
+                &mut product,
+                false,
+                (size, size, size),
+                Operand::rows(&values, size),
+                Operand::rows(&values, size),
+            )
+        });
+        started.elapsed().as_secs_f64()
+    };
+    run();
+    let (mut best, mut spent, mut runs) = (f64::INFINITY, 0.0, 0);
+    while runs < 3 || (spent < min_seconds && runs < 50) {
+        let seconds = run();
+        best = best.min(seconds);
+        spent += seconds;
+        runs += 1;
     }
-    #[cfg(target_arch = "aarch64")]
-    {
-        return "neon".into();
-    }
-    #[allow(unreachable_code)]
-    "portable".into()
+    2.0 * (size as f64).powi(3) / best / 1e9
 }
 
 #[cfg(test)]
