@@ -31,7 +31,10 @@ mod bench;
 mod bert;
 mod blueprint;
 mod config;
+pub mod decoder;
 mod error;
+pub mod gguf;
+pub mod packed;
 mod pretrained;
 mod sentence;
 mod tokenizer;
@@ -41,6 +44,12 @@ pub use bench::{bench_embed, bench_texts, EmbedBenchConfig, EmbedBenchReport, Pe
 pub use bert::{BertModel, BertOutput, ForwardOptions};
 pub use blueprint::{blueprint_of_directory, blueprint_spec_of_directory, blueprint_text};
 pub use config::BertConfig;
+pub use decoder::config::{DecoderConfig, Family};
+pub use decoder::generate::{generate, GenerateOptions, Generation, StopReason};
+pub use decoder::perplexity::{
+    perplexity, PerplexityOptions, PerplexityProgress, PerplexityReport,
+};
+pub use decoder::{DecoderInspection, PretrainedDecoder};
 pub use error::{ModelError, Result};
 pub use pretrained::{check_directory, Embeddings, Inspection, PretrainedBert, REQUIRED_FILES};
 pub use sentence::{normalize, pool, Pooling, SentenceConfig};
