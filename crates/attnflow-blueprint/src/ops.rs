@@ -113,8 +113,11 @@ pub struct AttentionOp {
     pub head_dim: u64,
     /// Which entries of the score matrix are used.
     pub mask: Mask,
-    /// Whether the four projections carry biases.
+    /// Whether the query, key and value projections carry biases.
     pub bias: bool,
+    /// Whether the output projection carries a bias (Qwen2 biases only
+    /// q, k and v); `bias` unless the spec says otherwise.
+    pub output_bias: bool,
     /// Output features (the output projection's width).
     pub out: u64,
     /// Whether queries and keys are rotated (rotary position embedding).
@@ -289,7 +292,15 @@ pub fn allowed_attributes(op: &str) -> &'static [&'static str] {
         "positional" => &["kind", "max_len"],
         "linear" | "head" => &["out", "bias", "tie"],
         "attention" => &[
-            "heads", "kv_heads", "head_dim", "mask", "window", "bias", "out", "rotary",
+            "heads",
+            "kv_heads",
+            "head_dim",
+            "mask",
+            "window",
+            "bias",
+            "output_bias",
+            "out",
+            "rotary",
         ],
         "layer_norm" => &["eps", "bias"],
         "rms_norm" => &["eps"],
@@ -871,12 +882,14 @@ pub fn resolve(
                 )));
             }
             let out = attributes.size("out")?.unwrap_or(width);
+            let bias = attributes.flag("bias", true)?;
             let op = AttentionOp {
                 heads,
                 kv_heads,
                 head_dim,
                 mask,
-                bias: attributes.flag("bias", true)?,
+                bias,
+                output_bias: attributes.flag("output_bias", bias)?,
                 out,
                 rotary,
                 cross: inputs.len() == 2,

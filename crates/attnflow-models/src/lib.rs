@@ -33,6 +33,7 @@ mod blueprint;
 mod config;
 pub mod decoder;
 mod error;
+mod family;
 pub mod gguf;
 pub mod packed;
 mod pretrained;
@@ -42,7 +43,9 @@ mod weights;
 
 pub use bench::{bench_embed, bench_texts, EmbedBenchConfig, EmbedBenchReport, PeerOutcome};
 pub use bert::{BertModel, BertOutput, ForwardOptions};
-pub use blueprint::{blueprint_of_directory, blueprint_spec_of_directory, blueprint_text};
+pub use blueprint::{
+    blueprint_of_directory, blueprint_of_model, blueprint_spec_of_directory, blueprint_text,
+};
 pub use config::BertConfig;
 pub use decoder::config::{DecoderConfig, Family};
 pub use decoder::generate::{generate, GenerateOptions, Generation, StopReason};
@@ -51,6 +54,7 @@ pub use decoder::perplexity::{
 };
 pub use decoder::{DecoderInspection, PretrainedDecoder};
 pub use error::{ModelError, Result};
+pub use family::{blueprint_spec_of_model, decoder_attention, PretrainedModel, TextAttention};
 pub use pretrained::{check_directory, Embeddings, Inspection, PretrainedBert, REQUIRED_FILES};
 pub use sentence::{normalize, pool, Pooling, SentenceConfig};
 pub use tokenizer::{Batch, BertTokenizer, Encoding};

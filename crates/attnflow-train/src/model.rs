@@ -579,6 +579,7 @@ fn build_layer(blueprint: &Blueprint, node: &Node, root: &VarBuilder) -> Result<
             let standard = kv_heads == heads
                 && heads * head_dim == query_width
                 && out == query_width
+                && op.output_bias == op.bias
                 && !op.rotary;
             if standard {
                 // Plain multi-head attention keeps core's module's parameter
@@ -599,7 +600,7 @@ fn build_layer(blueprint: &Blueprint, node: &Node, root: &VarBuilder) -> Result<
                 query: Dense::new(&vb.pp("q_proj"), query_width, heads * head_dim, op.bias)?,
                 key: Dense::new(&vb.pp("k_proj"), memory_width, kv_heads * head_dim, op.bias)?,
                 value: Dense::new(&vb.pp("v_proj"), memory_width, kv_heads * head_dim, op.bias)?,
-                output: Dense::new(&vb.pp("out_proj"), heads * head_dim, out, op.bias)?,
+                output: Dense::new(&vb.pp("out_proj"), heads * head_dim, out, op.output_bias)?,
             }))
         }
         Op::LayerNorm { eps, bias } => Layer::Normalise {

@@ -39,7 +39,8 @@ pub enum BlueprintCommand {
 #[derive(Debug, Args)]
 pub struct SpecArgs {
     /// The blueprint spec (TOML), such as examples/blueprints/gpt2-small.toml,
-    /// or a Hugging Face BERT model directory (its config.json is read).
+    /// a Hugging Face model directory (BERT, llama, mistral, qwen2, gpt2: its
+    /// config.json is read) or a GGUF file (its metadata is read).
     spec: PathBuf,
     /// Override a dimension: --set seq=2048 (repeatable; the value may be an
     /// expression over other dims).
@@ -164,6 +165,10 @@ pub struct CostArgs {
     /// One row per layer of repeated blocks instead of one row per block node.
     #[arg(long)]
     expand: bool,
+    /// Decoders: cached positions for the decode FLOPs, KV cache and memory
+    /// figures (default: the seq dim).
+    #[arg(long)]
+    context: Option<u64>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -269,14 +274,33 @@ pub fn run(command: BlueprintCommand) -> CliResult {
             Ok(())
         }
         BlueprintCommand::Cost(args) => {
-            let account = account(&load(&args.spec)?, args.count.options());
+            let blueprint = load(&args.spec)?;
+            let options = args.count.options();
+            let account = account(&blueprint, options);
+            // Decoders also get what serving them costs: prefill and decode
+            // FLOPs per token, the KV cache, memory at a context length.
+            let inference = attnflow_blueprint::is_decoder(&blueprint)
+                .then(|| attnflow_blueprint::inference(&blueprint, options, args.context));
             if args.output.json {
-                return print_json(&account);
+                let mut value = serde_json::to_value(&account)
+                    .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
+                if let Some(inference) = &inference {
+                    value["inference"] = serde_json::to_value(inference).map_err(|error| {
+                        CliError::failed(miette!("cannot encode JSON: {error}"))
+                    })?;
+                }
+                return print_json(&value);
             }
             print!(
                 "{}",
                 render::account_table(&account, args.expand, args.output.style())
             );
+            if let Some(inference) = &inference {
+                print!(
+                    "\n{}",
+                    render::inference_table(inference, args.output.style())
+                );
+            }
             Ok(())
         }
         BlueprintCommand::Scale(args) => {
@@ -336,9 +360,10 @@ fn print_json(value: &impl serde::Serialize) -> CliResult {
 }
 
 fn read_spec(path: &Path) -> Result<(Spec, String), CliError> {
-    // A Hugging Face model directory: its spec is derived from config.json.
-    let (file, text) = if path.is_dir() {
-        attnflow_models::blueprint_spec_of_directory(path).map_err(|error| {
+    // A Hugging Face model directory or a GGUF file: its spec is derived
+    // from config.json or the GGUF metadata.
+    let (file, text) = if path.is_dir() || attnflow_models::gguf::is_gguf(path) {
+        attnflow_models::blueprint_spec_of_model(path).map_err(|error| {
             if error.is_input_fault() {
                 CliError::bad_input(miette!("{error}"))
             } else {

@@ -28,14 +28,16 @@ const FILE_ROW_TOLERANCE: f64 = 1e-2;
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// A safetensors file of attention weights: one tensor
-    /// (layers, batch, heads, n, n), or one tensor per layer named with a
-    /// trailing layer number (`layer.0`, `attentions.1`, ...), each
-    /// (heads, n, n) or (batch, heads, n, n). Without it, a model with
+    /// (layers, batch, heads, n, n) or (layers, heads, n, n), or one tensor
+    /// per layer named with a trailing layer number (`layer.0`,
+    /// `attentions.1`, ...), each (heads, n, n) or (batch, heads, n, n). Without it, a model with
     /// seeded weights is built (see --layers, --heads, --width, --seed).
     weights: Option<PathBuf>,
-    /// A Hugging Face BERT model directory (config.json, model.safetensors,
-    /// tokenizer.json): runs --text through it and inspects its attention,
-    /// labelled with its word pieces.
+    /// A pretrained model: a Hugging Face directory (BERT, llama, mistral,
+    /// qwen2, gpt2: config.json, model.safetensors, tokenizer.json) or a
+    /// GGUF file. Runs --text through it and inspects every layer's
+    /// attention per query head, labelled with its tokens (and, for grouped
+    /// heads, the key/value head each query head shares).
     #[arg(long, conflicts_with_all = ["weights", "tokens"], requires = "text")]
     model: Option<PathBuf>,
     /// A training checkpoint directory (`attnflow train --out DIR`): runs
@@ -89,6 +91,11 @@ pub struct InspectArgs {
     /// The output token whose relevance is shown (0-based; default: the last).
     #[arg(long)]
     target: Option<usize>,
+    /// Also write the raw maps as `attention.safetensors` in --out: one
+    /// tensor `attentions` (layers, heads, n, n), f32, Hugging Face's layout
+    /// (it reads back as a weights file).
+    #[arg(long)]
+    save_weights: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -198,7 +205,22 @@ fn load_stack(path: &Path, batch: usize) -> Result<AttentionStack, CliError> {
         .copied()
         .filter(|n| tensors[*n].rank() == 5)
         .collect();
-    let stack = if let Some(name) = five.first() {
+    let four: Vec<&String> = names
+        .iter()
+        .copied()
+        .filter(|n| tensors[*n].rank() == 4 && layer_number(n).is_none())
+        .collect();
+    let stack = if let (None, [name]) = (five.first(), four.as_slice()) {
+        // One (layers, heads, n, n) tensor: Hugging Face's layout, as
+        // `--save-weights` writes it.
+        let tensor = &tensors[*name];
+        let layers = (0..tensor.dim(0).unwrap_or(0))
+            .map(|layer| tensor.get(layer))
+            .collect::<Result<Vec<Tensor>, _>>()
+            .map_err(|error| CliError::bad_input(miette!("{place}: tensor `{name}`: {error}")))?;
+        AttentionStack::from_layer_tensors(&layers)
+            .map_err(|error| analysis_error(&format!("{place}: tensor `{name}`"), error))?
+    } else if let Some(name) = five.first() {
         if five.len() > 1 {
             return Err(CliError::bad_input(miette!(
                 "{place}: several (layers, batch, heads, n, n) tensors ({listing}); keep one"
@@ -264,30 +286,65 @@ fn write_file(directory: &Path, name: &str, bytes: &[u8]) -> CliResult {
         .map_err(|error| CliError::failed(miette!("cannot write {}: {error}", path.display())))
 }
 
-/// Runs `text` through the pretrained model in `directory` (attnflow-models)
-/// and returns every layer's attention, the word pieces and a description.
-fn model_attention(
-    directory: &Path,
-    text: &str,
-) -> Result<(AttentionStack, Vec<String>, String), CliError> {
+/// Runs `text` through the pretrained model at `path` (attnflow-models, any
+/// family) and returns every layer's attention, the tokens, a description
+/// and, for grouped heads, the key/value head of every query head.
+fn model_attention(path: &Path, text: &str) -> Result<ModelMaps, CliError> {
     use super::embed::model_error;
-    let model = attnflow_models::PretrainedBert::open(directory, &candle_core::Device::Cpu)
-        .map_err(model_error)?;
-    let inspection = model.inspect(text).map_err(model_error)?;
-    let layers = inspection.layer_attentions().map_err(model_error)?;
-    let place = directory.display().to_string();
-    let stack = AttentionStack::from_layer_tensors(&layers)
-        .map_err(|error| analysis_error(&place, error))?;
-    let source = format!(
-        "{place} ({} word pieces{})",
-        inspection.encoding.tokens.len(),
-        if inspection.encoding.truncated {
-            format!(", text cut at {}", model.tokenizer.max_length())
-        } else {
-            String::new()
+    let model = attnflow_models::PretrainedModel::open(path).map_err(model_error)?;
+    let attention = model.attention(text).map_err(model_error)?;
+    let stack = AttentionStack::from_layer_tensors(&attention.layers)
+        .map_err(|error| analysis_error(&path.display().to_string(), error))?;
+    let groups = (attention.kv_heads < attention.heads).then(|| {
+        (0..attention.heads)
+            .map(|head| attention.kv_group(head))
+            .collect()
+    });
+    Ok(((stack, attention.tokens, attention.description), groups))
+}
+
+/// A model's maps, tokens and description, with the key/value head of each
+/// query head when heads are grouped.
+type ModelMaps = ((AttentionStack, Vec<String>, String), Option<Vec<usize>>);
+
+/// "heads 0–2 → KV 0, 3–5 → KV 1": which query heads share which key/value head.
+fn describe_groups(groups: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for head in 1..=groups.len() {
+        if head == groups.len() || groups[head] != groups[start] {
+            parts.push(if head - 1 == start {
+                format!("head {start} → KV {}", groups[start])
+            } else {
+                format!("heads {start}–{} → KV {}", head - 1, groups[start])
+            });
+            start = head;
         }
-    );
-    Ok((stack, inspection.encoding.tokens, source))
+    }
+    parts.join(", ")
+}
+
+/// The maps as one `(layers, heads, n, n)` f32 safetensors tensor.
+fn weights_file(stack: &AttentionStack) -> Result<Vec<u8>, CliError> {
+    let (layers, heads, n) = (stack.num_layers(), stack.num_heads(), stack.num_tokens());
+    let mut bytes = Vec::with_capacity(layers * heads * n * n * 4);
+    for layer in stack.layers() {
+        for map in layer {
+            bytes.extend(
+                map.values()
+                    .iter()
+                    .flat_map(|&value| (value as f32).to_le_bytes()),
+            );
+        }
+    }
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![layers, heads, n, n],
+        &bytes,
+    )
+    .map_err(|error| CliError::failed(miette!("attention.safetensors: {error}")))?;
+    safetensors::tensor::serialize([("attentions", view)], None)
+        .map_err(|error| CliError::failed(miette!("attention.safetensors: {error}")))
 }
 
 /// The input of a trained or blueprint model as strings: `--text` split
@@ -485,9 +542,14 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
         (None, Some(spec)) => Some(blueprint_attention(spec, args)?),
         (None, None) => None,
     };
+    let mut groups: Option<Vec<usize>> = None;
     let (stack, tokens, source) = match (&args.model, &args.weights) {
         _ if trained.is_some() => trained.expect("checked"),
-        (Some(directory), _) => model_attention(directory, args.text.as_deref().unwrap_or(""))?,
+        (Some(path), _) => {
+            let (maps, grouped) = model_attention(path, args.text.as_deref().unwrap_or(""))?;
+            groups = grouped;
+            maps
+        }
         (None, Some(path)) => {
             let stack = load_stack(path, args.batch)?;
             let n = stack.num_tokens();
@@ -540,6 +602,66 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
             (stack, tokens, source)
         }
     };
+    write_report(args, fusion, stack, tokens, source, groups, false).map(|_| ())
+}
+
+/// Inspects a decoder's attention over given token ids (`attnflow generate
+/// --inspect`): the same report `attention inspect --model` writes, with
+/// the default rollout settings, into `out`; prints nothing and returns
+/// the summary.
+pub(crate) fn inspect_decoder_tokens(
+    decoder: &attnflow_models::PretrainedDecoder,
+    ids: &[u32],
+    out: &Path,
+    json: bool,
+) -> Result<serde_json::Value, CliError> {
+    use super::embed::model_error;
+    use clap::{Args as _, FromArgMatches as _};
+    let matches = InspectArgs::augment_args(clap::Command::new("inspect"))
+        .try_get_matches_from([
+            std::ffi::OsStr::new("inspect"),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ])
+        .map_err(|error| CliError::failed(miette!("{error}")))?;
+    let mut args = InspectArgs::from_arg_matches(&matches)
+        .map_err(|error| CliError::failed(miette!("{error}")))?;
+    args.json = json;
+    let inspection = decoder
+        .inspect_tokens(decoder.tokens_of(ids))
+        .map_err(model_error)?;
+    let attention =
+        attnflow_models::decoder_attention(decoder, &inspection).map_err(model_error)?;
+    let place = decoder.path.display().to_string();
+    let stack = AttentionStack::from_layer_tensors(&attention.layers)
+        .map_err(|error| analysis_error(&place, error))?;
+    let groups = (attention.kv_heads < attention.heads).then(|| {
+        (0..attention.heads)
+            .map(|head| attention.kv_group(head))
+            .collect()
+    });
+    write_report(
+        &args,
+        HeadFusion::Mean,
+        stack,
+        attention.tokens,
+        attention.description,
+        groups,
+        true,
+    )
+}
+
+/// Analyses the maps (rollout, flow, statistics) and writes the report and
+/// its files into `args.out`; prints the summary unless `quiet`.
+fn write_report(
+    args: &InspectArgs,
+    fusion: HeadFusion,
+    stack: AttentionStack,
+    tokens: Vec<String>,
+    source: String,
+    groups: Option<Vec<usize>>,
+    quiet: bool,
+) -> Result<serde_json::Value, CliError> {
     let n = stack.num_tokens();
     let target = args.target.unwrap_or(n - 1);
     if target >= n {
@@ -624,7 +746,14 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
                 "target token".into(),
                 format!("{target} “{}”", tokens[target]),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            groups
+                .as_deref()
+                .map(|groups| ("key/value groups".to_string(), describe_groups(groups))),
+        )
+        .collect(),
     };
 
     std::fs::create_dir_all(&args.out).map_err(|error| {
@@ -639,6 +768,9 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
     bar.set_message("drawing");
     let layers = stack.num_layers();
     let heads = stack.num_heads();
+    if args.save_weights {
+        write_file(&args.out, "attention.safetensors", &weights_file(&stack)?)?;
+    }
     // The analysis is done: free the maps before drawing (the inspection
     // holds its own copy, which moves into the report).
     drop(stack);
@@ -665,12 +797,16 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
     let statistics_json: Vec<serde_json::Value> = statistics
         .iter()
         .map(|s| {
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "layer": s.layer, "head": s.head,
                 "mean_entropy": s.mean_entropy, "mean_distance": s.mean_distance,
                 "first_token_share": s.first_token_share, "diagonal_share": s.diagonal_share,
                 "empty_rows": s.empty_rows,
-            })
+            });
+            if let Some(groups) = &groups {
+                entry["kv_group"] = groups[s.head].into();
+            }
+            entry
         })
         .collect();
     let statistics_document =
@@ -701,8 +837,7 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
     let mut top: Vec<usize> = (0..n).collect();
     top.sort_by(|&a, &b| relevance[b].total_cmp(&relevance[a]));
     top.truncate(5);
-    if args.json {
-        let summary = serde_json::json!({
+    let summary = serde_json::json!({
             "source": source,
             "out": args.out,
             "tokens": n,
@@ -710,15 +845,22 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
             "heads": heads,
             "target": target,
             "top_relevance": top.iter().map(|&j| serde_json::json!({"token": j, "text": tokens[j], "rollout": relevance[j]})).collect::<Vec<_>>(),
-            "files": files.iter().cloned().chain(["statistics.json".to_string(), "rollout.json".to_string()]).collect::<Vec<_>>(),
+            "files": files.iter().cloned().chain(["statistics.json".to_string(), "rollout.json".to_string()]).chain(args.save_weights.then(|| "attention.safetensors".to_string())).collect::<Vec<_>>(),
             "statistics": statistics_json,
-        });
+    });
+    if quiet {
+        return Ok(summary);
+    }
+    if args.json {
         println!("{summary}");
     } else {
         println!(
             "inspected {source}: {n} tokens, {} layers × {} heads",
             layers, heads
         );
+        if let Some(groups) = &groups {
+            println!("key/value groups: {}", describe_groups(groups));
+        }
         println!();
         println!(
             "{:>5} {:>4} {:>9} {:>9} {:>7} {:>8}",
@@ -757,11 +899,11 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
         println!();
         println!(
             "wrote {} files to {} (open report.html)",
-            files.len() + 2,
+            files.len() + 2 + usize::from(args.save_weights),
             args.out.display()
         );
     }
-    Ok(())
+    Ok(summary)
 }
 
 /// Reads a map from CSV (numbers separated by commas, one row per line;

@@ -678,12 +678,14 @@ fn rope_config(fields: &Fields<'_>, max_positions: usize) -> Result<RopeConfig> 
                     .unwrap_or(true),
             }
         }
-        other => return Err(fields.fault(
-            &format!("{field}.rope_type"),
-            format!(
+        other => {
+            return Err(fields.fault(
+                &format!("{field}.rope_type"),
+                format!(
                 "\"{other}\" is not supported; expected default, linear, dynamic, llama3 or yarn"
             ),
-        )),
+            ))
+        }
     };
     Ok(RopeConfig { theta, scaling })
 }
