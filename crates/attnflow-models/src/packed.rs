@@ -104,9 +104,10 @@ impl std::fmt::Debug for PackedMatrix {
 /// Rows of the matrix dequantized per `gemm` tile: gemm's widest AVX-512
 /// micro-kernel covers 64 output columns.
 const TILE_ROWS: usize = 64;
-/// Rows per task in [`PackedMatrix::matvec`]: large enough that a task
-/// streams tens of kilobytes, small enough that two cores share the work
-/// evenly.
+/// Most rows of the matrix one product task dequantizes and multiplies.
+const MAX_BLOCK_ROWS: usize = 1024;
+/// Fewest rows per task of a product with one vector: a task streams at
+/// least ten kilobytes of weights.
 const MATVEC_ROWS: usize = 32;
 
 thread_local! {
@@ -290,40 +291,41 @@ impl PackedMatrix {
 
     /// [`PackedMatrix::matvec`] on a chosen SIMD path.
     pub fn matvec_with(&self, path: SimdPath, x: &[f32], out: &mut [f32]) {
-        assert_eq!(x.len(), self.columns, "matvec: input width");
-        assert_eq!(out.len(), self.rows, "matvec: output height");
-        let task = |(chunk, out): (usize, &mut [f32])| {
-            let first = chunk * MATVEC_ROWS;
-            match &self.storage {
-                Storage::F32(values) => {
-                    for (offset, slot) in out.iter_mut().enumerate() {
-                        let row = first + offset;
-                        *slot = dot(
-                            path,
-                            &values[row * self.columns..(row + 1) * self.columns],
-                            x,
-                        );
-                    }
+        matvec_group_with(path, &mut [(self, out)], x);
+    }
+
+    /// `out[i] = row_{first + i} · x`: one task's share of a product with
+    /// one input vector.
+    fn rows_dot(&self, path: SimdPath, first: usize, x: &[f32], out: &mut [f32]) {
+        match &self.storage {
+            Storage::F32(values) => {
+                for (offset, slot) in out.iter_mut().enumerate() {
+                    let row = first + offset;
+                    *slot = dot(
+                        path,
+                        &values[row * self.columns..(row + 1) * self.columns],
+                        x,
+                    );
                 }
-                Storage::Bytes(_) => SCRATCH.with(|scratch| {
-                    let mut scratch = scratch.borrow_mut();
-                    scratch.resize(self.columns, 0.0);
-                    for (offset, slot) in out.iter_mut().enumerate() {
-                        dequantize(
-                            path,
-                            self.packing,
-                            self.row_bytes(first + offset),
-                            &mut scratch,
-                        );
-                        *slot = dot(path, &scratch, x);
-                    }
-                }),
             }
-        };
-        if self.rows > MATVEC_ROWS && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(MATVEC_ROWS).enumerate().for_each(task);
-        } else {
-            out.chunks_mut(MATVEC_ROWS).enumerate().for_each(task);
+            Storage::Bytes(_) if fused_dot(path, self.packing) => {
+                for (offset, slot) in out.iter_mut().enumerate() {
+                    *slot = packed_dot(path, self.packing, self.row_bytes(first + offset), x);
+                }
+            }
+            Storage::Bytes(_) => SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                scratch.resize(self.columns, 0.0);
+                for (offset, slot) in out.iter_mut().enumerate() {
+                    dequantize(
+                        path,
+                        self.packing,
+                        self.row_bytes(first + offset),
+                        &mut scratch,
+                    );
+                    *slot = dot(path, &scratch, x);
+                }
+            }),
         }
     }
 
@@ -345,10 +347,16 @@ impl PackedMatrix {
         let k = self.columns;
         let m = self.rows;
         let destination = Destination(out.as_mut_ptr());
-        let tiles = m.div_ceil(TILE_ROWS);
+        // One block of whole 64-row tiles per thread, at most 1024 rows:
+        // each gemm call then packs the input once for many output
+        // columns (64-row blocks repacked it per tile, which halved the
+        // speed at k = 1536).
+        let threads = rayon::current_num_threads().max(1);
+        let block_rows = (m.div_ceil(TILE_ROWS).div_ceil(threads) * TILE_ROWS).min(MAX_BLOCK_ROWS);
+        let tiles = m.div_ceil(block_rows);
         let tile = |index: usize| {
-            let first = index * TILE_ROWS;
-            let width = TILE_ROWS.min(m - first);
+            let first = index * block_rows;
+            let width = block_rows.min(m - first);
             let run = |weights: &[f32]| {
                 // SAFETY: `x` is n × k and `weights` width × k, both
                 // row-major, so every element gemm reads is inside them;
@@ -400,6 +408,42 @@ impl PackedMatrix {
     }
 }
 
+/// Products of several matrices with one input vector (a layer's query,
+/// key and value maps, say) in one parallel region: the rows of all of
+/// them are cut into tasks of similar size, so two threads share the work
+/// without a pause between the products.
+pub fn matvec_group(products: &mut [(&PackedMatrix, &mut [f32])], x: &[f32]) {
+    matvec_group_with(SimdPath::detect(), products, x);
+}
+
+fn matvec_group_with(path: SimdPath, products: &mut [(&PackedMatrix, &mut [f32])], x: &[f32]) {
+    let total: usize = products.iter().map(|(matrix, _)| matrix.rows).sum();
+    let threads = rayon::current_num_threads().max(1);
+    // A few tasks per thread balance the load; more only add overhead.
+    let chunk = total
+        .div_ceil(4 * threads)
+        .next_multiple_of(8)
+        .max(MATVEC_ROWS);
+    let mut tasks: Vec<(&PackedMatrix, usize, &mut [f32])> = Vec::new();
+    for (matrix, out) in products.iter_mut() {
+        assert_eq!(x.len(), matrix.columns, "matvec: input width");
+        assert_eq!(out.len(), matrix.rows, "matvec: output height");
+        for (index, piece) in out.chunks_mut(chunk).enumerate() {
+            tasks.push((*matrix, index * chunk, piece));
+        }
+    }
+    if tasks.len() > 1 && threads > 1 {
+        tasks
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(|(matrix, first, out)| matrix.rows_dot(path, first, x, out));
+    } else {
+        for (matrix, first, out) in tasks {
+            matrix.rows_dot(path, first, x, out);
+        }
+    }
+}
+
 /// The destination shared by the tiles of one product; each tile writes
 /// only its own columns.
 struct Destination(*mut f32);
@@ -439,6 +483,33 @@ pub fn dot(path: SimdPath, a: &[f32], b: &[f32]) -> f32 {
         // SAFETY: as above.
         SimdPath::Avx2 => unsafe { x86::dot_avx2(a, b) },
         _ => portable::dot(a, b),
+    }
+}
+
+/// Whether `path` has a kernel that dots a stored row of `packing` with an
+/// `f32` vector without writing the row out first.
+fn fused_dot(path: SimdPath, packing: Packing) -> bool {
+    usable(path) == SimdPath::Avx512
+        && matches!(
+            packing,
+            Packing::Q8_0 | Packing::Q4_0 | Packing::Q4_1 | Packing::F16 | Packing::Bf16
+        )
+}
+
+/// `row · x` for a stored row, on a path [`fused_dot`] accepts. The
+/// weights are the exact values [`dequantize`] writes; only the order of
+/// summation differs.
+fn packed_dot(path: SimdPath, packing: Packing, bytes: &[u8], x: &[f32]) -> f32 {
+    debug_assert!(fused_dot(path, packing));
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `fused_dot` checked the CPU has AVX-512F and F16C.
+        unsafe { x86::packed_dot_avx512(packing, bytes, x) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (path, packing, bytes, x);
+        unreachable!("fused dots exist on x86-64 only")
     }
 }
 
@@ -601,6 +672,146 @@ mod x86 {
         total
     }
 
+    /// The 16 weights of a four-bit level table: `d·q + m` for q = 0..15
+    /// (Q4_1) or `d·(q − 8)` (Q4_0), each the exact value the dequantizer
+    /// writes (`d·q` is exact in f32, so the fused multiply-add rounds once,
+    /// as the separate multiply and add do).
+    #[inline]
+    #[target_feature(enable = "avx512f,f16c")]
+    fn levels(packing: Packing, block: &[u8]) -> __m512 {
+        let iota = _mm512_setr_ps(
+            0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0,
+        );
+        let scale = scale_at(block, 0);
+        let shift = if packing == Packing::Q4_0 {
+            -8.0 * scale
+        } else {
+            scale_at(block, 2)
+        };
+        _mm512_fmadd_ps(_mm512_set1_ps(scale), iota, _mm512_set1_ps(shift))
+    }
+
+    /// `row · x` straight from the stored blocks. Four-bit values index a
+    /// 16-entry table of their block's weights (`vpermps` reads the low
+    /// four bits of each lane), so no weight is converted twice and none is
+    /// written to memory.
+    #[target_feature(enable = "avx512f,f16c")]
+    pub(super) unsafe fn packed_dot_avx512(packing: Packing, bytes: &[u8], x: &[f32]) -> f32 {
+        let px = x.as_ptr();
+        let mut acc0 = _mm512_setzero_ps();
+        let mut acc1 = _mm512_setzero_ps();
+        match packing {
+            Packing::Q4_0 | Packing::Q4_1 => {
+                let (stride, offset) = if packing == Packing::Q4_0 {
+                    (18, 2)
+                } else {
+                    (20, 4)
+                };
+                // Two blocks per step into four sums, so consecutive
+                // multiply-adds do not wait on each other.
+                let mut acc2 = _mm512_setzero_ps();
+                let mut acc3 = _mm512_setzero_ps();
+                let mut blocks = bytes.chunks_exact(2 * stride);
+                let mut index = 0;
+                for pair in blocks.by_ref() {
+                    let (first, second) = pair.split_at(stride);
+                    let at = px.add(index * BLOCK);
+                    let table = levels(packing, first);
+                    let lanes = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        first.as_ptr().add(offset) as *const __m128i
+                    ));
+                    acc0 = _mm512_fmadd_ps(
+                        _mm512_permutexvar_ps(lanes, table),
+                        _mm512_loadu_ps(at),
+                        acc0,
+                    );
+                    acc1 = _mm512_fmadd_ps(
+                        _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(lanes), table),
+                        _mm512_loadu_ps(at.add(16)),
+                        acc1,
+                    );
+                    let table = levels(packing, second);
+                    let lanes = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        second.as_ptr().add(offset) as *const __m128i
+                    ));
+                    acc2 = _mm512_fmadd_ps(
+                        _mm512_permutexvar_ps(lanes, table),
+                        _mm512_loadu_ps(at.add(32)),
+                        acc2,
+                    );
+                    acc3 = _mm512_fmadd_ps(
+                        _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(lanes), table),
+                        _mm512_loadu_ps(at.add(48)),
+                        acc3,
+                    );
+                    index += 2;
+                }
+                for block in blocks.remainder().chunks_exact(stride) {
+                    let at = px.add(index * BLOCK);
+                    let table = levels(packing, block);
+                    let lanes = _mm512_cvtepu8_epi32(_mm_loadu_si128(
+                        block.as_ptr().add(offset) as *const __m128i
+                    ));
+                    acc0 = _mm512_fmadd_ps(
+                        _mm512_permutexvar_ps(lanes, table),
+                        _mm512_loadu_ps(at),
+                        acc0,
+                    );
+                    acc1 = _mm512_fmadd_ps(
+                        _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(lanes), table),
+                        _mm512_loadu_ps(at.add(16)),
+                        acc1,
+                    );
+                }
+                acc0 = _mm512_add_ps(acc0, acc2);
+                acc1 = _mm512_add_ps(acc1, acc3);
+            }
+            Packing::Q8_0 => {
+                for (index, block) in bytes.chunks_exact(34).enumerate() {
+                    let scale = _mm512_set1_ps(scale_at(block, 0));
+                    let q = block.as_ptr().add(2);
+                    let low = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                        q as *const __m128i,
+                    )));
+                    let high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                        q.add(16) as *const __m128i
+                    )));
+                    let at = px.add(index * BLOCK);
+                    acc0 = _mm512_fmadd_ps(_mm512_mul_ps(scale, low), _mm512_loadu_ps(at), acc0);
+                    acc1 = _mm512_fmadd_ps(
+                        _mm512_mul_ps(scale, high),
+                        _mm512_loadu_ps(at.add(16)),
+                        acc1,
+                    );
+                }
+            }
+            Packing::F16 | Packing::Bf16 => {
+                let n = x.len();
+                let mut i = 0;
+                while i + 16 <= n {
+                    let halves = _mm256_loadu_si256(bytes.as_ptr().add(2 * i) as *const __m256i);
+                    let weights = if packing == Packing::F16 {
+                        _mm512_cvtph_ps(halves)
+                    } else {
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(halves)))
+                    };
+                    acc0 = _mm512_fmadd_ps(weights, _mm512_loadu_ps(px.add(i)), acc0);
+                    i += 16;
+                }
+                let mut tail = 0.0;
+                let mut value = [0f32; 1];
+                while i < n {
+                    super::portable::dequantize(packing, &bytes[2 * i..2 * i + 2], &mut value);
+                    tail = value[0].mul_add(x[i], tail);
+                    i += 1;
+                }
+                return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) + tail;
+            }
+            Packing::F32 => unreachable!("f32 rows are dotted as floats"),
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
+    }
+
     #[target_feature(enable = "avx512f,f16c")]
     pub(super) unsafe fn dequantize_avx512(packing: Packing, bytes: &[u8], out: &mut [f32]) {
         let o = out.as_mut_ptr();
@@ -647,24 +858,16 @@ mod x86 {
                 } else {
                     (20, 4)
                 };
-                let nibble = _mm_set1_epi8(0x0F);
                 for (index, block) in bytes.chunks_exact(stride).enumerate() {
-                    let scale = _mm512_set1_ps(scale_at(block, 0));
-                    let shift = if packing == Packing::Q4_0 {
-                        _mm512_set1_ps(-8.0 * scale_at(block, 0))
-                    } else {
-                        _mm512_set1_ps(scale_at(block, 2))
-                    };
+                    let table = levels(packing, block);
                     let packed = _mm_loadu_si128(block.as_ptr().add(offset) as *const __m128i);
-                    let low = _mm_and_si128(packed, nibble);
-                    let high = _mm_and_si128(_mm_srli_epi16::<4>(packed), nibble);
+                    let lanes = _mm512_cvtepu8_epi32(packed);
                     let target = o.add(index * BLOCK);
-                    for (part, values) in [(0, low), (16, high)] {
-                        let q = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(values));
-                        // Q4_1: d·q + m (d·q exact, one rounding). Q4_0:
-                        // d·(q − 8) = d·q − 8d, both products exact.
-                        _mm512_storeu_ps(target.add(part), _mm512_fmadd_ps(scale, q, shift));
-                    }
+                    _mm512_storeu_ps(target, _mm512_permutexvar_ps(lanes, table));
+                    _mm512_storeu_ps(
+                        target.add(16),
+                        _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(lanes), table),
+                    );
                 }
             }
         }
@@ -784,7 +987,7 @@ mod tests {
     }
 
     #[test]
-    fn every_simd_path_dequantizes_to_the_same_bits() {
+    fn every_simd_path_dequantizes_to_the_same_values() {
         for packing in [
             Packing::F16,
             Packing::Bf16,

@@ -50,6 +50,9 @@ pub struct Inspection {
     pub statistics: Vec<HeadSummary>,
     /// Settings and facts shown at the top of the report.
     pub summary: Vec<(String, String)>,
+    /// For grouped-query attention, the key/value head each query head
+    /// reads (`kv_groups[head]`); heatmaps and tables are labelled with it.
+    pub kv_groups: Option<Vec<usize>>,
 }
 
 /// A file to write: its name inside the output directory and its bytes.
@@ -141,12 +144,26 @@ impl Inspection {
         Ok(names)
     }
 
+    /// ", KV 1" for a query head that shares key/value head 1.
+    fn group_suffix(&self, head: usize, separator: &str) -> String {
+        self.kv_groups
+            .as_ref()
+            .and_then(|groups| groups.get(head))
+            .map_or(String::new(), |group| format!("{separator}KV {group}"))
+    }
+
     fn head_figure(&self, layer: usize, head: usize, values: &[f64]) -> ReportResult<Figure> {
         let n = self.tokens.len();
-        let heatmap = Heatmap::new(format!("layer {layer}, head {head}"), n, n, values.to_vec())?
-            .with_labels(self.tokens.clone(), self.tokens.clone())?;
+        let group = self.group_suffix(head, ", ");
+        let heatmap = Heatmap::new(
+            format!("layer {layer}, head {head}{group}"),
+            n,
+            n,
+            values.to_vec(),
+        )?
+        .with_labels(self.tokens.clone(), self.tokens.clone())?;
         Ok(Figure::single(
-            format!("Attention heatmap (§4.2), layer {layer} head {head}"),
+            format!("Attention heatmap (§4.2), layer {layer} head {head}{group}"),
             heatmap,
         )
         .with_scale(0.0, 1.0)
@@ -159,7 +176,7 @@ impl Inspection {
         for (layer, maps) in self.heatmaps.iter().enumerate() {
             for (head, values) in maps.iter().enumerate() {
                 panels.push(Heatmap::new(
-                    format!("L{layer} H{head}"),
+                    format!("L{layer} H{head}{}", self.group_suffix(head, " ")),
                     n,
                     n,
                     values.clone(),
@@ -273,7 +290,7 @@ impl Inspection {
                 .map(|s| {
                     vec![
                         s.layer.to_string(),
-                        s.head.to_string(),
+                        format!("{}{}", s.head, self.group_suffix(s.head, " · ")),
                         format!("{:.4}", s.mean_entropy),
                         format!("{:.3}", s.mean_distance),
                         format!("{:.4}", s.first_token_share),

@@ -24,6 +24,9 @@ pub enum BenchCommand {
     /// Train the same small transformer for the same steps in attnflow and
     /// (when importable) PyTorch, and print tokens/s for both and the ratio.
     Train(crate::commands::train::BenchTrainArgs),
+    /// A decoder in attnflow and (when importable) transformers, rounds
+    /// interleaved: prefill with every attention map kept, greedy decode.
+    Generate(crate::commands::bench_generate::BenchGenerateArgs),
 }
 
 /// Arguments of `attnflow bench data`.
@@ -54,6 +57,7 @@ pub fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Attention(args) => attention(args),
         BenchCommand::Embed(args) => crate::commands::embed::bench(args),
         BenchCommand::Train(args) => crate::commands::train::bench(args),
+        BenchCommand::Generate(args) => crate::commands::bench_generate::run(args),
     }
 }
 

@@ -754,6 +754,7 @@ fn write_report(
                 .map(|groups| ("key/value groups".to_string(), describe_groups(groups))),
         )
         .collect(),
+        kv_groups: groups.clone(),
     };
 
     std::fs::create_dir_all(&args.out).map_err(|error| {

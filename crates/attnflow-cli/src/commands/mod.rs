@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod bench;
+pub mod bench_generate;
 pub mod blueprint;
 pub mod data;
 pub mod embed;

@@ -48,6 +48,29 @@ impl Linear {
     }
 }
 
+/// Several linear maps of the same input. One input row (decoding) runs
+/// them in one parallel region, so the threads never wait between maps.
+fn forward_all<const N: usize>(linears: [&Linear; N], x: &[f32], n: usize) -> [Vec<f32>; N] {
+    if n != 1 {
+        return linears.map(|linear| linear.forward(x, n));
+    }
+    let mut outputs = linears.map(|linear| vec![0f32; linear.weight.rows()]);
+    {
+        let mut products: Vec<(&PackedMatrix, &mut [f32])> = linears
+            .iter()
+            .zip(outputs.iter_mut())
+            .map(|(linear, out)| (&linear.weight, out.as_mut_slice()))
+            .collect();
+        crate::packed::matvec_group(&mut products, x);
+    }
+    for (linear, out) in linears.iter().zip(outputs.iter_mut()) {
+        if let Some(bias) = &linear.bias {
+            ops::add_bias(out, bias);
+        }
+    }
+    outputs
+}
+
 /// A norm over the last axis.
 #[derive(Clone, Debug)]
 pub enum Norm {
@@ -112,8 +135,8 @@ impl FeedForward {
     fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         match self {
             FeedForward::Gated { gate, up, down } => {
-                let mut gated = gate.forward(x, n);
-                ops::silu_times(&mut gated, &up.forward(x, n));
+                let [mut gated, upped] = forward_all([gate, up], x, n);
+                ops::silu_times(&mut gated, &upped);
                 down.forward(&gated, n)
             }
             FeedForward::Plain {
@@ -447,9 +470,8 @@ impl DecoderModel {
             }
             let mut normed = hidden.clone();
             layer.attention_norm.apply(&mut normed);
-            let mut queries = layer.query.forward(&normed, n);
-            let mut keys = layer.key.forward(&normed, n);
-            let values = layer.value.forward(&normed, n);
+            let [mut queries, mut keys, values] =
+                forward_all([&layer.query, &layer.key, &layer.value], &normed, n);
             if let Some(angles) = &angles {
                 angles.rotate(&mut queries, config.num_heads);
                 angles.rotate(&mut keys, config.num_kv_heads);
@@ -529,6 +551,16 @@ impl DecoderModel {
         if !capture && first == 0 && n > 1 && !windowed {
             return Ok((self.attention_fused(layer, queries, cache, n)?, None));
         }
+        if n == 1 {
+            return Ok(attend_one(
+                config,
+                queries,
+                |head| cache.head(layer, head, false, first + 1),
+                |head| cache.head(layer, head, true, first + 1),
+                window,
+                capture,
+            ));
+        }
         let problem = AttentionProblem {
             heads: config.num_heads,
             kv_heads: config.num_kv_heads,
@@ -598,6 +630,52 @@ pub struct AttentionProblem {
     pub window: Option<usize>,
     /// Score multiplier, `1/√head_dim`.
     pub scale: f32,
+}
+
+/// Attention of the one query a decoding step adds, at the last of the
+/// cached positions: per query head, a dot product with every visible key,
+/// the softmax, and the weighted sum of values (no mask to build, nothing
+/// to tile). Returns the `(heads · head_dim)` output and, when `capture`,
+/// the `(heads, keys)` weights.
+fn attend_one<'a>(
+    config: &DecoderConfig,
+    query: &[f32],
+    keys: impl Fn(usize) -> &'a [f32],
+    values: impl Fn(usize) -> &'a [f32],
+    window: Option<usize>,
+    capture: bool,
+) -> (Vec<f32>, Option<Vec<f32>>) {
+    let (heads, width) = (config.num_heads, config.head_dim);
+    let group = heads / config.num_kv_heads;
+    let scale = 1.0 / (width as f32).sqrt();
+    let path = attnflow_core::SimdPath::detect();
+    let total = keys(0).len() / width;
+    let start = window.map_or(0, |size| total.saturating_sub(size));
+    let mut output = vec![0f32; heads * width];
+    let mut weights = capture.then(|| vec![0f32; heads * total]);
+    let mut scores = vec![0f32; total];
+    for head in 0..heads {
+        let q = &query[head * width..(head + 1) * width];
+        let (k, v) = (keys(head / group), values(head / group));
+        for (position, score) in scores.iter_mut().enumerate().skip(start) {
+            *score =
+                scale * crate::packed::dot(path, q, &k[position * width..(position + 1) * width]);
+        }
+        ops::softmax_prefix(&mut scores, start..total);
+        let out = &mut output[head * width..(head + 1) * width];
+        for (position, &weight) in scores.iter().enumerate().skip(start) {
+            for (slot, &value) in out
+                .iter_mut()
+                .zip(&v[position * width..(position + 1) * width])
+            {
+                *slot += weight * value;
+            }
+        }
+        if let Some(weights) = weights.as_mut() {
+            weights[head * total..(head + 1) * total].copy_from_slice(&scores);
+        }
+    }
+    (output, weights)
 }
 
 /// Queries per task of [`attend_exact`]: a block of rows of one head.
