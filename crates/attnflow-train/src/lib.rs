@@ -14,14 +14,12 @@ pub mod bench;
 pub mod checkpoint;
 mod error;
 pub mod gradflow;
-pub mod kernels;
 pub mod model;
 pub mod objective;
 pub mod optim;
 pub mod rng;
 pub mod store;
 pub mod tasks;
-pub mod threads;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
