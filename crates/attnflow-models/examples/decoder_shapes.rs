@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use attnflow_models::packed::{PackedMatrix, Packing};
+use attnflow_kernels::packed::{PackedMatrix, Packing};
 
 fn random_q4_1(rows: usize, columns: usize) -> PackedMatrix {
     let mut state = 0x1234_5678u32;

@@ -15,7 +15,7 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::GgmlDType;
 
 use crate::error::{ModelError, Result};
-use crate::packed::{PackedMatrix, Packing};
+use attnflow_kernels::packed::{PackedMatrix, Packing};
 
 /// The first four bytes of every GGUF file.
 const MAGIC: &[u8; 4] = b"GGUF";

@@ -35,7 +35,6 @@ pub mod decoder;
 mod error;
 mod family;
 pub mod gguf;
-pub mod packed;
 mod pretrained;
 mod sentence;
 mod tokenizer;

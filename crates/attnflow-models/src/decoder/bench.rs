@@ -376,7 +376,7 @@ pub fn bench_generate(
         machine: Machine {
             cpu: cpu_model(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
-            simd: attnflow_core::SimdPath::detect().to_string(),
+            simd: attnflow_kernels::SimdPath::detect().to_string(),
             load_before,
             load_after: load_average(),
         },

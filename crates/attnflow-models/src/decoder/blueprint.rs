@@ -160,7 +160,6 @@ fn gpt2_text(config: &DecoderConfig, name: &str, seq: usize, header: &str) -> St
     let eps = config.norm_eps;
     let activation = match config.activation {
         Activation::GeluErf => "gelu",
-        Activation::Relu => "relu",
         _ => "gelu_tanh",
     };
     let head_tie = if config.tie_embeddings {

@@ -53,8 +53,6 @@ pub enum Activation {
     GeluTanh,
     /// The exact GELU, `x/2 · (1 + erf(x/√2))`.
     GeluErf,
-    /// `max(x, 0)`.
-    Relu,
 }
 
 /// How rotary frequencies are scaled beyond the trained context.
@@ -657,15 +655,12 @@ fn rope_config(fields: &Fields<'_>, max_positions: usize) -> Result<RopeConfig> 
                 None => max_positions as f64 / original_max,
             };
             let factor = positive_factor(fields, field, factor)?;
-            let attention_factor = match number("attention_factor")? {
-                Some(value) => value,
-                None => match (number("mscale")?, number("mscale_all_dim")?) {
-                    (Some(mscale), Some(all)) if mscale != 0.0 && all != 0.0 => {
-                        yarn_mscale(factor, mscale) / yarn_mscale(factor, all)
-                    }
-                    _ => yarn_mscale(factor, 1.0),
-                },
-            };
+            let attention_factor = attnflow_kernels::yarn::yarn_attention_factor(
+                factor,
+                number("attention_factor")?,
+                number("mscale")?,
+                number("mscale_all_dim")?,
+            );
             RopeScaling::Yarn {
                 factor,
                 original_max_position_embeddings: original_max,
@@ -688,15 +683,6 @@ fn rope_config(fields: &Fields<'_>, max_positions: usize) -> Result<RopeConfig> 
         }
     };
     Ok(RopeConfig { theta, scaling })
-}
-
-/// YaRN's `0.1 · mscale · ln(scale) + 1` (1 when not extending).
-pub(crate) fn yarn_mscale(scale: f64, mscale: f64) -> f64 {
-    if scale <= 1.0 {
-        1.0
-    } else {
-        0.1 * mscale * scale.ln() + 1.0
-    }
 }
 
 fn positive_factor(fields: &Fields<'_>, field: &str, factor: f64) -> Result<f64> {
@@ -741,11 +727,10 @@ fn gpt2_config(fields: &Fields<'_>, architectures: Vec<String>) -> Result<Decode
             Activation::GeluTanh
         }
         Some("gelu") => Activation::GeluErf,
-        Some("relu") => Activation::Relu,
         Some(other) => {
             return Err(fields.fault(
                 "activation_function",
-                format!("\"{other}\" is not supported; expected gelu_new, gelu or relu"),
+                format!("\"{other}\" is not supported; expected gelu_new or gelu"),
             ))
         }
     };

@@ -10,10 +10,10 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::decoder::config::{DecoderConfig, Family};
 use crate::decoder::model::{DecoderModel, FeedForward, Layer, Linear, Norm};
-use crate::decoder::rope::RotaryTable;
+use crate::decoder::rope::Rotary;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::packed::{PackedMatrix, Packing};
+use attnflow_kernels::packed::{PackedMatrix, Packing};
 
 /// Where tensors come from: names the architecture uses (Hugging Face's,
 /// without the `model.`/`transformer.` prefix) mapped to the file's.
@@ -357,7 +357,7 @@ fn llama(source: &dyn TensorSource, config: &DecoderConfig) -> Result<DecoderMod
         rotary: config
             .rope
             .as_ref()
-            .map(|rope| RotaryTable::new(rope, config.head_dim)),
+            .map(|rope| Rotary::new(rope, config.head_dim, config.max_positions)),
     })
 }
 

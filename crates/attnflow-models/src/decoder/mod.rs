@@ -12,7 +12,6 @@ pub mod config;
 pub mod generate;
 pub mod load;
 pub mod model;
-pub mod ops;
 pub mod perplexity;
 pub mod rope;
 pub mod tokenizer;

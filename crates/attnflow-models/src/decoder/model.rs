@@ -8,22 +8,27 @@
 //! [`crate::decoder::load`].
 //!
 //! Activations are plain row-major `f32` rows; the weights are
-//! [`PackedMatrix`]es. Attention without weights to return runs through
-//! attnflow-core's fused kernel; with weights to return (or on cached
-//! keys), through [`attend_exact`], which computes every query head's map.
+//! [`PackedMatrix`]es; every product, norm, activation, rotation and
+//! softmax is an attnflow-kernels kernel. Attention runs through the
+//! kernels' fused attention (queries read in place from the projection,
+//! keys and values from the cache), or, when every layer's weights are
+//! kept, through their weights kernel; layers with a sliding window take
+//! [`attend_windowed`], since the kernels' masks are causal or padding
+//! only.
 
 use std::ops::Range;
 
-use attnflow_core::{attend, AttentionMask, SdpaOptions};
-use candle_core::{Device, Tensor};
+use attnflow_kernels::packed::PackedMatrix;
+use attnflow_kernels::{
+    activate, add_in_place, attention_forward, attention_weights_forward, layer_norm_into,
+    rms_norm_into, softmax_rows_in_place, swiglu_into, AttentionProblem, HeadsLayout,
+};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::decoder::config::{Activation, DecoderConfig};
-use crate::decoder::ops;
-use crate::decoder::rope::RotaryTable;
+use crate::decoder::rope::Rotary;
 use crate::error::{ModelError, Result};
-use crate::packed::PackedMatrix;
 
 /// A linear map `x Wᵀ + b`.
 #[derive(Clone, Debug)]
@@ -38,13 +43,20 @@ impl Linear {
         let mut out = vec![0f32; n * self.weight.rows()];
         self.weight.matmul(x, n, &mut out);
         if let Some(bias) = &self.bias {
-            ops::add_bias(&mut out, bias);
+            add_bias(&mut out, bias);
         }
         out
     }
 
     fn parameter_count(&self) -> usize {
         self.weight.rows() * self.weight.columns() + self.bias.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// Adds `bias` to every row of `x`.
+fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_in_place(row, bias);
     }
 }
 
@@ -61,11 +73,11 @@ fn forward_all<const N: usize>(linears: [&Linear; N], x: &[f32], n: usize) -> [V
             .zip(outputs.iter_mut())
             .map(|(linear, out)| (&linear.weight, out.as_mut_slice()))
             .collect();
-        crate::packed::matvec_group(&mut products, x);
+        attnflow_kernels::packed::matvec_group(&mut products, x);
     }
     for (linear, out) in linears.iter().zip(outputs.iter_mut()) {
         if let Some(bias) = &linear.bias {
-            ops::add_bias(out, bias);
+            add_bias(out, bias);
         }
     }
     outputs
@@ -93,11 +105,16 @@ pub enum Norm {
 }
 
 impl Norm {
-    fn apply(&self, x: &mut [f32]) {
+    /// The norm of every row of `x`, into a new buffer.
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; x.len()];
         match self {
-            Norm::Rms { weight, eps } => ops::rms_norm(x, weight, *eps),
-            Norm::Layer { weight, bias, eps } => ops::layer_norm(x, weight, bias, *eps),
+            Norm::Rms { weight, eps } => rms_norm_into(&mut out, x, weight, *eps),
+            Norm::Layer { weight, bias, eps } => {
+                layer_norm_into(&mut out, x, weight, Some(bias), *eps)
+            }
         }
+        out
     }
 
     fn parameter_count(&self) -> usize {
@@ -135,9 +152,10 @@ impl FeedForward {
     fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
         match self {
             FeedForward::Gated { gate, up, down } => {
-                let [mut gated, upped] = forward_all([gate, up], x, n);
-                ops::silu_times(&mut gated, &upped);
-                down.forward(&gated, n)
+                let [gated, upped] = forward_all([gate, up], x, n);
+                let mut product = vec![0f32; gated.len()];
+                swiglu_into(&mut product, &gated, &upped);
+                down.forward(&product, n)
             }
             FeedForward::Plain {
                 up,
@@ -145,7 +163,11 @@ impl FeedForward {
                 activation,
             } => {
                 let mut hidden = up.forward(x, n);
-                ops::activate(&mut hidden, *activation);
+                let function = match activation {
+                    Activation::GeluErf => attnflow_kernels::Activation::GeluErf,
+                    _ => attnflow_kernels::Activation::GeluTanh,
+                };
+                activate(function, &mut hidden);
                 down.forward(&hidden, n)
             }
         }
@@ -280,6 +302,23 @@ impl KvCache {
         }
     }
 
+    /// Every key (or value) buffer of `layer` with its layout: heads apart
+    /// by the capacity, positions by the head width.
+    fn heads(&self, layer: usize, values: bool) -> (&[f32], HeadsLayout) {
+        let buffer = if values {
+            &self.layers[layer].values
+        } else {
+            &self.layers[layer].keys
+        };
+        let layout = HeadsLayout {
+            offset: 0,
+            batch_stride: buffer.len(),
+            head_stride: self.capacity * self.head_dim,
+            row_stride: self.head_dim,
+        };
+        (buffer, layout)
+    }
+
     /// Keys (or values) of one head: `(positions, head_dim)` contiguous.
     fn head(&self, layer: usize, head: usize, values: bool, positions: usize) -> &[f32] {
         let buffer = if values {
@@ -355,7 +394,7 @@ pub struct DecoderModel {
     pub(crate) final_norm: Norm,
     /// The output head, `None` when tied to the embedding.
     pub(crate) head: Option<Linear>,
-    pub(crate) rotary: Option<RotaryTable>,
+    pub(crate) rotary: Option<Rotary>,
 }
 
 impl DecoderModel {
@@ -456,25 +495,20 @@ impl DecoderModel {
             self.embedding.dequantize_row(id as usize, row);
         }
         if let Some(positions) = &self.positions {
-            for (offset, row) in hidden.chunks_exact_mut(d).enumerate() {
-                let position = &positions[(first + offset) * d..(first + offset + 1) * d];
-                ops::add_in_place(row, position);
-            }
+            add_in_place(&mut hidden, &positions[first * d..(first + n) * d]);
         }
-        let angles = self.rotary.as_ref().map(|table| table.angles(first, n));
         let mut hidden_states = Vec::new();
         let mut attentions = Vec::new();
         for (index, layer) in self.layers.iter().enumerate() {
             if options.hidden_states {
                 hidden_states.push(hidden.clone());
             }
-            let mut normed = hidden.clone();
-            layer.attention_norm.apply(&mut normed);
+            let normed = layer.attention_norm.apply(&hidden);
             let [mut queries, mut keys, values] =
                 forward_all([&layer.query, &layer.key, &layer.value], &normed, n);
-            if let Some(angles) = &angles {
-                angles.rotate(&mut queries, config.num_heads);
-                angles.rotate(&mut keys, config.num_kv_heads);
+            if let Some(rotary) = &self.rotary {
+                rotary.rotate(&mut queries, config.num_heads, first, n);
+                rotary.rotate(&mut keys, config.num_kv_heads, first, n);
             }
             cache.write(index, &keys, &values, n);
             let (attended, weights) = self.attention(
@@ -489,10 +523,9 @@ impl DecoderModel {
             if let Some(weights) = weights {
                 attentions.push(weights);
             }
-            ops::add_in_place(&mut hidden, &layer.output.forward(&attended, n));
-            let mut normed = hidden.clone();
-            layer.feed_forward_norm.apply(&mut normed);
-            ops::add_in_place(&mut hidden, &layer.feed_forward.forward(&normed, n));
+            add_in_place(&mut hidden, &layer.output.forward(&attended, n));
+            let normed = layer.feed_forward_norm.apply(&hidden);
+            add_in_place(&mut hidden, &layer.feed_forward.forward(&normed, n));
         }
         cache.length = first + n;
 
@@ -507,8 +540,9 @@ impl DecoderModel {
         } else {
             logit_positions.clone()
         };
-        let mut normed = hidden[normed_rows.start * d..normed_rows.end * d].to_vec();
-        self.final_norm.apply(&mut normed);
+        let normed = self
+            .final_norm
+            .apply(&hidden[normed_rows.start * d..normed_rows.end * d]);
         let rows = logit_positions.len();
         let offset = (logit_positions.start - normed_rows.start) * d;
         let selected = &normed[offset..offset + rows * d];
@@ -547,75 +581,60 @@ impl DecoderModel {
         capture: bool,
     ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
         let config = &self.config;
-        let windowed = window.is_some_and(|width| width < first + n);
-        if !capture && first == 0 && n > 1 && !windowed {
-            return Ok((self.attention_fused(layer, queries, cache, n)?, None));
-        }
-        if n == 1 {
-            return Ok(attend_one(
-                config,
-                queries,
-                |head| cache.head(layer, head, false, first + 1),
-                |head| cache.head(layer, head, true, first + 1),
+        let (heads, width) = (config.num_heads, config.head_dim);
+        let keys_seen = first + n;
+        if window.is_some_and(|size| size < keys_seen) {
+            let problem = WindowedProblem {
+                heads,
+                kv_heads: config.num_kv_heads,
+                head_dim: width,
+                first,
+                n,
                 window,
+                scale: 1.0 / (width as f32).sqrt(),
+            };
+            return Ok(attend_windowed(
+                &problem,
+                queries,
+                |head| cache.head(layer, head, false, keys_seen),
+                |head| cache.head(layer, head, true, keys_seen),
                 capture,
             ));
         }
-        let problem = AttentionProblem {
-            heads: config.num_heads,
-            kv_heads: config.num_kv_heads,
-            head_dim: config.head_dim,
-            first,
-            n,
-            window,
-            scale: 1.0 / (config.head_dim as f32).sqrt(),
-        };
-        Ok(attend_exact(
+        let mut problem = AttentionProblem::new(1, heads, n, width);
+        problem.kv_heads = config.num_kv_heads;
+        problem.m = keys_seen;
+        // Query i sits at position first + i: it sees keys 0..=first + i.
+        problem.causal = Some(first);
+        let rows = HeadsLayout::token_rows(n, heads * width, width, 0);
+        let mut output = vec![0f32; n * heads * width];
+        if capture {
+            let mut weights = vec![0f32; heads * n * keys_seen];
+            attention_weights_forward(
+                &problem,
+                (queries, rows),
+                cache.heads(layer, false),
+                cache.heads(layer, true),
+                (&mut output, rows),
+                &mut weights,
+            );
+            return Ok((output, Some(weights)));
+        }
+        attention_forward(
             &problem,
-            queries,
-            |head| cache.head(layer, head, false, first + n),
-            |head| cache.head(layer, head, true, first + n),
-            capture,
-        ))
-    }
-
-    /// attnflow-core's fused kernel over the whole causal prefix.
-    fn attention_fused(
-        &self,
-        layer: usize,
-        queries: &[f32],
-        cache: &KvCache,
-        n: usize,
-    ) -> Result<Vec<f32>> {
-        let config = &self.config;
-        let (heads, kv_heads, width) = (config.num_heads, config.num_kv_heads, config.head_dim);
-        let device = Device::Cpu;
-        let q = Tensor::from_slice(queries, (1, n, heads, width), &device)?.transpose(1, 2)?;
-        let gather = |values: bool| -> Result<Tensor> {
-            let mut data = Vec::with_capacity(kv_heads * n * width);
-            for head in 0..kv_heads {
-                data.extend_from_slice(cache.head(layer, head, values, n));
-            }
-            Ok(Tensor::from_vec(data, (1, kv_heads, n, width), &device)?)
-        };
-        let output = attend(
-            &q,
-            &gather(false)?,
-            &gather(true)?,
-            &AttentionMask::causal(),
-            &SdpaOptions::default(),
-        )?;
-        Ok(output
-            .transpose(1, 2)?
-            .contiguous()?
-            .flatten_all()?
-            .to_vec1::<f32>()?)
+            (queries, rows),
+            cache.heads(layer, false),
+            cache.heads(layer, true),
+            (&mut output, rows),
+            None,
+        );
+        Ok((output, None))
     }
 }
 
-/// The sizes of one causal attention call.
+/// The sizes of one causal attention call with a sliding window.
 #[derive(Clone, Copy, Debug)]
-pub struct AttentionProblem {
+pub struct WindowedProblem {
     /// Query heads.
     pub heads: usize,
     /// Key/value heads (each shared by `heads / kv_heads` query heads).
@@ -632,58 +651,12 @@ pub struct AttentionProblem {
     pub scale: f32,
 }
 
-/// Attention of the one query a decoding step adds, at the last of the
-/// cached positions: per query head, a dot product with every visible key,
-/// the softmax, and the weighted sum of values (no mask to build, nothing
-/// to tile). Returns the `(heads · head_dim)` output and, when `capture`,
-/// the `(heads, keys)` weights.
-fn attend_one<'a>(
-    config: &DecoderConfig,
-    query: &[f32],
-    keys: impl Fn(usize) -> &'a [f32],
-    values: impl Fn(usize) -> &'a [f32],
-    window: Option<usize>,
-    capture: bool,
-) -> (Vec<f32>, Option<Vec<f32>>) {
-    let (heads, width) = (config.num_heads, config.head_dim);
-    let group = heads / config.num_kv_heads;
-    let scale = 1.0 / (width as f32).sqrt();
-    let path = attnflow_core::SimdPath::detect();
-    let total = keys(0).len() / width;
-    let start = window.map_or(0, |size| total.saturating_sub(size));
-    let mut output = vec![0f32; heads * width];
-    let mut weights = capture.then(|| vec![0f32; heads * total]);
-    let mut scores = vec![0f32; total];
-    for head in 0..heads {
-        let q = &query[head * width..(head + 1) * width];
-        let (k, v) = (keys(head / group), values(head / group));
-        for (position, score) in scores.iter_mut().enumerate().skip(start) {
-            *score =
-                scale * crate::packed::dot(path, q, &k[position * width..(position + 1) * width]);
-        }
-        ops::softmax_prefix(&mut scores, start..total);
-        let out = &mut output[head * width..(head + 1) * width];
-        for (position, &weight) in scores.iter().enumerate().skip(start) {
-            for (slot, &value) in out
-                .iter_mut()
-                .zip(&v[position * width..(position + 1) * width])
-            {
-                *slot += weight * value;
-            }
-        }
-        if let Some(weights) = weights.as_mut() {
-            weights[head * total..(head + 1) * total].copy_from_slice(&scores);
-        }
-    }
-    (output, weights)
-}
-
-/// Queries per task of [`attend_exact`]: a block of rows of one head.
+/// Queries per task of [`attend_windowed`]: a block of rows of one head.
 const QUERY_BLOCK: usize = 64;
 
-/// Causal grouped-query attention, computed exactly head by head (§3.2):
-/// `softmax(scale · q Kᵀ + mask) V` with query `i` at position
-/// `first + i` seeing keys `max(0, p − window + 1)..=p`. `queries` is
+/// Causal grouped-query attention with a sliding window, computed exactly
+/// head by head (§3.2): `softmax(scale · q Kᵀ + mask) V` with query `i` at
+/// position `p = first + i` seeing keys `max(0, p − window + 1)..=p`. `queries` is
 /// `(n, heads · head_dim)`; `keys(g)` and `values(g)` give key/value head
 /// `g`'s `(first + n, head_dim)` rows. Returns the `(n, heads · head_dim)`
 /// output and, when `capture`, the `(heads, n, first + n)` weights.
@@ -691,14 +664,14 @@ const QUERY_BLOCK: usize = 64;
 /// Work is split into (head, block of 64 queries) tasks over the rayon
 /// pool; each computes its scores and products with single-threaded `gemm`
 /// over only the keys its queries can see.
-pub fn attend_exact<'a>(
-    problem: &AttentionProblem,
+pub fn attend_windowed<'a>(
+    problem: &WindowedProblem,
     queries: &[f32],
     keys: impl Fn(usize) -> &'a [f32] + Sync,
     values: impl Fn(usize) -> &'a [f32] + Sync,
     capture: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
-    let AttentionProblem {
+    let WindowedProblem {
         heads,
         kv_heads,
         head_dim: width,
@@ -757,10 +730,10 @@ pub fn attend_exact<'a>(
         }
         for (offset, row) in scores.chunks_exact_mut(columns).enumerate() {
             let seen = visible(rows.start + offset);
-            ops::softmax_prefix(
-                row,
-                seen.start - key_range.start..seen.end - key_range.start,
-            );
+            let (start, end) = (seen.start - key_range.start, seen.end - key_range.start);
+            softmax_rows_in_place(&mut row[start..end], end - start);
+            row[..start].fill(0.0);
+            row[end..].fill(0.0);
         }
         let mut out = vec![0f32; count * width];
         // SAFETY: scores is count × columns, v columns × width, out count ×

@@ -13,13 +13,14 @@
 //!
 //! * [`PackedMatrix::matvec`]: one input row (decoding); rows of the matrix
 //!   are dequantized into a small buffer and dotted with the input.
-//! * [`PackedMatrix::matmul`]: many input rows (prefill); 64-row tiles of
-//!   the matrix are dequantized into a cache-resident buffer and multiplied
-//!   by `gemm`, tiles spread over the rayon pool.
+//! * [`PackedMatrix::matmul`]: many input rows (prefill); a block of rows
+//!   per thread is dequantized into a buffer and multiplied by `gemm`
+//!   (`f32` matrices go to [`crate::linear_into`]).
 
 use std::cell::RefCell;
 
-use attnflow_core::SimdPath;
+use crate::simd::SimdPath;
+use crate::{linear_into, Activation, Weight};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -344,6 +345,11 @@ impl PackedMatrix {
             out.fill(0.0);
             return;
         }
+        if let Storage::F32(values) = &self.storage {
+            // Plain floats: the kernel layer's linear map, unchanged.
+            let weight = Weight::new(values, self.rows, self.columns);
+            return linear_into(out, x, weight, None, Activation::Identity);
+        }
         let k = self.columns;
         let m = self.rows;
         let destination = Destination(out.as_mut_ptr());
@@ -388,7 +394,7 @@ impl PackedMatrix {
                 }
             };
             match &self.storage {
-                Storage::F32(values) => run(&values[first * k..(first + width) * k]),
+                Storage::F32(_) => unreachable!("f32 weights go through linear_into"),
                 Storage::Bytes(_) => SCRATCH.with(|scratch| {
                     let mut scratch = scratch.borrow_mut();
                     scratch.resize(width * k, 0.0);
@@ -1007,10 +1013,10 @@ mod tests {
                 for index in 0..3 {
                     matrix.dequantize_row_with(path, index, &mut row);
                     let want = &expected[index * columns..(index + 1) * columns];
+                    // Equal values; a zero's sign may differ (d·(q − 8)
+                    // with q = 8 is −0 for a negative d, d·q − 8d is +0).
                     assert!(
-                        row.iter()
-                            .zip(want)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        row.iter().zip(want).all(|(a, b)| a == b),
                         "{packing:?} on {path}: row {index} differs"
                     );
                 }
