@@ -392,14 +392,7 @@ fn broken_gguf_files_exit_2_naming_the_key_or_tensor() {
 #[test]
 fn decoder_misuse_exits_2() {
     attnflow()
-        .args([
-            "generate",
-            "--prompt",
-            "hi",
-            "--temperature",
-            "-1",
-            "--model",
-        ])
+        .args(["generate", "--prompt", "hi", "--temperature=-1", "--model"])
         .arg(tiny_gguf())
         .assert()
         .code(2)

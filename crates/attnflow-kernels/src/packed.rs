@@ -970,7 +970,14 @@ mod tests {
                 }
                 return bytes;
             }
-            Packing::Bf16 | Packing::F32 => return bytes,
+            Packing::Bf16 => {
+                for chunk in bytes.chunks_exact_mut(2) {
+                    let value = (next() % 2000) as f32 / 1000.0 - 1.0;
+                    chunk.copy_from_slice(&((value.to_bits() >> 16) as u16).to_le_bytes());
+                }
+                return bytes;
+            }
+            Packing::F32 => return bytes,
         };
         for block in bytes.chunks_exact_mut(stride) {
             for index in 0..scales {
