@@ -1,7 +1,7 @@
 //! Times the packed products at SmolLM2-135M's shapes as prefill (256
 //! rows) and decode (1 row) run them, for profiling:
 //!
-//!     cargo run --release -p attnflow-models --example decoder_shapes
+//!     cargo run --release -p attnflow-kernels --example packed_shapes
 //!
 //! Prints GFLOP/s (prefill) and GB/s of weights streamed (decode) per
 //! shape, each the fastest of many runs (the one least disturbed on a
