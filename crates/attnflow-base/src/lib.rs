@@ -4,15 +4,19 @@
 //! * [`time`]: UTC timestamps without a calendar dependency;
 //! * [`table`]: aligned text and Markdown tables;
 //! * [`peak_rss_bytes`]: the peak memory of this process;
-//! * [`digest`]: SHA-256 of files, for manifests.
+//! * [`digest`]: SHA-256 of files, for manifests;
+//! * [`Fault`] and [`Classified`]: whose fault an error is, which decides
+//!   the exit code.
 //!
 //! Nothing here knows about tensors, stores or the paper.
 
 mod atomic;
 pub mod digest;
+mod fault;
 mod memory;
 pub mod table;
 pub mod time;
 
 pub use atomic::write_atomically;
+pub use fault::{Classified, Fault};
 pub use memory::peak_rss_bytes;

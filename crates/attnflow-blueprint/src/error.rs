@@ -249,6 +249,15 @@ impl Error {
     }
 }
 
+impl attnflow_base::Classified for Error {
+    fn fault(&self) -> attnflow_base::Fault {
+        match self {
+            // A spec that cannot be read is the user's path (or file) at fault.
+            Error::Io { .. } | Error::Spec(_) | Error::Request(_) => attnflow_base::Fault::BadInput,
+        }
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

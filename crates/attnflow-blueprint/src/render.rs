@@ -62,6 +62,37 @@ pub fn bytes(value: u128) -> String {
     }
 }
 
+/// One line saying a blueprint checked: name, file, nodes, blocks,
+/// parameters, input and output shapes.
+pub fn check_line(blueprint: &crate::Blueprint) -> String {
+    let total = crate::account(blueprint, crate::CostOptions::default()).total;
+    let tensors = |list: Vec<&crate::Node>| {
+        list.iter()
+            .map(|node| format!("{} {:?}", node.name, node.shape))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let blocks: Vec<String> = blueprint
+        .blocks
+        .iter()
+        .map(|block| format!("{} ×{}", block.name, block.repeat))
+        .collect();
+    format!(
+        "ok: {} ({}): {} nodes{}, {} parameters; inputs {}; outputs {}",
+        blueprint.name,
+        blueprint.file,
+        blueprint.nodes.len(),
+        if blocks.is_empty() {
+            String::new()
+        } else {
+            format!(" (blocks {})", blocks.join(", "))
+        },
+        grouped(total.params),
+        tensors(blueprint.inputs().collect()),
+        tensors(blueprint.outputs()),
+    )
+}
+
 fn shape_text(shape: &[u64]) -> String {
     let parts: Vec<String> = shape.iter().map(u64::to_string).collect();
     format!("[{}]", parts.join(", "))

@@ -45,5 +45,50 @@ impl CliError {
     }
 }
 
+/// Every library error knows whose fault it is (`attnflow_base::Classified`),
+/// which decides the exit code; its message names the file, line, field or
+/// tensor at fault.
+impl<E: attnflow_base::Classified + Send + Sync + 'static> From<E> for CliError {
+    fn from(error: E) -> Self {
+        let kind = match error.fault() {
+            attnflow_base::Fault::BadInput => ErrorKind::BadInput,
+            attnflow_base::Fault::Failed => ErrorKind::Failed,
+        };
+        Self {
+            kind,
+            report: miette::miette!("{error}"),
+        }
+    }
+}
+
+/// A fault inside a text file as a diagnostic: `message` (which names
+/// file:line:column) with the offending span of `text` underlined and
+/// labelled. Spans past the end are clamped; an empty span marks one
+/// character.
+pub fn spanned(
+    origin: &str,
+    text: &str,
+    span: std::ops::Range<usize>,
+    label: &str,
+    message: &str,
+) -> miette::Report {
+    if text.is_empty() {
+        return miette::miette!("{message}");
+    }
+    let start = span.start.min(text.len());
+    let end = span.end.min(text.len());
+    let length = end
+        .saturating_sub(start)
+        .max(usize::from(start < text.len()));
+    miette::miette!(
+        labels = vec![miette::LabeledSpan::at(
+            start..start + length,
+            label.to_string()
+        )],
+        "{message}"
+    )
+    .with_source_code(miette::NamedSource::new(origin, text.to_string()))
+}
+
 /// The result type of every command.
 pub type CliResult = Result<(), CliError>;

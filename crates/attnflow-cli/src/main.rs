@@ -1,11 +1,10 @@
-//! The `attnflow` binary: argument parsing and wiring only.
-//!
-//! Each subcommand group lives in `commands/<group>.rs` and calls into a
-//! library crate; nothing here computes. Exit codes follow CONVENTIONS.md:
-//! 0 success, 1 the work failed, 2 bad input or usage.
+//! The `attnflow` binary. Each subcommand group lives in
+//! `commands/<group>.rs`: it parses flags, calls one library function and
+//! prints. Exit codes: 0 success, 1 the work failed, 2 bad input or usage.
 
 mod commands;
 mod error;
+mod output;
 
 use std::process::ExitCode;
 
@@ -13,7 +12,12 @@ use clap::{Parser, Subcommand};
 
 /// Design, train and inspect attention-based neural networks.
 #[derive(Debug, Parser)]
-#[command(name = "attnflow", version, about, long_about = None)]
+#[command(
+    name = "attnflow",
+    version,
+    about = "Design, train and inspect attention-based neural networks: see what an architecture costs before you train it, train it on your own data, and look inside its attention and inside pretrained models.",
+    after_help = "Start with `attnflow run`: it checks a dataset, trains a small transformer, validates it and writes one report.html, in seconds.\nExit codes: 0 success, 1 the work failed, 2 bad input or usage."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +46,11 @@ enum Command {
     Workflow(commands::workflow::WorkflowCommand),
     /// Check each claim of the paper numerically: verdicts with evidence.
     Verify(commands::verify::VerifyArgs),
+    /// Claim and run workflow steps from a shared store's queues.
+    Worker(commands::worker::WorkerArgs),
+    /// Migrate a store, or copy its history between SQLite and PostgreSQL.
+    #[command(subcommand)]
+    Store(commands::store::StoreCommand),
     /// Check data with quarantine, profile it, select items under a budget (§6).
     #[command(subcommand)]
     Data(commands::data::DataCommand),
@@ -74,13 +83,12 @@ fn main() -> ExitCode {
     // Commands that train keep candle's element-wise ops off a second
     // spinning thread pool; set here, while this is the only thread, since
     // it writes the environment (Trainer::new repeats it for library use).
-    if matches!(
-        cli.command,
-        Command::Run(_)
-            | Command::Train(_)
-            | Command::Eval(_)
-            | Command::Bench(commands::bench::BenchCommand::Train(_))
-    ) {
+    let trains = match &cli.command {
+        Command::Run(_) | Command::Train(_) | Command::Eval(_) => true,
+        Command::Bench(bench) => bench.trains(),
+        _ => false,
+    };
+    if trains {
         attnflow_core::process::one_worker_pool();
     }
     let result = match cli.command {
@@ -92,6 +100,8 @@ fn main() -> ExitCode {
         Command::EvalLm(args) => commands::eval_lm::run(args),
         Command::Workflow(command) => commands::workflow::run(command),
         Command::Verify(args) => commands::verify::run(args),
+        Command::Worker(args) => commands::worker::run(args),
+        Command::Store(command) => commands::store::run(command),
         Command::Data(command) => commands::data::run(command),
         Command::Bench(command) => commands::bench::run(command),
         Command::Train(args) => commands::train::train(args),

@@ -304,7 +304,7 @@ fn bad_inputs_exit_2_with_the_place() {
     std::fs::write(&garbage, b"not a safetensors file").unwrap();
     run(
         &["attention", "inspect", garbage.to_str().unwrap()],
-        "garbage.safetensors is not a valid safetensors file",
+        "garbage.safetensors: not a valid safetensors file",
     );
     assert!(
         !out.join("report.html").exists(),

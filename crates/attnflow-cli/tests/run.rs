@@ -49,8 +49,7 @@ fn the_embedded_default_runs_end_to_end() {
     let validation = json(&run_dir.join("validation.json"));
     assert_eq!(validation["passed"], true);
     assert!(validation["sequence_accuracy"].as_f64().unwrap() >= 0.95);
-    let manifest = json(&run_dir.join("manifest.json"));
-    assert!(manifest["artifacts"].as_array().unwrap().len() >= 6);
+    assert_manifest_proves_the_folder(&run_dir);
 
     let report = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     for section in [
@@ -113,6 +112,47 @@ fn the_embedded_default_runs_end_to_end() {
         .success()
         .stdout(predicate::str::contains("attnflow-pipeline"))
         .stdout(predicate::str::contains("Completed"));
+}
+
+/// The manifest lists every file of the run folder (the final weights
+/// included) with a size and SHA-256 that match the file.
+fn assert_manifest_proves_the_folder(run_dir: &Path) {
+    let manifest = json(&run_dir.join("manifest.json"));
+    let artifacts = manifest["artifacts"].as_array().unwrap();
+    let listed: Vec<&str> = artifacts
+        .iter()
+        .map(|artifact| artifact["file"].as_str().unwrap())
+        .collect();
+    let checkpoint = json(&run_dir.join("training/checkpoint.json"));
+    let weights = format!(
+        "training/{}",
+        checkpoint["weights"]["file"].as_str().unwrap()
+    );
+    for file in [
+        "quality.json",
+        "profile.json",
+        "data/pairs.jsonl",
+        "training.json",
+        "validation.json",
+        "report.html",
+        "run.json",
+        "training/checkpoint.json",
+        "training/metrics.jsonl",
+        "training/grad_norms.jsonl",
+        weights.as_str(),
+    ] {
+        assert!(
+            listed.contains(&file),
+            "the manifest lacks {file}: {listed:?}"
+        );
+    }
+    for artifact in artifacts {
+        let path = run_dir.join(artifact["file"].as_str().unwrap());
+        let (sha256, bytes) = attnflow_base::digest::sha256_file(&path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        assert_eq!(artifact["bytes"], bytes, "{}", path.display());
+        assert_eq!(artifact["sha256"], sha256.as_str(), "{}", path.display());
+    }
 }
 
 /// Opens the report in headless Chromium: no console or script errors,
@@ -230,14 +270,35 @@ fn a_run_killed_during_training_resumes_to_the_same_checkpoint() {
         "killed before the end"
     );
 
+    // The history moves to another store; --resume --db follows it.
+    let moved = dir.path().join("moved.sqlite");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", store.display()));
+        if from.exists() {
+            std::fs::rename(&from, format!("{}{suffix}", moved.display())).unwrap();
+        }
+    }
     attnflow()
         .args(["run", "--resume"])
         .arg(&interrupted)
         .arg("--db")
-        .arg(&store)
+        .arg(&moved)
         .assert()
         .success()
         .stderr(predicate::str::contains("re-running Training"));
+    assert!(!store.exists(), "the old store was not used again");
+    let run_file = json(&interrupted.join("run.json"));
+    assert_eq!(
+        Path::new(run_file["store"].as_str().unwrap()),
+        moved.as_path(),
+        "the folder records the store it now uses"
+    );
+    attnflow()
+        .args(["workflow", "runs", "--db"])
+        .arg(&moved)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Completed"));
     let (file_a, weights_a) = weights_at_end(&straight);
     let (file_b, weights_b) = weights_at_end(&interrupted);
     assert_eq!(
@@ -292,4 +353,60 @@ fn bad_pipeline_specs_and_folders_exit_2_naming_the_place() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("not a pipeline run folder"));
+}
+
+/// The exit code comes from the class of the fault: the user's schema or
+/// blueprint is bad input (2); a run whose training fails is a failure of
+/// the work (1), even though its input checked.
+#[test]
+fn pipeline_exit_codes_follow_the_class_of_the_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("inputs");
+    attnflow()
+        .args(["run", "--rows", "200", "--write-default"])
+        .arg(&inputs)
+        .assert()
+        .success();
+    let spec = inputs.join("pipeline.toml");
+    let original = std::fs::read_to_string(&spec).unwrap();
+    let store = dir.path().join("store.sqlite");
+    let run = |name: &str| {
+        let mut command = attnflow();
+        command
+            .arg("run")
+            .arg(&spec)
+            .arg("--out")
+            .arg(dir.path().join(name))
+            .arg("--db")
+            .arg(&store);
+        command
+    };
+
+    std::fs::write(inputs.join("blueprint.toml"), "[model]\nname = 3\n").unwrap();
+    run("bad-blueprint")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("blueprint.toml:"));
+    std::fs::remove_file(inputs.join("schema.toml")).unwrap();
+    run("missing-schema")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("schema.toml"));
+
+    // Restore good inputs, then make training fail: the validation
+    // threshold cannot be reached in one step, and the retry gets nowhere.
+    attnflow()
+        .args(["run", "--rows", "200", "--write-default"])
+        .arg(&inputs)
+        .assert()
+        .success();
+    let impossible = original.replace("steps = 1500", "steps = 1").replace(
+        "min_sequence_accuracy = 0.95",
+        "min_sequence_accuracy = 1.0",
+    );
+    std::fs::write(&spec, impossible).unwrap();
+    run("never-valid")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("the pipeline ended in"));
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use attnflow_workflow::Store;
+use attnflow_workflow::{Location, Store};
 
 const EXPECTED_PATH: [&str; 7] = [
     "Transform",
@@ -84,14 +84,7 @@ fn binary() -> &'static str {
 }
 
 fn event_count(store: &Store, run_id: i64) -> i64 {
-    store
-        .connection()
-        .query_row(
-            "SELECT COUNT(*) FROM wf_events WHERE run_id = ?1",
-            [run_id],
-            |row| row.get(0),
-        )
-        .unwrap()
+    store.event_count(run_id).unwrap()
 }
 
 fn journal_lines(journal: &Path) -> Vec<String> {
@@ -106,7 +99,7 @@ fn journal_lines(journal: &Path) -> Vec<String> {
 /// waiting `extra` more). Returns the log length and journal length seen
 /// right after the kill, or `None` if the run finished first.
 fn run_and_kill(
-    database: &Path,
+    database: &str,
     spec_path: &Path,
     journal: &Path,
     store: &Store,
@@ -146,7 +139,7 @@ fn run_and_kill(
     }
 }
 
-fn show(database: &Path, run_id: i64) -> serde_json::Value {
+fn show(database: &str, run_id: i64) -> serde_json::Value {
     let output = Command::new(binary())
         .args(["workflow", "show", &run_id.to_string(), "--json", "--db"])
         .arg(database)
@@ -161,7 +154,7 @@ fn show(database: &Path, run_id: i64) -> serde_json::Value {
 }
 
 /// Checks one finished run against every invariant; returns its events.
-fn check_run(database: &Path, run_id: i64, journal: &[String]) -> usize {
+fn check_run(database: &str, run_id: i64, journal: &[String]) -> usize {
     let shown = show(database, run_id);
     assert_eq!(
         shown["run"]["status"], "succeeded",
@@ -262,26 +255,38 @@ fn check_run(database: &Path, run_id: i64, journal: &[String]) -> usize {
 }
 
 #[test]
-fn sigkill_at_many_points_then_resume_loses_and_repeats_nothing() {
+fn sigkill_at_many_points_then_resume_loses_and_repeats_nothing_on_sqlite() {
     let directory = tempfile::tempdir().unwrap();
     let database = directory.path().join("crash.db");
+    sigkill_at_many_points(&directory, database.to_str().unwrap());
+}
+
+#[test]
+fn sigkill_at_many_points_then_resume_loses_and_repeats_nothing_on_postgres() {
+    let directory = tempfile::tempdir().unwrap();
+    if let Some(url) = attnflow_testkit::postgres_database() {
+        sigkill_at_many_points(&directory, &url);
+    }
+}
+
+fn sigkill_at_many_points(directory: &tempfile::TempDir, database: &str) {
     let journal = directory.path().join("journal.txt");
     let spec_path = directory.path().join("crash.toml");
     std::fs::write(&spec_path, spec(&journal)).unwrap();
     // Creates the schema, and stays open for reading while runs write.
-    let store = Store::open(&database).unwrap();
+    let store = Store::connect(&Location::parse(database).unwrap()).unwrap();
 
     // An uninterrupted run gives the length of a clean log.
     let status = Command::new(binary())
         .args(["workflow", "run"])
         .arg(&spec_path)
         .arg("--db")
-        .arg(&database)
+        .arg(database)
         .arg("--quiet")
         .status()
         .unwrap();
     assert!(status.success());
-    let clean_events = check_run(&database, 1, &journal_lines(&journal)) as i64;
+    let clean_events = check_run(database, 1, &journal_lines(&journal)) as i64;
 
     let mut run_id = 1;
     let mut kill_points = BTreeSet::new();
@@ -290,7 +295,7 @@ fn sigkill_at_many_points_then_resume_loses_and_repeats_nothing() {
         for kill_at in 1..clean_events {
             run_id += 1;
             let point = run_and_kill(
-                &database,
+                database,
                 &spec_path,
                 &journal,
                 &store,
@@ -305,7 +310,7 @@ fn sigkill_at_many_points_then_resume_loses_and_repeats_nothing() {
                 // finished still resumes cleanly.
                 let output = Command::new(binary())
                     .args(["workflow", "resume", &run_id.to_string(), "--quiet", "--db"])
-                    .arg(&database)
+                    .arg(database)
                     .output()
                     .unwrap();
                 assert!(
@@ -314,7 +319,7 @@ fn sigkill_at_many_points_then_resume_loses_and_repeats_nothing() {
                     String::from_utf8_lossy(&output.stderr)
                 );
             }
-            check_run(&database, run_id, &journal_lines(&journal));
+            check_run(database, run_id, &journal_lines(&journal));
         }
     }
     eprintln!(

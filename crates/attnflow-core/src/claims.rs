@@ -1,4 +1,4 @@
-//! The paper's claims, checked numerically (SPEC.md, "Claims, checked").
+//! The paper's claims, checked numerically.
 //!
 //! Each check is a real computation whose numbers are reported as
 //! evidence: counterexamples are verified by evaluating them, corrected

@@ -43,5 +43,14 @@ impl CoreError {
     }
 }
 
+impl attnflow_base::Classified for CoreError {
+    fn fault(&self) -> attnflow_base::Fault {
+        match self {
+            CoreError::Shape { .. } | CoreError::Config { .. } => attnflow_base::Fault::BadInput,
+            CoreError::Candle(_) => attnflow_base::Fault::Failed,
+        }
+    }
+}
+
 /// The result type of this crate.
 pub type Result<T> = std::result::Result<T, CoreError>;

@@ -13,6 +13,7 @@ pub mod analysis;
 mod attention;
 pub mod claims;
 mod error;
+pub mod file;
 mod fused;
 mod mask;
 mod multi_head;
@@ -21,7 +22,6 @@ mod softmax;
 
 pub use attention::{attention_matrix, scaled_dot_product_attention, AttentionOutput, SdpaOptions};
 pub use error::{CoreError, Result};
-pub use fused::bench as attention_bench;
 pub use fused::{
     attend, fused_attention, fused_attention_weights, fused_unsupported_reason, FusedOptions,
     FusedOutput, SimdPath, Tiling, FUSED_MIN_SCORES,

@@ -12,7 +12,8 @@ use crate::Result;
 /// * A row with no allowed entry (or whose scores are all `-inf`) gives
 ///   zeros, never NaN: such a query attends to nothing.
 /// * Differentiable: built from candle operations that record a backward
-///   (`candle_nn::ops::softmax_last_dim` does not; see CONVENTIONS.md).
+///   (`candle_nn::ops::softmax_last_dim` does not; ARCHITECTURE.md, "Known
+///   traps in candle").
 ///
 /// `allowed`, when given, must have the shape of `scores` (any integer
 /// dtype; non-zero means "may attend").

@@ -1,4 +1,4 @@
-//! `check_claims`: every claim gets the verdict SPEC.md derives, backed by
+//! `check_claims`: every claim gets the verdict its evidence gives, backed by
 //! numbers computed here.
 
 use attnflow_core::claims::{check_claims, log_log_slope, ClaimOptions, ClaimStatus};

@@ -90,14 +90,9 @@ pub enum DataError {
         #[source]
         source: rusqlite::Error,
     },
-    /// The store exists but was written by an incompatible version.
-    #[error("store {path}: {message}")]
-    StoreVersion {
-        /// The database file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    /// The store refused, was unreachable, or is from a newer attnflow.
+    #[error(transparent)]
+    Db(#[from] attnflow_store::DbError),
     /// Invalid arguments to a library call (for example a negative budget),
     /// naming the argument.
     #[error("{what}: {message}")]
@@ -127,6 +122,16 @@ pub enum DataError {
     },
 }
 
+impl attnflow_base::Classified for DataError {
+    fn fault(&self) -> attnflow_base::Fault {
+        if self.is_bad_input() {
+            attnflow_base::Fault::BadInput
+        } else {
+            attnflow_base::Fault::Failed
+        }
+    }
+}
+
 impl DataError {
     /// True when the fault lies in the user's input (schema, data file,
     /// arguments) rather than in the work (I/O, store); the CLI exits 2 for
@@ -134,14 +139,13 @@ impl DataError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            DataError::Schema { .. }
-                | DataError::Source { .. }
-                | DataError::Invalid { .. }
-                | DataError::StoreVersion { .. }
-        ) || matches!(self, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+            DataError::Schema { .. } | DataError::Source { .. } | DataError::Invalid { .. }
+        ) || matches!(self, DataError::Db(error) if error.is_bad_input())
+            || matches!(self, DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
     }
 
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O failure on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
             source,

@@ -708,7 +708,7 @@ impl<'s> BlockChecker<'s> {
             out.keys.push(UniqueKey::of(&values[field]));
         }
         if let Some(keys) = &self.json_keys {
-            crate::run::append_record_json(&mut out.json, keys, values);
+            crate::value::append_record_json(&mut out.json, keys, values);
             out.json_ends.push(out.json.len());
         }
     }
@@ -872,7 +872,7 @@ impl<'s> BlockChecker<'s> {
                     .all(|rule| rule.expr.holds(&values) != Some(false));
                 if passed {
                     if let Some(json_keys) = &self.json_keys {
-                        crate::run::append_record_json(&mut out.json, json_keys, &values);
+                        crate::value::append_record_json(&mut out.json, json_keys, &values);
                         out.json_ends.push(out.json.len());
                     }
                 }

@@ -5,13 +5,13 @@
 //!
 //! The invariant every run asserts: records read = accepted + quarantined.
 
-pub mod bench;
 mod bytes;
 pub mod check;
 pub mod error;
 mod fast;
 pub mod pattern;
 pub mod profile;
+pub mod render;
 pub mod rule;
 pub mod run;
 pub mod schema;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::{typed_cells, Checker};
 use crate::error::DataResult;
@@ -132,7 +132,7 @@ pub struct AdaptiveHistogram {
 }
 
 /// One histogram bin `[low, high)` (the last bin includes `high`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bin {
     /// Lower edge.
     pub low: f64,
@@ -253,7 +253,7 @@ pub struct TopValues {
 const TOP_COUNTERS: usize = 64;
 
 /// A frequent value and its count bounds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopValue {
     /// The value.
     pub value: String,
@@ -302,7 +302,7 @@ impl TopValues {
 }
 
 /// The profile of one field.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FieldProfile {
     /// Field name.
     pub name: String,
@@ -326,7 +326,7 @@ pub struct FieldProfile {
     /// Sample standard deviation of the value or length.
     pub std: Option<f64>,
     /// What min/max/mean/std describe: `value` or `length`.
-    pub measure: &'static str,
+    pub measure: String,
     /// Approximate distinct values (HyperLogLog, about 0.8% error).
     pub distinct: u64,
     /// Histogram of numeric values (or lengths).
@@ -336,7 +336,7 @@ pub struct FieldProfile {
 }
 
 /// Profiles of every field over a set of files.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProfileReport {
     /// Schema name.
     pub schema: String,
@@ -472,7 +472,7 @@ pub fn profile_files(schema: &Schema, files: &[PathBuf]) -> DataResult<ProfileRe
                 max: accumulator.moments.max(),
                 mean: accumulator.moments.mean(),
                 std: accumulator.moments.std(),
-                measure: if numeric { "value" } else { "length" },
+                measure: if numeric { "value" } else { "length" }.to_string(),
                 distinct: accumulator.distinct.estimate(),
                 histogram: accumulator.histogram.bins(),
                 top: if numeric {

@@ -9,7 +9,7 @@ use std::sync::{mpsc, Mutex};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::{check_record, Binding, Checker, Violation};
 use crate::error::{DataError, DataResult};
@@ -20,7 +20,7 @@ use crate::source::{
     Record, RecordSource,
 };
 use crate::store::Store;
-use crate::value::{write_json_string, ValueRef};
+use crate::value::{append_record_json, json_keys, ValueRef};
 
 /// Options of a check run.
 #[derive(Debug, Clone)]
@@ -41,7 +41,7 @@ impl Default for CheckOptions {
 }
 
 /// Counts for one file.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileCount {
     /// The file.
     pub path: String,
@@ -56,7 +56,7 @@ pub struct FileCount {
 }
 
 /// One quarantined record, as shown in a run's report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuarantineSample {
     /// Source file.
     pub source: String,
@@ -69,7 +69,7 @@ pub struct QuarantineSample {
 }
 
 /// The outcome of a check or re-check run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckReport {
     /// `check` or `recheck`.
     pub kind: String,
@@ -161,30 +161,8 @@ fn record_json(out: &mut String, keys: &[String], values: &[ValueRef<'_>]) {
     append_record_json(out, keys, values);
 }
 
-/// Appends an accepted record as a JSON object to `out`.
-pub(crate) fn append_record_json(out: &mut String, keys: &[String], values: &[ValueRef<'_>]) {
-    out.push('{');
-    for (index, (key, value)) in keys.iter().zip(values).enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        out.push_str(key);
-        value.write_json(out);
-    }
-    out.push('}');
-}
-
-fn json_keys(schema: &Schema) -> Vec<String> {
-    schema
-        .fields
-        .iter()
-        .map(|field| {
-            let mut key = String::new();
-            write_json_string(&mut key, &field.name);
-            key.push(':');
-            key
-        })
-        .collect()
+fn field_names(schema: &Schema) -> impl Iterator<Item = &str> {
+    schema.fields.iter().map(|field| field.name.as_str())
 }
 
 fn progress_bar(enabled: bool, total: u64) -> ProgressBar {
@@ -601,7 +579,7 @@ fn check_sources(
     report: &mut CheckReport,
 ) -> DataResult<()> {
     let bar = progress_bar(options.progress, total_bytes);
-    let json_keys = store.is_some().then(|| json_keys(schema));
+    let json_keys = store.is_some().then(|| json_keys(field_names(schema)));
     let unique_fields = checker.unique_fields();
     let workers = worker_count();
     let mut done_bytes = 0;
@@ -840,7 +818,7 @@ fn recheck_pages(
     options: &CheckOptions,
     report: &mut CheckReport,
 ) -> DataResult<()> {
-    let keys = json_keys(schema);
+    let keys = json_keys(field_names(schema));
     let mut json = String::new();
     let mut after = 0;
     let mut per_file: BTreeMap<String, FileCount> = BTreeMap::new();

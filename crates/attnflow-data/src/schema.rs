@@ -42,7 +42,7 @@ use crate::unique::FastSet;
 use crate::value::FieldType;
 
 /// Input formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Comma (or other delimiter) separated values.

@@ -1,7 +1,7 @@
 //! Budgeted selection (§6.2).
 //!
 //! The paper's form `min Σ cᵢxᵢ s.t. Σ wᵢxᵢ ≤ W` is solved by selecting
-//! nothing (SPEC.md, Claims). attnflow solves the two meaningful forms:
+//! nothing (`attnflow verify` shows it). attnflow solves the two meaningful forms:
 //!
 //! * **budget**: maximise Σ vᵢxᵢ subject to Σ wᵢxᵢ ≤ W (0/1 knapsack);
 //! * **cover**: minimise Σ cᵢxᵢ subject to Σ aᵢxᵢ ≥ R (min-knapsack), solved

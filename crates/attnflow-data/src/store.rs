@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use attnflow_store::{args, Backend, Component, Connection, DbError, Location, Migration, Row};
 use serde::Serialize;
 
 use crate::check::Violation;
@@ -20,8 +20,81 @@ use crate::source::Record;
 /// Version of the `data_` tables; bumped on incompatible changes.
 pub const SCHEMA_VERSION: i64 = 1;
 
-const TABLES: &str = "
-CREATE TABLE IF NOT EXISTS data_schema_version (version INTEGER NOT NULL);
+/// The data tables, for `attnflow store copy|migrate`.
+pub const TABLES: attnflow_store::Tables = attnflow_store::Tables {
+    component: COMPONENT,
+    tables: &[
+        attnflow_store::Table {
+            name: "data_runs",
+            columns: &[
+                "id",
+                "kind",
+                "status",
+                "schema_name",
+                "schema_path",
+                "schema_text",
+                "queue_start",
+                "started_at",
+                "finished_at",
+                "read",
+                "accepted",
+                "quarantined",
+            ],
+            serial_id: true,
+        },
+        attnflow_store::Table {
+            name: "data_sources",
+            columns: &[
+                "id",
+                "run_id",
+                "path",
+                "format",
+                "columns",
+                "delimiter",
+                "quote",
+            ],
+            serial_id: true,
+        },
+        attnflow_store::Table {
+            name: "data_queue",
+            columns: &["id", "run_id", "source_id", "row", "line", "record"],
+            serial_id: true,
+        },
+        attnflow_store::Table {
+            name: "data_quarantine",
+            columns: &[
+                "id",
+                "run_id",
+                "source_id",
+                "row",
+                "line",
+                "field",
+                "rule",
+                "value",
+                "message",
+                "violations",
+                "raw",
+                "raw_cut",
+                "last_checked_run",
+                "released_by_run",
+            ],
+            serial_id: true,
+        },
+    ],
+};
+
+/// The data queue's tables, the same on both backends.
+pub const COMPONENT: Component = Component {
+    name: "data",
+    version_table: "data_schema_version",
+    migrations: &[Migration {
+        version: 1,
+        sqlite: SQLITE_TABLES,
+        postgres: POSTGRES_TABLES,
+    }],
+};
+
+const SQLITE_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS data_runs (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -74,11 +147,82 @@ CREATE VIEW IF NOT EXISTS data_ready AS
     SELECT q.* FROM data_queue q JOIN data_runs r ON r.id = q.run_id WHERE r.status = 'done';
 ";
 
+// The queue has no foreign keys and no index but its key here: COPY then
+// does the least work per row, and the run's books are verified against
+// the tables before it commits (a run's rows are an id range).
+const POSTGRES_TABLES: &str = "
+CREATE TABLE data_runs (
+    id BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'running',
+    schema_name TEXT NOT NULL,
+    schema_path TEXT NOT NULL,
+    schema_text TEXT NOT NULL,
+    queue_start BIGINT NOT NULL DEFAULT 0,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    read BIGINT,
+    accepted BIGINT,
+    quarantined BIGINT
+);
+CREATE TABLE data_sources (
+    id BIGSERIAL PRIMARY KEY,
+    run_id BIGINT NOT NULL REFERENCES data_runs(id),
+    path TEXT NOT NULL,
+    format TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    delimiter BIGINT NOT NULL,
+    quote BIGINT NOT NULL
+);
+CREATE TABLE data_queue (
+    id BIGSERIAL PRIMARY KEY,
+    run_id BIGINT NOT NULL,
+    source_id BIGINT NOT NULL,
+    row BIGINT NOT NULL,
+    line BIGINT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE TABLE data_quarantine (
+    id BIGSERIAL PRIMARY KEY,
+    run_id BIGINT NOT NULL REFERENCES data_runs(id),
+    source_id BIGINT NOT NULL REFERENCES data_sources(id),
+    row BIGINT NOT NULL,
+    line BIGINT NOT NULL,
+    field TEXT,
+    rule TEXT NOT NULL,
+    value TEXT,
+    message TEXT NOT NULL,
+    violations TEXT NOT NULL,
+    raw BYTEA NOT NULL,
+    raw_cut BIGINT NOT NULL,
+    last_checked_run BIGINT NOT NULL,
+    released_by_run BIGINT
+);
+CREATE INDEX data_quarantine_run ON data_quarantine(run_id);
+CREATE VIEW data_ready AS
+    SELECT q.* FROM data_queue q JOIN data_runs r ON r.id = q.run_id WHERE r.status = 'done';
+";
+
+/// SQLite settings: a 64 MiB page cache and fewer checkpoints make bulk
+/// inserts markedly faster and stay well within a check run's memory.
+const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192;";
+
+/// Now, as stored in `started_at` and `finished_at`.
+fn timestamp() -> String {
+    let now = attnflow_base::time::now_milliseconds();
+    format!(
+        "{}.{:03}Z",
+        attnflow_base::time::format_utc(now).replace(' ', "T"),
+        now.rem_euclid(1000)
+    )
+}
+
 /// Records per transaction: large enough to amortise commits, small enough
 /// to keep the WAL short.
 const BATCH: usize = 50_000;
 
-/// An open store.
+/// An open store: an SQLite file or a PostgreSQL database.
 pub struct Store {
     connection: Connection,
     path: PathBuf,
@@ -86,17 +230,48 @@ pub struct Store {
     queued: QueueBuffer,
 }
 
-/// Accepted records waiting for one multi-row INSERT: SQLite spends most
-/// of a single-row insert on statement overhead, so rows go in groups.
+/// Accepted records waiting to be written: on SQLite one multi-row INSERT
+/// per group (SQLite spends most of a single-row insert on statement
+/// overhead); on PostgreSQL the rows in COPY's text format, sent when the
+/// buffer is full.
 #[derive(Default)]
 struct QueueBuffer {
     keys: Vec<[i64; 4]>,
     text: String,
     ends: Vec<usize>,
+    copy: Vec<u8>,
 }
 
-/// Rows per multi-row INSERT into the queue.
+/// Rows per multi-row INSERT into the queue (SQLite).
 const QUEUE_GROUP: usize = 64;
+
+/// Bytes of COPY text sent at once (PostgreSQL).
+const COPY_CHUNK: usize = 4 << 20;
+
+/// Appends `text` to a COPY text-format field: backslash, tab, newline and
+/// carriage return escaped.
+fn copy_escape(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    for (index, byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..index]);
+        out.extend_from_slice(escaped);
+        start = index + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+fn append_number(out: &mut Vec<u8>, number: i64) {
+    use std::io::Write as _;
+    let _ = write!(out, "{number}");
+}
 
 /// A stored source file of a run.
 #[derive(Debug, Clone)]
@@ -164,53 +339,25 @@ pub struct RunSummary {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `path`, in WAL mode.
+    /// Opens (creating if needed) the SQLite store at `path`, in WAL mode.
     pub fn open(path: &Path) -> DataResult<Self> {
-        let fail = |error| DataError::store(path, error);
-        let connection = Connection::open(path).map_err(fail)?;
-        connection
-            .busy_timeout(std::time::Duration::from_secs(30))
-            .map_err(fail)?;
-        connection
-            // A 64 MiB page cache and fewer checkpoints make bulk inserts
-            // markedly faster and stay well within a check run's memory.
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
-                 PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192;",
-            )
-            .map_err(fail)?;
-        connection.execute_batch(TABLES).map_err(fail)?;
-        let version: Option<i64> = connection
-            .query_row("SELECT version FROM data_schema_version", [], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(fail)?;
-        match version {
-            None => {
-                connection.execute("INSERT INTO data_schema_version (version) VALUES (?1)", [SCHEMA_VERSION]).map_err(fail)?;
-            }
-            Some(version) if version == SCHEMA_VERSION => {}
-            Some(version) => {
-                return Err(DataError::StoreVersion {
-                    path: path.to_path_buf(),
-                    message: format!("data tables are version {version}, this attnflow reads version {SCHEMA_VERSION}"),
-                })
-            }
-        }
+        Store::connect(&Location::Sqlite(path.to_path_buf()))
+    }
+
+    /// Opens the store named by a `--db` location (an SQLite file, created
+    /// if needed, or a PostgreSQL database) and migrates its `data_` tables.
+    pub fn connect(location: &Location) -> DataResult<Self> {
+        let connection = Connection::open(location, SQLITE_SETUP)?;
+        COMPONENT.migrate(&connection)?;
         Ok(Self {
+            path: PathBuf::from(location.to_string()),
             connection,
-            path: path.to_path_buf(),
             pending: 0,
             queued: QueueBuffer::default(),
         })
     }
 
-    fn fail(&self) -> impl Fn(rusqlite::Error) -> DataError + '_ {
-        move |error| DataError::store(&self.path, error)
-    }
-
-    /// The database file.
+    /// The store's name (a file path, or a URL without password).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -224,22 +371,19 @@ impl Store {
     pub fn begin_run(&mut self, kind: &str, schema: &Schema) -> DataResult<i64> {
         // The run row is written in the run's first transaction, so a run
         // that fails before its first batch leaves no trace at all.
-        self.connection
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(self.fail())?;
-        self.connection
-            .execute(
-                "INSERT INTO data_runs (kind, schema_name, schema_path, schema_text, queue_start)
-                 VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(rowid), 0) FROM data_queue))",
-                params![
-                    kind,
-                    schema.name,
-                    schema.path.display().to_string(),
-                    schema.text
-                ],
-            )
-            .map_err(self.fail())?;
-        let id = self.connection.last_insert_rowid();
+        self.connection.begin("begin run")?;
+        let id = self.connection.query_i64(
+            "begin run",
+            "INSERT INTO data_runs (kind, schema_name, schema_path, schema_text, queue_start, started_at)
+             VALUES (?1, ?2, ?3, ?4, (SELECT COALESCE(MAX(id), 0) FROM data_queue), ?5) RETURNING id",
+            args![
+                kind,
+                &schema.name,
+                schema.path.display().to_string().as_str(),
+                &schema.text,
+                timestamp().as_str()
+            ],
+        )?;
         self.pending = 0;
         Ok(id)
     }
@@ -254,24 +398,35 @@ impl Store {
         delimiter: u8,
         quote: u8,
     ) -> DataResult<i64> {
-        self.connection
-            .prepare_cached("INSERT INTO data_sources (run_id, path, format, columns, delimiter, quote) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    run_id,
-                    path.display().to_string(),
-                    format.name(),
-                    serde_json::to_string(columns).unwrap_or_default(),
-                    delimiter,
-                    quote
-                ])
-            })
-            .map_err(self.fail())?;
-        Ok(self.connection.last_insert_rowid())
+        let columns = serde_json::to_string(columns).unwrap_or_default();
+        Ok(self.connection.query_i64(
+            "add source",
+            "INSERT INTO data_sources (run_id, path, format, columns, delimiter, quote)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+            args![
+                run_id,
+                path.display().to_string().as_str(),
+                format.name(),
+                &columns,
+                i64::from(delimiter),
+                i64::from(quote)
+            ],
+        )?)
     }
 
     /// Writes the buffered queue rows.
     fn flush_queue(&mut self) -> DataResult<()> {
+        if self.connection.backend() == Backend::Postgres {
+            if !self.queued.copy.is_empty() {
+                self.connection.copy_in(
+                    "queue records",
+                    "COPY data_queue (run_id, source_id, row, line, record) FROM STDIN",
+                    &self.queued.copy,
+                )?;
+                self.queued.copy.clear();
+            }
+            return Ok(());
+        }
         let count = self.queued.keys.len();
         if count == 0 {
             return Ok(());
@@ -302,8 +457,11 @@ impl Store {
             }
             parameters.push(text);
         }
-        let result = self
+        let sqlite = self
             .connection
+            .sqlite()
+            .expect("the backend was checked above");
+        let result = sqlite
             .prepare_cached(&sql)
             .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(parameters)));
         result.map_err(|error| DataError::store(&self.path, error))?;
@@ -315,11 +473,14 @@ impl Store {
 
     fn tick(&mut self) -> DataResult<()> {
         self.pending += 1;
-        if self.pending >= BATCH {
+        // PostgreSQL has no WAL to keep short: commit less often.
+        let batch = match self.connection.backend() {
+            Backend::Sqlite => BATCH,
+            Backend::Postgres => 10 * BATCH,
+        };
+        if self.pending >= batch {
             self.flush_queue()?;
-            self.connection
-                .execute_batch("COMMIT; BEGIN")
-                .map_err(self.fail())?;
+            self.connection.batch("commit a batch", "COMMIT; BEGIN")?;
             self.pending = 0;
         }
         Ok(())
@@ -334,6 +495,19 @@ impl Store {
         line: u64,
         record_json: &str,
     ) -> DataResult<()> {
+        if self.connection.backend() == Backend::Postgres {
+            let copy = &mut self.queued.copy;
+            for number in [run_id, source_id, row as i64, line as i64] {
+                append_number(copy, number);
+                copy.push(b'\t');
+            }
+            copy_escape(copy, record_json);
+            copy.push(b'\n');
+            if copy.len() >= COPY_CHUNK {
+                self.flush_queue()?;
+            }
+            return self.tick();
+        }
         self.queued
             .keys
             .push([run_id, source_id, row as i64, line as i64]);
@@ -354,36 +528,35 @@ impl Store {
         violations: &[Violation],
     ) -> DataResult<()> {
         let first = &violations[0];
-        self.connection
-            .prepare_cached(
-                "INSERT INTO data_quarantine (run_id, source_id, row, line, field, rule, value, message, violations, raw, raw_cut, last_checked_run)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?1)",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    run_id,
-                    source_id,
-                    record.row as i64,
-                    record.line as i64,
-                    first.field,
-                    first.rule,
-                    first.value,
-                    first.message,
-                    serde_json::to_string(violations).unwrap_or_default(),
-                    record.raw,
-                    record.raw_cut,
-                ])
-            })
-            .map_err(self.fail())?;
+        let all = serde_json::to_string(violations).unwrap_or_default();
+        self.connection.execute(
+            "quarantine a record",
+            "INSERT INTO data_quarantine (run_id, source_id, row, line, field, rule, value, message, violations, raw, raw_cut, last_checked_run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?1)",
+            args![
+                run_id,
+                source_id,
+                record.row as i64,
+                record.line as i64,
+                first.field.as_deref(),
+                first.rule.as_str(),
+                first.value.as_deref(),
+                first.message.as_str(),
+                &all,
+                record.raw.as_slice(),
+                record.raw_cut
+            ],
+        )?;
         self.tick()
     }
 
     /// Marks a quarantined record released into the queue by a re-check.
     pub fn release(&mut self, quarantine_id: i64, run_id: i64) -> DataResult<()> {
-        self.connection
-            .prepare_cached("UPDATE data_quarantine SET released_by_run = ?2, last_checked_run = ?2 WHERE id = ?1")
-            .and_then(|mut statement| statement.execute(params![quarantine_id, run_id]))
-            .map_err(self.fail())?;
+        self.connection.execute(
+            "release a record",
+            "UPDATE data_quarantine SET released_by_run = ?2, last_checked_run = ?2 WHERE id = ?1",
+            args![quarantine_id, run_id],
+        )?;
         self.tick()
     }
 
@@ -395,22 +568,20 @@ impl Store {
         violations: &[Violation],
     ) -> DataResult<()> {
         let first = &violations[0];
-        self.connection
-            .prepare_cached(
-                "UPDATE data_quarantine SET field = ?3, rule = ?4, value = ?5, message = ?6, violations = ?7, last_checked_run = ?2 WHERE id = ?1",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    quarantine_id,
-                    run_id,
-                    first.field,
-                    first.rule,
-                    first.value,
-                    first.message,
-                    serde_json::to_string(violations).unwrap_or_default()
-                ])
-            })
-            .map_err(self.fail())?;
+        let all = serde_json::to_string(violations).unwrap_or_default();
+        self.connection.execute(
+            "quarantine a record again",
+            "UPDATE data_quarantine SET field = ?3, rule = ?4, value = ?5, message = ?6, violations = ?7, last_checked_run = ?2 WHERE id = ?1",
+            args![
+                quarantine_id,
+                run_id,
+                first.field.as_deref(),
+                first.rule.as_str(),
+                first.value.as_deref(),
+                first.message.as_str(),
+                &all
+            ],
+        )?;
         self.tick()
     }
 
@@ -433,9 +604,9 @@ impl Store {
         } else {
             (
                 // Rows of this run come after the queue's end at its start
-                // (rowids grow), so the count scans only this run's rows.
+                // (ids grow), so the count scans only this run's rows.
                 self.count(
-                    "SELECT COUNT(*) FROM data_queue WHERE rowid > (SELECT queue_start FROM data_runs WHERE id = ?1) AND run_id = ?1",
+                    "SELECT COUNT(*) FROM data_queue WHERE id > (SELECT queue_start FROM data_runs WHERE id = ?1) AND run_id = ?1",
                     run_id,
                 )?,
                 self.count(
@@ -454,44 +625,48 @@ impl Store {
                 quarantined: stored_quarantined as u64,
             });
         }
-        self.connection
-            .execute(
-                "UPDATE data_runs SET status = 'done', finished_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), read = ?2, accepted = ?3, quarantined = ?4 WHERE id = ?1",
-                params![run_id, read as i64, accepted as i64, quarantined as i64],
-            )
-            .map_err(self.fail())?;
-        self.connection
-            .execute_batch("COMMIT")
-            .map_err(self.fail())?;
+        self.connection.execute(
+            "finish run",
+            "UPDATE data_runs SET status = 'done', finished_at = ?5, read = ?2, accepted = ?3, quarantined = ?4 WHERE id = ?1",
+            args![run_id, read as i64, accepted as i64, quarantined as i64, timestamp().as_str()],
+        )?;
+        self.connection.commit("finish run")?;
         Ok(())
     }
 
     /// Undoes what a failed run wrote (best effort) and marks it failed.
     pub fn abandon_run(&mut self, run_id: i64) {
         self.queued = QueueBuffer::default();
-        let _ = self.connection.execute_batch("ROLLBACK");
-        let _ = self.connection.execute_batch("BEGIN");
-        let _ = self
-            .connection
-            .execute("DELETE FROM data_queue WHERE run_id = ?1", [run_id]);
-        let _ = self
-            .connection
-            .execute("DELETE FROM data_quarantine WHERE run_id = ?1", [run_id]);
-        let _ = self.connection.execute(
-            "UPDATE data_quarantine SET released_by_run = NULL WHERE released_by_run = ?1",
-            [run_id],
-        );
-        let _ = self.connection.execute(
-            "UPDATE data_runs SET status = 'failed' WHERE id = ?1",
-            [run_id],
-        );
-        let _ = self.connection.execute_batch("COMMIT");
+        self.connection.rollback();
+        let _ = self.connection.transaction("abandon run", |connection| {
+            connection.execute(
+                "abandon run",
+                "DELETE FROM data_queue WHERE run_id = ?1",
+                args![run_id],
+            )?;
+            connection.execute(
+                "abandon run",
+                "DELETE FROM data_quarantine WHERE run_id = ?1",
+                args![run_id],
+            )?;
+            connection.execute(
+                "abandon run",
+                "UPDATE data_quarantine SET released_by_run = NULL WHERE released_by_run = ?1",
+                args![run_id],
+            )?;
+            connection.execute(
+                "abandon run",
+                "UPDATE data_runs SET status = 'failed' WHERE id = ?1",
+                args![run_id],
+            )?;
+            Ok::<(), DbError>(())
+        });
     }
 
     fn count(&self, sql: &str, run_id: i64) -> DataResult<i64> {
-        self.connection
-            .query_row(sql, [run_id], |row| row.get(0))
-            .map_err(self.fail())
+        Ok(self
+            .connection
+            .query_i64("count rows", sql, args![run_id])?)
     }
 
     /// Values of `field` already in the queue for schemas named
@@ -502,33 +677,29 @@ impl Store {
         field: &str,
         mut visit: impl FnMut(serde_json::Value),
     ) -> DataResult<()> {
-        let path = format!("$.\"{}\"", field.replace('"', "\\\""));
-        let mut statement = self
-            .connection
-            .prepare("SELECT json_extract(q.record, ?2) FROM data_queue q JOIN data_runs r ON r.id = q.run_id WHERE r.status = 'done' AND r.schema_name = ?1")
-            .map_err(self.fail())?;
-        let mut rows = statement
-            .query(params![schema_name, path])
-            .map_err(self.fail())?;
-        while let Some(row) = rows.next().map_err(self.fail())? {
-            let value = match row.get_ref(0).map_err(self.fail())? {
-                rusqlite::types::ValueRef::Integer(number) => serde_json::Value::from(number),
-                rusqlite::types::ValueRef::Real(number) => serde_json::Value::from(number),
-                rusqlite::types::ValueRef::Text(text) => {
-                    let text = String::from_utf8_lossy(text);
-                    // json_extract returns arrays and objects as JSON text.
-                    if text.starts_with('[') {
-                        serde_json::from_str(&text)
-                            .unwrap_or(serde_json::Value::String(text.into_owned()))
-                    } else {
-                        serde_json::Value::String(text.into_owned())
+        // Both backends hand back the field's JSON text, so its type (an
+        // integer, a string) survives.
+        let (sql, key) = match self.connection.backend() {
+            Backend::Sqlite => (
+                "SELECT json_quote(json_extract(q.record, ?2)) FROM data_queue q JOIN data_runs r ON r.id = q.run_id WHERE r.status = 'done' AND r.schema_name = ?1",
+                format!("$.\"{}\"", field.replace('"', "\\\"")),
+            ),
+            Backend::Postgres => (
+                "SELECT (q.record::jsonb -> ?2)::text FROM data_queue q JOIN data_runs r ON r.id = q.run_id WHERE r.status = 'done' AND r.schema_name = ?1",
+                field.to_string(),
+            ),
+        };
+        self.connection
+            .for_each("read queued values", sql, args![schema_name, &key], |row| {
+                if let Some(text) = row.opt_text(0)? {
+                    if let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) {
+                        if !value.is_null() {
+                            visit(value);
+                        }
                     }
                 }
-                _ => continue,
-            };
-            visit(value);
-        }
-        Ok(())
+                Ok::<(), DataError>(())
+            })
     }
 
     /// Quarantined records not yet released, after `after_id`, at most
@@ -538,39 +709,36 @@ impl Store {
         after_id: i64,
         limit: usize,
     ) -> DataResult<Vec<(i64, StoredSource, Record)>> {
-        let mut statement = self
-            .connection
-            .prepare(
-                "SELECT q.id, q.row, q.line, q.raw, q.raw_cut, s.id, s.path, s.format, s.columns, s.delimiter, s.quote
-                 FROM data_quarantine q JOIN data_sources s ON s.id = q.source_id JOIN data_runs r ON r.id = q.run_id
-                 WHERE q.released_by_run IS NULL AND r.status = 'done' AND q.id > ?1 ORDER BY q.id LIMIT ?2",
-            )
-            .map_err(self.fail())?;
-        let rows = statement
-            .query_map(params![after_id, limit as i64], |row| {
-                let format: String = row.get(7)?;
-                let columns: String = row.get(8)?;
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    StoredSource {
-                        id: row.get(5)?,
-                        path: row.get(6)?,
-                        format: Format::parse(&format).unwrap_or(Format::Csv),
-                        columns: serde_json::from_str(&columns).unwrap_or_default(),
-                        delimiter: row.get(9)?,
-                        quote: row.get(10)?,
-                    },
-                    Record {
-                        row: row.get::<_, i64>(1)? as u64,
-                        line: row.get::<_, i64>(2)? as u64,
-                        raw: row.get(3)?,
-                        raw_cut: row.get(4)?,
-                        ..Record::default()
-                    },
-                ))
-            })
-            .map_err(self.fail())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.fail())
+        let rows = self.connection.query(
+            "read pending quarantine",
+            "SELECT q.id, q.row, q.line, q.raw, q.raw_cut, s.id, s.path, s.format, s.columns, s.delimiter, s.quote
+             FROM data_quarantine q JOIN data_sources s ON s.id = q.source_id JOIN data_runs r ON r.id = q.run_id
+             WHERE q.released_by_run IS NULL AND r.status = 'done' AND q.id > ?1 ORDER BY q.id LIMIT ?2",
+            args![after_id, limit.min(i64::MAX as usize) as i64],
+        )?;
+        let convert = |row: &Row| -> Result<(i64, StoredSource, Record), DbError> {
+            let format = row.text(7)?;
+            let columns = row.text(8)?;
+            Ok((
+                row.i64(0)?,
+                StoredSource {
+                    id: row.i64(5)?,
+                    path: row.text(6)?,
+                    format: Format::parse(&format).unwrap_or(Format::Csv),
+                    columns: serde_json::from_str(&columns).unwrap_or_default(),
+                    delimiter: row.i64(9)? as u8,
+                    quote: row.i64(10)? as u8,
+                },
+                Record {
+                    row: row.i64(1)? as u64,
+                    line: row.i64(2)? as u64,
+                    raw: row.bytes(3)?,
+                    raw_cut: row.flag(4)?,
+                    ..Record::default()
+                },
+            ))
+        };
+        Ok(rows.iter().map(convert).collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Lists quarantined records (pending only unless `include_released`),
@@ -581,87 +749,75 @@ impl Store {
         rule: Option<&str>,
         limit: usize,
     ) -> DataResult<Vec<QuarantineEntry>> {
-        let mut statement = self
-            .connection
-            .prepare(
-                "SELECT q.id, q.run_id, s.path, q.row, q.line, q.field, q.rule, q.value, q.message, q.violations, q.released_by_run
-                 FROM data_quarantine q JOIN data_sources s ON s.id = q.source_id JOIN data_runs r ON r.id = q.run_id
-                 WHERE r.status = 'done' AND (?1 OR q.released_by_run IS NULL) AND (?2 IS NULL OR q.rule = ?2)
-                 ORDER BY q.id LIMIT ?3",
-            )
-            .map_err(self.fail())?;
-        let rows = statement
-            .query_map(
-                params![include_released, rule, limit.min(i64::MAX as usize) as i64],
-                |row| {
-                    let violations: String = row.get(9)?;
-                    Ok(QuarantineEntry {
-                        id: row.get(0)?,
-                        run_id: row.get(1)?,
-                        source: row.get(2)?,
-                        row: row.get::<_, i64>(3)? as u64,
-                        line: row.get::<_, i64>(4)? as u64,
-                        field: row.get(5)?,
-                        rule: row.get(6)?,
-                        value: row.get(7)?,
-                        message: row.get(8)?,
-                        violations: serde_json::from_str(&violations).unwrap_or_default(),
-                        released_by_run: row.get(10)?,
-                    })
-                },
-            )
-            .map_err(self.fail())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.fail())
+        let rows = self.connection.query(
+            "list quarantine",
+            "SELECT q.id, q.run_id, s.path, q.row, q.line, q.field, q.rule, q.value, q.message, q.violations, q.released_by_run
+             FROM data_quarantine q JOIN data_sources s ON s.id = q.source_id JOIN data_runs r ON r.id = q.run_id
+             WHERE r.status = 'done' AND (?1 = 1 OR q.released_by_run IS NULL) AND (CAST(?2 AS TEXT) IS NULL OR q.rule = ?2)
+             ORDER BY q.id LIMIT ?3",
+            args![i64::from(include_released), rule, limit.min(i64::MAX as usize) as i64],
+        )?;
+        let convert = |row: &Row| -> Result<QuarantineEntry, DbError> {
+            let violations = row.text(9)?;
+            Ok(QuarantineEntry {
+                id: row.i64(0)?,
+                run_id: row.i64(1)?,
+                source: row.text(2)?,
+                row: row.i64(3)? as u64,
+                line: row.i64(4)? as u64,
+                field: row.opt_text(5)?,
+                rule: row.text(6)?,
+                value: row.opt_text(7)?,
+                message: row.text(8)?,
+                violations: serde_json::from_str(&violations).unwrap_or_default(),
+                released_by_run: row.opt_i64(10)?,
+            })
+        };
+        Ok(rows.iter().map(convert).collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Pending quarantined records per rule.
     pub fn quarantine_counts(&self) -> DataResult<Vec<(String, u64)>> {
-        let mut statement = self
-            .connection
-            .prepare(
-                "SELECT q.rule, COUNT(*) FROM data_quarantine q JOIN data_runs r ON r.id = q.run_id
-                 WHERE r.status = 'done' AND q.released_by_run IS NULL GROUP BY q.rule ORDER BY COUNT(*) DESC, q.rule",
-            )
-            .map_err(self.fail())?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)? as u64))
-            })
-            .map_err(self.fail())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.fail())
+        let rows = self.connection.query(
+            "count quarantine",
+            "SELECT q.rule, COUNT(*) FROM data_quarantine q JOIN data_runs r ON r.id = q.run_id
+             WHERE r.status = 'done' AND q.released_by_run IS NULL GROUP BY q.rule ORDER BY COUNT(*) DESC, q.rule",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|row| Ok((row.text(0)?, row.i64(1)? as u64)))
+            .collect::<Result<Vec<_>, DbError>>()?)
     }
 
     /// All runs, oldest first.
     pub fn runs(&self) -> DataResult<Vec<RunSummary>> {
-        let mut statement = self
-            .connection
-            .prepare("SELECT id, kind, status, schema_name, started_at, read, accepted, quarantined FROM data_runs ORDER BY id")
-            .map_err(self.fail())?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok(RunSummary {
-                    id: row.get(0)?,
-                    kind: row.get(1)?,
-                    status: row.get(2)?,
-                    schema: row.get(3)?,
-                    started_at: row.get(4)?,
-                    read: row.get::<_, Option<i64>>(5)?.map(|value| value as u64),
-                    accepted: row.get::<_, Option<i64>>(6)?.map(|value| value as u64),
-                    quarantined: row.get::<_, Option<i64>>(7)?.map(|value| value as u64),
-                })
+        let rows = self.connection.query(
+            "list runs",
+            "SELECT id, kind, status, schema_name, started_at, read, accepted, quarantined FROM data_runs ORDER BY id",
+            &[],
+        )?;
+        let convert = |row: &Row| -> Result<RunSummary, DbError> {
+            Ok(RunSummary {
+                id: row.i64(0)?,
+                kind: row.text(1)?,
+                status: row.text(2)?,
+                schema: row.text(3)?,
+                started_at: row.text(4)?,
+                read: row.opt_i64(5)?.map(|value| value as u64),
+                accepted: row.opt_i64(6)?.map(|value| value as u64),
+                quarantined: row.opt_i64(7)?.map(|value| value as u64),
             })
-            .map_err(self.fail())?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(self.fail())
+        };
+        Ok(rows.iter().map(convert).collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Number of rows in the queue from finished runs.
     pub fn queue_length(&self) -> DataResult<u64> {
-        self.connection
-            .query_row("SELECT COUNT(*) FROM data_ready", [], |row| {
-                row.get::<_, i64>(0)
-            })
-            .map(|count| count as u64)
-            .map_err(self.fail())
+        Ok(self
+            .connection
+            .query_i64("count the queue", "SELECT COUNT(*) FROM data_ready", &[])?
+            as u64)
     }
 
     /// Visits the records one run accepted into the queue, in queue order,
@@ -671,29 +827,22 @@ impl Store {
         run_id: i64,
         mut visit: impl FnMut(serde_json::Value),
     ) -> DataResult<()> {
-        let mut statement = self
-            .connection
-            // The run's rows follow the queue's end at its start: a rowid
-            // range, so no index on run_id is needed.
-            .prepare(
-                "SELECT record FROM data_queue
-                 WHERE rowid > (SELECT queue_start FROM data_runs WHERE id = ?1) AND run_id = ?1 ORDER BY id",
-            )
-            .map_err(self.fail())?;
-        let mut rows = statement.query(params![run_id]).map_err(self.fail())?;
-        while let Some(row) = rows.next().map_err(self.fail())? {
-            let text: String = row.get(0).map_err(self.fail())?;
-            // The store wrote this JSON itself; a row that does not parse
-            // means the file was damaged, which `fail` reports.
-            let value = serde_json::from_str(&text).map_err(|error| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    0,
-                    rusqlite::types::Type::Text,
-                    Box::new(error),
-                )
-            });
-            visit(value.map_err(self.fail())?);
-        }
-        Ok(())
+        // The run's rows follow the queue's end at its start: an id range.
+        self.connection.for_each(
+            "read the queue",
+            "SELECT record FROM data_queue
+             WHERE id > (SELECT queue_start FROM data_runs WHERE id = ?1) AND run_id = ?1 ORDER BY id",
+            args![run_id],
+            |row| {
+                let text = row.text(0)?;
+                // The store wrote this JSON itself; a row that does not
+                // parse means the store was damaged.
+                let value = serde_json::from_str(&text).map_err(|error| DataError::Internal {
+                    message: format!("{}: a queued record is not JSON: {error}", self.path.display()),
+                })?;
+                visit(value);
+                Ok::<(), DataError>(())
+            },
+        )
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 /// The declared type of a schema field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldType {
     /// A 64-bit signed integer.
@@ -143,6 +143,32 @@ pub fn write_json_string(out: &mut String, text: &str) {
     }
     out.push_str(&text[start..]);
     out.push('"');
+}
+
+/// Appends an accepted record as a JSON object to `out`.
+pub(crate) fn append_record_json(out: &mut String, keys: &[String], values: &[ValueRef<'_>]) {
+    out.push('{');
+    for (index, (key, value)) in keys.iter().zip(values).enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push_str(key);
+        value.write_json(out);
+    }
+    out.push('}');
+}
+
+/// Each field name as a JSON key with its colon (`"name":`), in order,
+/// ready for [`append_record_json`].
+pub(crate) fn json_keys<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    names
+        .map(|name| {
+            let mut key = String::new();
+            write_json_string(&mut key, name);
+            key.push(':');
+            key
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -132,12 +132,15 @@ fn parquet_rows_are_checked_and_stored() {
     assert_eq!(rows, [2, 3, 5]);
     let queued: Vec<String> = store
         .connection()
-        .prepare("SELECT record FROM data_ready ORDER BY row")
+        .query(
+            "read queue",
+            "SELECT record FROM data_ready ORDER BY row",
+            &[],
+        )
         .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+        .iter()
+        .map(|row| row.text(0).unwrap())
+        .collect();
     assert_eq!(queued[0], r#"{"id":1,"name":"a","score":0.5}"#);
     assert_eq!(queued[1], r#"{"id":4,"name":"d","score":null}"#);
 }

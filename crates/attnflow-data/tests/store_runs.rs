@@ -1,4 +1,5 @@
-//! Check runs against a real SQLite store: routing, books, re-checks and
+//! Check runs against real stores (an SQLite file and a PostgreSQL
+//! database, the same test bodies): routing, books, re-checks and
 //! uniqueness across runs.
 
 use std::path::{Path, PathBuf};
@@ -6,6 +7,18 @@ use std::path::{Path, PathBuf};
 use attnflow_data::run::{check_files, recheck, CheckOptions};
 use attnflow_data::store::Store;
 use attnflow_data::Schema;
+use attnflow_store::Location;
+
+/// Runs `test` on an SQLite store and on a fresh PostgreSQL database.
+fn each_backend(test: impl Fn(&tempfile::TempDir, &Location)) {
+    let directory = tempfile::tempdir().unwrap();
+    let location = Location::Sqlite(directory.path().join("store.db"));
+    test(&directory, &location);
+    if let Some(url) = attnflow_testkit::postgres_database() {
+        let directory = tempfile::tempdir().unwrap();
+        test(&directory, &Location::parse(&url).unwrap());
+    }
+}
 
 fn schema(text: &str) -> Schema {
     Schema::parse(Path::new("schema.toml"), text).unwrap()
@@ -47,120 +60,124 @@ fn write(directory: &Path, name: &str, text: &[u8]) -> PathBuf {
 
 #[test]
 fn a_run_routes_every_record_and_a_recheck_releases_fixed_ones() {
-    let directory = tempfile::tempdir().unwrap();
-    let csv = write(
-        directory.path(),
-        "people.csv",
-        b"id,age\n1,30\n2,150\n3,\"x\n4,40,9\n5,-1\n1,20\n",
-    );
-    let jsonl = write(
-        directory.path(),
-        "more.jsonl",
-        b"{\"id\": 6, \"age\": 199}\n{\"id\": 7, \"age\": \"old\"}\nnot json\n",
-    );
-    let mut store = Store::open(&directory.path().join("store.db")).unwrap();
+    each_backend(|directory, location| {
+        let csv = write(
+            directory.path(),
+            "people.csv",
+            b"id,age\n1,30\n2,150\n3,\"x\n4,40,9\n5,-1\n1,20\n",
+        );
+        let jsonl = write(
+            directory.path(),
+            "more.jsonl",
+            b"{\"id\": 6, \"age\": 199}\n{\"id\": 7, \"age\": \"old\"}\nnot json\n",
+        );
+        let mut store = Store::connect(location).unwrap();
 
-    let report = check_files(
-        &schema(STRICT),
-        &[csv.clone(), jsonl],
-        Some(&mut store),
-        &CheckOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(
-        (report.read, report.accepted, report.quarantined),
-        (9, 1, 8)
-    );
-    assert_eq!(report.by_rule["max"], 2);
-    // The quote opened on line 4 is never closed: only that line is lost.
-    assert_eq!(report.by_rule["truncated"], 1);
-    assert_eq!(report.by_rule["column_count"], 1);
-    assert_eq!(report.by_rule["min"], 1);
-    assert_eq!(report.by_rule["unique"], 1);
-    assert_eq!(report.by_rule["type"], 1);
-    assert_eq!(report.by_rule["invalid_json"], 1);
-    assert_eq!(store.queue_length().unwrap(), 1);
-    let mut queued = Vec::new();
-    store
-        .queued_records(report.run_id.unwrap(), |record| queued.push(record))
+        let report = check_files(
+            &schema(STRICT),
+            &[csv.clone(), jsonl],
+            Some(&mut store),
+            &CheckOptions::default(),
+        )
         .unwrap();
-    assert_eq!(queued, [serde_json::json!({"id": 1, "age": 30})]);
-    let entries = store.list_quarantine(false, Some("max"), 100).unwrap();
-    assert_eq!(entries.len(), 2);
-    assert_eq!(
-        (
-            entries[0].row,
-            entries[0].line,
-            entries[0].field.as_deref(),
-            entries[0].value.as_deref()
-        ),
-        (2, 3, Some("age"), Some("150"))
-    );
-    assert!(entries[0].source.ends_with("people.csv"));
-
-    // The schema is relaxed: the two ages above 120 are now valid.
-    let again = recheck(&schema(RELAXED), &mut store, &CheckOptions::default()).unwrap();
-    assert_eq!((again.read, again.accepted, again.quarantined), (8, 2, 6));
-    assert_eq!(store.queue_length().unwrap(), 3);
-    assert_eq!(store.list_quarantine(false, None, 100).unwrap().len(), 6);
-    assert_eq!(store.list_quarantine(true, None, 100).unwrap().len(), 8);
-    // Id 1 is still a duplicate of the queued record, even in a re-check.
-    assert_eq!(
+        assert_eq!(
+            (report.read, report.accepted, report.quarantined),
+            (9, 1, 8)
+        );
+        assert_eq!(report.by_rule["max"], 2);
+        // The quote opened on line 4 is never closed: only that line is lost.
+        assert_eq!(report.by_rule["truncated"], 1);
+        assert_eq!(report.by_rule["column_count"], 1);
+        assert_eq!(report.by_rule["min"], 1);
+        assert_eq!(report.by_rule["unique"], 1);
+        assert_eq!(report.by_rule["type"], 1);
+        assert_eq!(report.by_rule["invalid_json"], 1);
+        assert_eq!(store.queue_length().unwrap(), 1);
+        let mut queued = Vec::new();
         store
-            .list_quarantine(false, Some("unique"), 100)
-            .unwrap()
-            .len(),
-        1
-    );
+            .queued_records(report.run_id.unwrap(), |record| queued.push(record))
+            .unwrap();
+        assert_eq!(queued, [serde_json::json!({"id": 1, "age": 30})]);
+        let entries = store.list_quarantine(false, Some("max"), 100).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(
+            (
+                entries[0].row,
+                entries[0].line,
+                entries[0].field.as_deref(),
+                entries[0].value.as_deref()
+            ),
+            (2, 3, Some("age"), Some("150"))
+        );
+        assert!(entries[0].source.ends_with("people.csv"));
 
-    // A second check of the same file finds its ids already queued.
-    let twice = check_files(
-        &schema(RELAXED),
-        &[csv],
-        Some(&mut store),
-        &CheckOptions::default(),
-    )
-    .unwrap();
-    assert_eq!(twice.by_rule.get("unique"), Some(&3), "{:?}", twice.by_rule);
-    let mut queued = Vec::new();
-    store
-        .queued_records(twice.run_id.unwrap(), |record| queued.push(record))
+        // The schema is relaxed: the two ages above 120 are now valid.
+        let again = recheck(&schema(RELAXED), &mut store, &CheckOptions::default()).unwrap();
+        assert_eq!((again.read, again.accepted, again.quarantined), (8, 2, 6));
+        assert_eq!(store.queue_length().unwrap(), 3);
+        assert_eq!(store.list_quarantine(false, None, 100).unwrap().len(), 6);
+        assert_eq!(store.list_quarantine(true, None, 100).unwrap().len(), 8);
+        // Id 1 is still a duplicate of the queued record, even in a re-check.
+        assert_eq!(
+            store
+                .list_quarantine(false, Some("unique"), 100)
+                .unwrap()
+                .len(),
+            1
+        );
+
+        // A second check of the same file finds its ids already queued.
+        let twice = check_files(
+            &schema(RELAXED),
+            &[csv],
+            Some(&mut store),
+            &CheckOptions::default(),
+        )
         .unwrap();
-    // Exactly the second run's accepted records, none of the first run's.
-    assert_eq!(queued.len() as u64, twice.accepted);
-    let runs = store.runs().unwrap();
-    assert_eq!(runs.len(), 3);
-    assert!(runs.iter().all(|run| run.status == "done"));
+        assert_eq!(twice.by_rule.get("unique"), Some(&3), "{:?}", twice.by_rule);
+        let mut queued = Vec::new();
+        store
+            .queued_records(twice.run_id.unwrap(), |record| queued.push(record))
+            .unwrap();
+        // Exactly the second run's accepted records, none of the first run's.
+        assert_eq!(queued.len() as u64, twice.accepted);
+        let runs = store.runs().unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs.iter().all(|run| run.status == "done"));
+    });
 }
 
 #[test]
 fn a_bad_header_stops_before_anything_is_written() {
-    let directory = tempfile::tempdir().unwrap();
-    let good = write(directory.path(), "good.csv", b"id,age\n1,2\n");
-    let bad = write(directory.path(), "bad.csv", b"name,age\nx,2\n");
-    let mut store = Store::open(&directory.path().join("store.db")).unwrap();
-    let error = check_files(
-        &schema(STRICT),
-        &[good, bad],
-        Some(&mut store),
-        &CheckOptions::default(),
-    )
-    .unwrap_err();
-    assert!(error.to_string().contains("bad.csv:1"), "{error}");
-    assert!(error.is_bad_input());
-    assert!(store.runs().unwrap().is_empty());
+    each_backend(|directory, location| {
+        let good = write(directory.path(), "good.csv", b"id,age\n1,2\n");
+        let bad = write(directory.path(), "bad.csv", b"name,age\nx,2\n");
+        let mut store = Store::connect(location).unwrap();
+        let error = check_files(
+            &schema(STRICT),
+            &[good, bad],
+            Some(&mut store),
+            &CheckOptions::default(),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("bad.csv:1"), "{error}");
+        assert!(error.is_bad_input());
+        assert!(store.runs().unwrap().is_empty());
+    });
 }
 
 #[test]
 fn a_newer_store_version_is_refused() {
-    let directory = tempfile::tempdir().unwrap();
-    let path = directory.path().join("store.db");
-    drop(Store::open(&path).unwrap());
-    let connection = rusqlite::Connection::open(&path).unwrap();
-    connection
-        .execute("UPDATE data_schema_version SET version = 99", [])
-        .unwrap();
-    drop(connection);
-    let error = Store::open(&path).err().unwrap();
-    assert!(error.to_string().contains("version 99"), "{error}");
+    each_backend(|_directory, location| {
+        drop(Store::connect(location).unwrap());
+        let store = Store::connect(location).unwrap();
+        store
+            .connection()
+            .execute("bump", "UPDATE data_schema_version SET version = 99", &[])
+            .unwrap();
+        drop(store);
+        let error = Store::connect(location).err().unwrap();
+        assert!(error.to_string().contains("version 99"), "{error}");
+        assert!(error.is_bad_input());
+    });
 }

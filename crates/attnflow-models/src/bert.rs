@@ -3,7 +3,7 @@
 //! attention weights per head.
 //!
 //! Inference only: the LayerNorms use candle-nn's fused kernel, which
-//! records no backward (CONVENTIONS.md, "Silent gradient loss"). A path that
+//! records no backward (ARCHITECTURE.md, "Known traps in candle"). A path that
 //! trains through this encoder must swap in a differentiable norm first.
 
 use attnflow_core::{scaled_dot_product_attention, AttentionMask, SdpaOptions};

@@ -139,6 +139,25 @@ pub enum ModelError {
     /// A failure inside candle (allocation, an unsupported operation).
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    /// A user's text file is unreadable or malformed, at `location`
+    /// (`file`, or `file:line:column`).
+    #[error("{location}: {message}")]
+    TextFile {
+        /// The file, with line and column where there is one.
+        location: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl attnflow_base::Classified for ModelError {
+    fn fault(&self) -> attnflow_base::Fault {
+        if self.is_input_fault() {
+            attnflow_base::Fault::BadInput
+        } else {
+            attnflow_base::Fault::Failed
+        }
+    }
 }
 
 impl ModelError {
@@ -160,7 +179,8 @@ impl ModelError {
         }
     }
 
-    pub(crate) fn input(input: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A bad input value, named.
+    pub fn input(input: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Input {
             input: input.into(),
             message: message.into(),

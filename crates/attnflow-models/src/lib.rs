@@ -27,11 +27,11 @@
 
 #![warn(missing_docs)]
 
-mod bench;
 mod bert;
 mod blueprint;
 mod config;
 pub mod decoder;
+pub mod embedding_file;
 mod error;
 mod family;
 pub mod gguf;
@@ -40,7 +40,6 @@ mod sentence;
 mod tokenizer;
 mod weights;
 
-pub use bench::{bench_embed, bench_texts, EmbedBenchConfig, EmbedBenchReport, PeerOutcome};
 pub use bert::{BertModel, BertOutput, ForwardOptions};
 pub use blueprint::{
     blueprint_of_directory, blueprint_of_model, blueprint_spec_of_directory, blueprint_text,

@@ -1,6 +1,10 @@
-//! Errors of the pipeline, each naming the file or step at fault.
+//! Errors of the pipeline. Each library's error is kept whole (`#[from]`),
+//! so its class decides the exit code: a training I/O failure is a failure
+//! of the work, a malformed schema is bad input.
 
 use std::path::{Path, PathBuf};
+
+use attnflow_base::{Classified, Fault};
 
 /// What can stop a pipeline before its workflow decides.
 #[derive(Debug, thiserror::Error)]
@@ -25,20 +29,61 @@ pub enum PipelineError {
         /// What is wrong.
         message: String,
     },
-    /// A referenced input (schema, blueprint) is malformed.
-    #[error("{0}")]
-    Input(String),
-    /// The run folder is not usable (exists, or is not a run).
+    /// The run folder is not usable (exists, or is not a run, or a file
+    /// in it is damaged).
     #[error("{}: {message}", path.display())]
     RunFolder {
-        /// The folder.
+        /// The folder or file.
         path: PathBuf,
         /// What is wrong.
         message: String,
     },
+    /// The data's schema accepts records training cannot read.
+    #[error("{}: {message}", schema.display())]
+    Schema {
+        /// The schema file.
+        schema: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The blueprint is malformed.
+    #[error(transparent)]
+    Blueprint(Box<attnflow_blueprint::Error>),
+    /// The data check failed (a malformed schema, an unreadable store).
+    #[error(transparent)]
+    Data(Box<attnflow_data::DataError>),
+    /// Training or evaluation failed.
+    #[error(transparent)]
+    Train(Box<attnflow_train::TrainError>),
+    /// The attention section could not be built.
+    #[error(transparent)]
+    Inspect(Box<attnflow_inspect::InspectError>),
+    /// A figure or the report could not be drawn.
+    #[error(transparent)]
+    Report(Box<attnflow_report::ReportError>),
     /// The workflow engine failed (store, lease, ...).
     #[error("workflow: {0}")]
     Workflow(String),
+}
+
+/// Library errors are boxed: they carry file text and places, and a large
+/// error would make every `Result` of the pipeline large.
+macro_rules! boxed_from {
+    ($($variant:ident: $error:ty),* $(,)?) => {
+        $(impl From<$error> for PipelineError {
+            fn from(error: $error) -> Self {
+                Self::$variant(Box::new(error))
+            }
+        })*
+    };
+}
+
+boxed_from! {
+    Blueprint: attnflow_blueprint::Error,
+    Data: attnflow_data::DataError,
+    Train: attnflow_train::TrainError,
+    Inspect: attnflow_inspect::InspectError,
+    Report: attnflow_report::ReportError,
 }
 
 impl PipelineError {
@@ -51,10 +96,21 @@ impl PipelineError {
 
     /// Whether the fault is in the user's input (exit 2) rather than the work.
     pub fn is_bad_input(&self) -> bool {
-        matches!(
-            self,
-            Self::Spec { .. } | Self::Input(_) | Self::RunFolder { .. }
-        )
+        self.fault() == Fault::BadInput
+    }
+}
+
+impl Classified for PipelineError {
+    fn fault(&self) -> Fault {
+        match self {
+            Self::Spec { .. } | Self::RunFolder { .. } | Self::Schema { .. } => Fault::BadInput,
+            Self::Io { .. } | Self::Workflow(_) => Fault::Failed,
+            Self::Blueprint(error) => error.as_ref().fault(),
+            Self::Data(error) => error.as_ref().fault(),
+            Self::Train(error) => error.as_ref().fault(),
+            Self::Inspect(error) => error.as_ref().fault(),
+            Self::Report(error) => error.as_ref().fault(),
+        }
     }
 }
 

@@ -25,6 +25,8 @@
 
 pub mod default_data;
 mod error;
+mod folder;
+mod manifest;
 mod report;
 pub mod spec;
 mod steps;
@@ -34,8 +36,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use error::{PipelineError, Result};
+pub use folder::{files, Validation};
+pub use manifest::{Artifact, Manifest, Mismatch};
 pub use spec::PipelineSpec;
 pub use steps::StepEvent;
+
+/// The workflow store runs share unless told otherwise.
+pub const DEFAULT_STORE: &str = "attnflow-runs/attnflow.sqlite";
 
 /// Rows of valid records in the default dataset.
 pub const DEFAULT_ROWS: usize = 6000;
@@ -58,6 +65,8 @@ pub struct RunOutcome {
     pub run_dir: PathBuf,
     /// The workflow run id.
     pub workflow_run: i64,
+    /// The workflow store that records the run.
+    pub store: PathBuf,
     /// The final workflow state (`Completed`, `Rejected`, `Abandoned`, ...).
     pub state: String,
     /// Whether the run ended in a success state.
@@ -71,9 +80,10 @@ pub struct RunOptions<'a> {
     /// The run folder (must not exist or be empty).
     pub run_dir: PathBuf,
     /// The SQLite store of workflow history (shared by runs, so the Markov
-    /// analysis sees them all). Each run's data queue and quarantine live in
-    /// its own folder (`data.sqlite`).
-    pub store: PathBuf,
+    /// analysis sees them all; [`DEFAULT_STORE`] when `None`). Each run's
+    /// data queue and quarantine live in its own folder (`data.sqlite`). On
+    /// resume, `None` keeps the store the run folder records.
+    pub store: Option<PathBuf>,
     /// Called for every transition and attempt, and for training progress.
     pub observer: Box<dyn FnMut(&StepEvent) + Send + 'a>,
     /// Show a training progress bar.
@@ -92,7 +102,7 @@ pub fn write_default_inputs(directory: &Path, rows: usize) -> Result<PathBuf> {
         ("reverse.csv", default_data::reverse_csv(rows, 7)),
     ];
     for (name, text) in files {
-        steps::write_atomically(&directory.join(name), text.as_bytes())?;
+        folder::write_atomically(&directory.join(name), text.as_bytes())?;
     }
     Ok(directory.join("pipeline.toml"))
 }

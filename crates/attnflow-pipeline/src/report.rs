@@ -6,29 +6,24 @@ use std::collections::BTreeMap;
 
 use attnflow_blueprint::render::Style;
 use attnflow_blueprint::{account, Blueprint, CostOptions};
-use attnflow_core::analysis::{
-    heatmap, rollout, stack_statistics, AttentionMap, AttentionStack, HeadFusion, RolloutOptions,
-};
+use attnflow_core::analysis::{heatmap, HeadStatistics};
 use attnflow_core::claims::{check_claims, ClaimOptions};
+use attnflow_data::profile::ProfileReport;
+use attnflow_data::run::CheckReport;
+use attnflow_inspect::{AnalysisOptions, AttentionSource, Inspector};
 use attnflow_report::{
     AttentionExplorer, Figure, Group, Heatmap, InlineSvg, KeyValues, LineChart, Preformatted,
     Report, Series, Table, TrustedSvg,
 };
-use attnflow_train::{Capture, Mode, StepMetrics, TrainReport, Trainer};
+use attnflow_train::{StepMetrics, TrainReport};
 use attnflow_workflow::report::analyze;
-use attnflow_workflow::Store as WorkflowStore;
-use candle_core::Tensor;
 
-use crate::steps::{files, read_json, Context, Validation};
+use crate::folder::{files, read_json, Context, Validation};
 use crate::{PipelineError, Result};
-
-fn report_error(error: attnflow_report::ReportError) -> PipelineError {
-    PipelineError::Workflow(format!("report: {error}"))
-}
 
 /// Builds the report's HTML from what the run folder and the store hold.
 pub(crate) fn build(context: &Context) -> Result<String> {
-    let quality: serde_json::Value = read_json(&context.file(files::QUALITY))?;
+    let quality: CheckReport = read_json(&context.file(files::QUALITY))?;
     let training: TrainReport = read_json(&context.file(files::TRAINING))?;
     let validation: Validation = read_json(&context.file(files::VALIDATION))?;
     let blueprint_text = std::fs::read_to_string(context.input(&context.spec.model.blueprint))
@@ -37,8 +32,7 @@ pub(crate) fn build(context: &Context) -> Result<String> {
         })?;
     // Cost the model at the shapes it trained on, when the blueprint names
     // them `batch` and `seq`.
-    let declared = Blueprint::from_text(&training.blueprint, &blueprint_text, &[])
-        .map_err(|error| PipelineError::Input(error.to_string()))?;
+    let declared = Blueprint::from_text(&training.blueprint, &blueprint_text, &[])?;
     let overrides: Vec<(String, String)> = [
         ("batch", context.spec.train.batch_size),
         ("seq", training.sequence_length),
@@ -57,18 +51,18 @@ pub(crate) fn build(context: &Context) -> Result<String> {
         &training.blueprint,
         &blueprint_text,
     )?);
-    let profile: serde_json::Value = read_json(&context.file(files::PROFILE))?;
+    let profile: ProfileReport = read_json(&context.file(files::PROFILE))?;
     report.push(data_section(&quality, &profile));
     report.push(training_section(&training, &step_metrics(context)));
     report.push(attention_section(context)?);
     report.push(workflow_section(context)?);
     report.push(claims_section());
-    report.render().map_err(report_error)
+    Ok(report.render()?)
 }
 
 fn summary(
     context: &Context,
-    quality: &serde_json::Value,
+    quality: &CheckReport,
     training: &TrainReport,
     validation: &Validation,
 ) -> KeyValues {
@@ -92,7 +86,7 @@ fn summary(
                 "records".into(),
                 format!(
                     "read {} = accepted {} + quarantined {}",
-                    quality["read"], quality["accepted"], quality["quarantined"]
+                    quality.read, quality.accepted, quality.quarantined
                 ),
             ),
             (
@@ -181,17 +175,9 @@ fn blueprint_section(blueprint: &Blueprint, file: &str, text: &str) -> Result<Gr
 }
 
 /// The text of a JSON value: strings without quotes, anything else as JSON.
-fn text(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// §6: counts, quarantine reasons and samples (from `quality.json`, the
-/// data check's report).
-fn data_section(quality: &serde_json::Value, profile: &serde_json::Value) -> Group {
-    let list = |key: &str| quality[key].as_array().cloned().unwrap_or_default();
+/// data check's report) and the profile.
+fn data_section(quality: &CheckReport, profile: &ProfileReport) -> Group {
     let files = Table {
         title: "Records per source".into(),
         caption: "Every record read is accepted into the queue or quarantined with its reason."
@@ -202,14 +188,15 @@ fn data_section(quality: &serde_json::Value, profile: &serde_json::Value) -> Gro
             "accepted".into(),
             "quarantined".into(),
         ],
-        rows: list("files")
+        rows: quality
+            .files
             .iter()
             .map(|f| {
                 vec![
-                    text(&f["path"]),
-                    text(&f["read"]),
-                    text(&f["accepted"]),
-                    text(&f["quarantined"]),
+                    f.path.clone(),
+                    f.read.to_string(),
+                    f.accepted.to_string(),
+                    f.quarantined.to_string(),
                 ]
             })
             .collect(),
@@ -218,85 +205,78 @@ fn data_section(quality: &serde_json::Value, profile: &serde_json::Value) -> Gro
         title: "Quarantine reasons".into(),
         caption: "Quarantined records by the rule of their first violation.".into(),
         headers: vec!["rule".into(), "records".into()],
-        rows: quality["by_rule"]
-            .as_object()
-            .map(|rules| {
-                rules
-                    .iter()
-                    .map(|(rule, count)| vec![rule.clone(), text(count)])
-                    .collect()
-            })
-            .unwrap_or_default(),
+        rows: quality
+            .by_rule
+            .iter()
+            .map(|(rule, count)| vec![rule.clone(), count.to_string()])
+            .collect(),
     };
     let samples = Table {
         title: "Quarantined records".into(),
         caption: "Source, line and every violation; `attnflow data quarantine --db RUN/data.sqlite` lists them all.".into(),
         headers: vec!["source".into(), "line".into(), "violations".into()],
-        rows: list("samples")
+        rows: quality
+            .samples
             .iter()
             .map(|sample| {
-                let violations: Vec<String> = sample["violations"]
-                    .as_array()
-                    .map(|list| {
-                        list.iter()
-                            .map(|v| format!("{} [{}]", text(&v["message"]), text(&v["rule"])))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                vec![text(&sample["source"]), text(&sample["line"]), violations.join("; ")]
+                let violations: Vec<String> = sample
+                    .violations
+                    .iter()
+                    .map(|v| format!("{} [{}]", v.message, v.rule))
+                    .collect();
+                vec![sample.source.clone(), sample.line.to_string(), violations.join("; ")]
             })
             .collect(),
     };
-    let number = |value: &serde_json::Value| {
-        value
-            .as_f64()
-            .map_or("–".to_string(), |v| format!("{v:.3}"))
-    };
-    let fields = Table {
+    Group::new("Data")
+        .part(files)
+        .part(reasons)
+        .part(samples)
+        .part(profile_table(profile))
+}
+
+fn profile_table(profile: &ProfileReport) -> Table {
+    let number = |value: Option<f64>| value.map_or("–".to_string(), |v| format!("{v:.3}"));
+    Table {
         title: "Profile".into(),
         caption: "Per field: values seen, nulls, invalid values, range, mean and standard deviation (of the value, or of the length for text and token lists), approximate distinct count.".into(),
         headers: ["field", "type", "count", "nulls", "invalid", "min", "max", "mean", "std", "of", "distinct ≈"]
             .iter()
             .map(|h| h.to_string())
             .collect(),
-        rows: profile["fields"]
-            .as_array()
-            .map(|fields| {
-                fields
-                    .iter()
-                    .map(|f| {
-                        vec![
-                            text(&f["name"]),
-                            text(&f["field_type"]),
-                            text(&f["count"]),
-                            text(&f["nulls"]),
-                            text(&f["invalid"]),
-                            number(&f["min"]),
-                            number(&f["max"]),
-                            number(&f["mean"]),
-                            number(&f["std"]),
-                            text(&f["measure"]),
-                            text(&f["distinct"]),
-                        ]
-                    })
-                    .collect()
+        rows: profile
+            .fields
+            .iter()
+            .map(|f| {
+                vec![
+                    f.name.clone(),
+                    f.field_type.name().to_string(),
+                    f.count.to_string(),
+                    f.nulls.to_string(),
+                    f.invalid.to_string(),
+                    number(f.min),
+                    number(f.max),
+                    number(f.mean),
+                    number(f.std),
+                    f.measure.clone(),
+                    f.distinct.to_string(),
+                ]
             })
-            .unwrap_or_default(),
-    };
-    Group::new("Data")
-        .part(files)
-        .part(reasons)
-        .part(samples)
-        .part(fields)
+            .collect(),
+    }
 }
 
 /// Every logged training step (`training/metrics.jsonl`), across attempts.
 fn step_metrics(context: &Context) -> Vec<StepMetrics> {
-    std::fs::read_to_string(context.file(files::TRAINING_DIR).join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
+    std::fs::read_to_string(
+        context
+            .file(files::TRAINING_DIR)
+            .join(attnflow_train::trainer::METRICS_FILE),
+    )
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|line| serde_json::from_str(line).ok())
+    .collect()
 }
 
 /// §7.1 and §2.3: the objective's terms, accuracy and gradient flow.
@@ -406,123 +386,78 @@ fn training_section(training: &TrainReport, steps: &[StepMetrics]) -> Group {
 
 /// §4.2 and §8.2 on validation examples of the trained model.
 fn attention_section(context: &Context) -> Result<Group> {
-    let trainer = Trainer::resume(&context.file(files::TRAINING_DIR), None, None)
-        .map_err(|error| PipelineError::Input(error.to_string()))?;
-    let model = trainer.model();
-    let dataset = trainer.dataset();
-    let names = |ids: &[u32]| -> Vec<String> {
-        ids.iter()
-            .map(|&id| match dataset.pair_tokens() {
-                Some(tokens) => tokens.get(id as usize).cloned().unwrap_or_else(|| {
-                    match id as usize - tokens.len() {
-                        0 => "SEP".into(),
-                        _ => "SLOT".into(),
-                    }
-                }),
-                None => format!("#{id}"),
-            })
-            .collect()
-    };
-    let token_input = model
-        .blueprint()
-        .inputs()
-        .next()
-        .map(|node| node.name.clone())
-        .ok_or_else(|| PipelineError::Input("the blueprint has no input".into()))?;
+    let checkpoint = AttentionSource::Checkpoint(context.file(files::TRAINING_DIR));
+    let inspector = Inspector::open(&checkpoint)?;
     let mut group = Group::new("Attention");
-    let attention_error =
-        |error: attnflow_train::TrainError| PipelineError::Workflow(format!("attention: {error}"));
-    let analysis_error = |error: attnflow_core::analysis::AnalysisError| {
-        PipelineError::Workflow(format!("attention: {error}"))
-    };
-    for (index, example) in dataset
-        .validation()
-        .iter()
-        .take(context.spec.report.attention_examples)
-        .enumerate()
-    {
-        let n = example.input.len();
-        let tokens = Tensor::from_vec(example.input.clone(), (1, n), model.device())
-            .map_err(|error| PipelineError::Workflow(error.to_string()))?;
-        let inputs = BTreeMap::from([(token_input.clone(), tokens)]);
-        let output = model
-            .forward(&inputs, Mode::Eval, Some(&Capture::all()))
-            .map_err(attention_error)?;
-        let layers: Vec<Tensor> = output
-            .attention
-            .iter()
-            .map(|captured| captured.weights.get(0))
-            .collect::<candle_core::Result<Vec<Tensor>>>()
-            .map_err(|error| PipelineError::Workflow(error.to_string()))?;
-        let stack = AttentionStack::from_layer_tensors(&layers).map_err(analysis_error)?;
-        let labels = names(&example.input);
-        let answer = names(&example.target);
-        let maps: Vec<Vec<Vec<f64>>> = stack
-            .layers()
-            .iter()
-            .map(|heads| heads.iter().map(|map| map.values().to_vec()).collect())
-            .collect();
+    let examples = inspector.validation_examples(context.spec.report.attention_examples)?;
+    for (index, example) in examples.iter().enumerate() {
+        let inspection = inspector.inspect(&example.input)?;
+        let analysis = inspection.analyse(&AnalysisOptions::default())?;
+        let labels = inspection.tokens.clone();
+        let n = labels.len();
         group.parts.push(Box::new(AttentionExplorer {
             title: format!(
                 "Example {}: {} → {}",
                 index + 1,
                 labels.join(" "),
-                answer.join(" ")
+                example.answer.join(" ")
             ),
             tokens: labels.clone(),
-            maps,
+            maps: inspection
+                .maps
+                .layers()
+                .iter()
+                .map(|heads| heads.iter().map(|map| map.values().to_vec()).collect())
+                .collect(),
         }));
-        let options = RolloutOptions {
-            fusion: HeadFusion::Mean,
-            discard_ratio: 0.0,
-            start_layer: 0,
-            residual: true,
-        };
-        let rolled: AttentionMap = rollout(&stack, &options).map_err(analysis_error)?;
-        let normalised = heatmap(&rolled, "rollout").map_err(analysis_error)?;
-        let figure_map = Heatmap::new("rollout", n, n, normalised.into_values())
-            .map_err(report_error)?
-            .with_labels(labels.clone(), labels.clone())
-            .map_err(report_error)?;
+        let normalised = heatmap(&analysis.rollout, "rollout").map_err(|source| {
+            attnflow_inspect::InspectError::Analysis {
+                place: "rollout".into(),
+                source,
+            }
+        })?;
+        let figure_map = Heatmap::new("rollout", n, n, normalised.into_values())?
+            .with_labels(labels.clone(), labels)?;
         let figure = Figure::single(format!("Rollout, example {}", index + 1), figure_map);
-        group.parts.push(Box::new(
-            InlineSvg::render(
-                format!("Rollout, example {}", index + 1),
-                "Attention rollout (Abnar & Zuidema 2020): per layer 0.5·A + 0.5·I, heads averaged, rows renormalised; shown as the §4.2 heatmap h = a / max a.",
-                &figure,
-            )
-            .map_err(report_error)?,
-        ));
+        group.parts.push(Box::new(InlineSvg::render(
+            format!("Rollout, example {}", index + 1),
+            "Attention rollout (Abnar & Zuidema 2020): per layer 0.5·A + 0.5·I, heads averaged, rows renormalised; shown as the §4.2 heatmap h = a / max a.",
+            &figure,
+        )?));
         if index == 0 {
-            let statistics = stack_statistics(&stack);
-            group.parts.push(Box::new(Table {
-                title: "Per-head statistics, example 1".into(),
-                caption: "Mean row entropy (nats), mean attention distance (tokens), weight on the first token and on the diagonal.".into(),
-                headers: vec!["layer".into(), "head".into(), "entropy".into(), "distance".into(), "first token".into(), "diagonal".into()],
-                rows: statistics
-                    .iter()
-                    .map(|s| {
-                        vec![
-                            s.layer.to_string(),
-                            s.head.to_string(),
-                            format!("{:.3}", s.mean_entropy),
-                            format!("{:.2}", s.mean_distance),
-                            format!("{:.3}", s.first_token_share),
-                            format!("{:.3}", s.diagonal_share),
-                        ]
-                    })
-                    .collect(),
-            }));
+            group
+                .parts
+                .push(Box::new(statistics_table(&analysis.statistics)));
         }
     }
     Ok(group)
 }
 
+fn statistics_table(statistics: &[HeadStatistics]) -> Table {
+    Table {
+        title: "Per-head statistics, example 1".into(),
+        caption: "Mean row entropy (nats), mean attention distance (tokens), weight on the first token and on the diagonal.".into(),
+        headers: vec!["layer".into(), "head".into(), "entropy".into(), "distance".into(), "first token".into(), "diagonal".into()],
+        rows: statistics
+            .iter()
+            .map(|s| {
+                vec![
+                    s.layer.to_string(),
+                    s.head.to_string(),
+                    format!("{:.3}", s.mean_entropy),
+                    format!("{:.2}", s.mean_distance),
+                    format!("{:.3}", s.first_token_share),
+                    format!("{:.3}", s.diagonal_share),
+                ]
+            })
+            .collect(),
+    }
+}
+
 /// §5.2 and §5.3: transition probabilities estimated from every recorded
 /// run, and the absorption analysis.
 fn workflow_section(context: &Context) -> Result<Group> {
-    let store = WorkflowStore::open(&context.store)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let store = crate::steps::open_store(&context.store)?;
     let analyses = analyze(&store, Some("attnflow-pipeline"))
         .map_err(|error| PipelineError::Workflow(error.to_string()))?;
     let mut group = Group::new("Workflow");
@@ -664,7 +599,7 @@ fn claims_section() -> Table {
     let checks = check_claims(&ClaimOptions::default());
     Table {
         title: "Claims, checked".into(),
-        caption: "Each claim of the paper checked numerically; SPEC.md says where a claim is false as stated.".into(),
+        caption: "Each claim of the paper checked numerically: the verdict says where a claim is false as stated, and the finding gives the correct statement.".into(),
         headers: vec!["claim".into(), "section".into(), "verdict".into(), "finding".into(), "evidence".into()],
         rows: checks
             .iter()

@@ -16,66 +16,14 @@ use attnflow_workflow::{
     TaskOutput, TaskRegistry,
 };
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::{Deserialize, Serialize};
 
+use crate::folder::{files, write_atomically, write_json, Context, Validation};
+use crate::manifest::Manifest;
 use crate::spec::{embedded, PipelineSpec};
 use crate::{PipelineError, Result, RunFile, RunOptions, RunOutcome};
 
 /// What the pipeline reports while it runs: the workflow's own events.
 pub type StepEvent = attnflow_workflow::Progress;
-
-/// File names inside a run folder.
-pub(crate) mod files {
-    pub const RUN: &str = "run.json";
-    pub const DATA: &str = "data";
-    pub const PAIRS: &str = "data/pairs.jsonl";
-    pub const QUALITY: &str = "quality.json";
-    pub const PROFILE: &str = "profile.json";
-    pub const DATA_STORE: &str = "data.sqlite";
-    pub const TRAINING_DIR: &str = "training";
-    pub const TRAINING: &str = "training.json";
-    pub const VALIDATION: &str = "validation.json";
-    pub const REPORT: &str = "report.html";
-    pub const MANIFEST: &str = "manifest.json";
-}
-
-/// What every task knows: the run folder, its spec and its store.
-pub(crate) struct Context {
-    pub run_dir: PathBuf,
-    pub spec_path: PathBuf,
-    pub spec: PipelineSpec,
-    pub store: PathBuf,
-    pub progress_bar: bool,
-}
-
-impl Context {
-    /// A path of the spec, resolved against the spec's folder.
-    pub fn input(&self, relative: &Path) -> PathBuf {
-        match self.spec_path.parent() {
-            Some(folder) if relative.is_relative() => folder.join(relative),
-            _ => relative.to_path_buf(),
-        }
-    }
-
-    pub fn file(&self, name: &str) -> PathBuf {
-        self.run_dir.join(name)
-    }
-}
-
-/// The validation verdict written by the Validation step.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Validation {
-    /// Exact-sequence accuracy on held-out records.
-    pub sequence_accuracy: f64,
-    /// Per-token accuracy on held-out records.
-    pub token_accuracy: f64,
-    /// The threshold from the spec.
-    pub threshold: f64,
-    /// Whether the threshold was met.
-    pub passed: bool,
-    /// The checkpoint step that was validated.
-    pub step: u64,
-}
 
 pub(crate) fn start(spec_path: &Path, options: RunOptions<'_>) -> Result<RunOutcome> {
     let spec = PipelineSpec::from_file(spec_path)?;
@@ -98,7 +46,10 @@ pub(crate) fn start(spec_path: &Path, options: RunOptions<'_>) -> Result<RunOutc
         run_dir: run_dir.clone(),
         spec_path,
         spec,
-        store: options.store.clone(),
+        store: options
+            .store
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_STORE)),
         progress_bar: options.progress_bar,
     });
     // Check the schema and blueprint now, so a typo fails before any work.
@@ -135,11 +86,24 @@ pub(crate) fn resume(run_dir: &Path, options: RunOptions<'_>) -> Result<RunOutco
             message: format!("is damaged: {error}"),
         })?;
     let spec = PipelineSpec::from_file(&run_file.spec)?;
+    // A store given with --resume replaces the recorded one (the user moved
+    // it, or keeps history elsewhere); the folder then records the new one.
+    let store = match &options.store {
+        Some(store) if *store != run_file.store => {
+            let moved = RunFile {
+                store: store.clone(),
+                ..run_file.clone()
+            };
+            write_json(&run_path, &moved)?;
+            store.clone()
+        }
+        _ => run_file.store.clone(),
+    };
     let context = Arc::new(Context {
         run_dir: run_dir.to_path_buf(),
         spec_path: run_file.spec.clone(),
         spec,
-        store: run_file.store.clone(),
+        store,
         progress_bar: options.progress_bar,
     });
     let registry = registry(&context);
@@ -153,6 +117,7 @@ pub(crate) fn resume(run_dir: &Path, options: RunOptions<'_>) -> Result<RunOutco
         return Ok(RunOutcome {
             run_dir: context.run_dir.clone(),
             workflow_run: record.id,
+            store: context.store.clone(),
             state: record.current_state,
             succeeded: record.status == RunStatus::Succeeded,
             report: report.exists().then_some(report),
@@ -182,17 +147,26 @@ fn drive(
     Ok(RunOutcome {
         run_dir: context.run_dir.clone(),
         workflow_run: run_id,
+        store: context.store.clone(),
         state: record.current_state.clone(),
         succeeded: record.status == RunStatus::Succeeded,
         report: report.exists().then_some(report),
     })
 }
 
-fn open_store(path: &Path) -> Result<WorkflowStore> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+/// Opens the workflow store named by `path`: an SQLite file, or a
+/// `postgres://` URL shared with workers on other machines.
+pub(crate) fn open_store(path: &Path) -> Result<WorkflowStore> {
+    let location = attnflow_workflow::Location::parse(&path.to_string_lossy())
+        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    if let Some(parent) = location
+        .sqlite_path()
+        .and_then(Path::parent)
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent).map_err(|source| PipelineError::io(parent, source))?;
     }
-    WorkflowStore::open(path).map_err(|error| PipelineError::Workflow(error.to_string()))
+    WorkflowStore::connect(&location).map_err(|error| PipelineError::Workflow(error.to_string()))
 }
 
 /// One pipeline step: what it reads and writes is in the run folder.
@@ -258,16 +232,17 @@ fn snapshot_name(source: &Path) -> String {
 
 fn load_schema(context: &Context) -> Result<Schema> {
     let path = context.input(&context.spec.data.schema);
-    let text = std::fs::read_to_string(&path).map_err(|source| PipelineError::io(&path, source))?;
-    Schema::parse(&path, &text).map_err(|error| PipelineError::Input(error.to_string()))
+    let text = std::fs::read_to_string(&path).map_err(|error| PipelineError::Schema {
+        schema: path.clone(),
+        message: format!("cannot read the schema the pipeline names: {error}"),
+    })?;
+    Ok(Schema::parse(&path, &text)?)
 }
 
 fn load_blueprint(context: &Context) -> Result<BlueprintSource> {
     let path = context.input(&context.spec.model.blueprint);
-    let source = BlueprintSource::from_file(&path)
-        .map_err(|error| PipelineError::Input(error.to_string()))?;
-    attnflow_blueprint::Blueprint::from_text(&source.file, &source.text, &[])
-        .map_err(|error| PipelineError::Input(error.to_string()))?;
+    let source = BlueprintSource::from_file(&path)?;
+    attnflow_blueprint::Blueprint::from_text(&source.file, &source.text, &[])?;
     Ok(source)
 }
 
@@ -284,23 +259,20 @@ fn quality_check(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
         .collect();
     // Each run checks its data into its own store: `unique` then means
     // unique within this run's data, and the queue is this run's alone.
-    let mut store = attnflow_data::store::Store::open(&context.file(files::DATA_STORE))
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let mut store = attnflow_data::store::Store::open(&context.file(files::DATA_STORE))?;
     let report = check_files(
         &schema,
         &snapshots,
         Some(&mut store),
         &CheckOptions::default(),
-    )
-    .map_err(|error| PipelineError::Input(error.to_string()))?;
+    )?;
     assert_eq!(
         report.read,
         report.accepted + report.quarantined,
         "the data check lost records"
     );
     write_json(&context.file(files::QUALITY), &report)?;
-    let profile = attnflow_data::profile::profile_files(&schema, &snapshots)
-        .map_err(|error| PipelineError::Input(error.to_string()))?;
+    let profile = attnflow_data::profile::profile_files(&schema, &snapshots)?;
     write_json(&context.file(files::PROFILE), &profile)?;
     let share = if report.read == 0 {
         1.0
@@ -336,27 +308,26 @@ fn export_pairs(
     store: &attnflow_data::store::Store,
     report: &CheckReport,
 ) -> Result<()> {
-    let run_id = report
-        .run_id
-        .ok_or_else(|| PipelineError::Workflow("the data check recorded no run".into()))?;
+    let run_id = report.run_id.ok_or_else(|| {
+        PipelineError::Workflow("the data check recorded no run in the data store".into())
+    })?;
     let mut lines = Vec::new();
     let mut missing = None;
-    store
-        .queued_records(run_id, |record| {
-            let field = |name: &str| record.get(name).cloned();
-            match (field("input"), field("target")) {
-                (Some(input), Some(target)) => {
-                    let line = serde_json::json!({ "input": input, "target": target });
-                    let _ = writeln!(lines, "{line}");
-                }
-                _ => missing = Some(record.to_string()),
+    store.queued_records(run_id, |record| {
+        let field = |name: &str| record.get(name).cloned();
+        match (field("input"), field("target")) {
+            (Some(input), Some(target)) => {
+                let line = serde_json::json!({ "input": input, "target": target });
+                let _ = writeln!(lines, "{line}");
             }
-        })
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+            _ => missing = Some(record.to_string()),
+        }
+    })?;
     if let Some(record) = missing {
-        return Err(PipelineError::Input(format!(
-            "the schema accepts records without `input` and `target` fields, which training needs: {record}"
-        )));
+        return Err(PipelineError::Schema {
+            schema: context.input(&context.spec.data.schema),
+            message: format!("accepts records without `input` and `target` fields, which training needs: {record}"),
+        });
     }
     write_atomically(&context.file(files::PAIRS), &lines)
 }
@@ -373,7 +344,8 @@ fn reject(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
 
 fn train_config(context: &Context) -> Result<TrainConfig> {
     let train = &context.spec.train;
-    let regulariser = Regulariser::parse(&train.regulariser).map_err(PipelineError::Input)?;
+    let regulariser = Regulariser::parse(&train.regulariser)
+        .map_err(|message| attnflow_train::TrainError::config("train.regulariser", message))?;
     Ok(TrainConfig {
         task: Task::Pairs {
             path: context.file(files::PAIRS),
@@ -398,11 +370,12 @@ fn train_config(context: &Context) -> Result<TrainConfig> {
 /// half the budget again, so a retry trains further).
 fn train(context: &Context, task: &TaskContext) -> Result<TaskOutput> {
     let directory = context.file(files::TRAINING_DIR);
-    let checkpointed = directory.join("checkpoint.json").exists();
+    let checkpointed = directory
+        .join(attnflow_train::checkpoint::META_FILE)
+        .exists();
     let budget = context.spec.train.steps;
     let mut trainer = if checkpointed {
-        let meta = attnflow_train::checkpoint::read_meta(&directory)
-            .map_err(|error| PipelineError::Input(error.to_string()))?;
+        let meta = attnflow_train::checkpoint::read_meta(&directory)?;
         let steps =
             if meta.step >= meta.config.steps && task.attempt >= 1 && validation_failed(context) {
                 Some(meta.config.steps + budget / 2)
@@ -413,24 +386,21 @@ fn train(context: &Context, task: &TaskContext) -> Result<TaskOutput> {
     } else {
         Trainer::new(load_blueprint(context)?, train_config(context)?)
             .and_then(|t| t.with_output(&directory))
-    }
-    .map_err(|error| PipelineError::Input(error.to_string()))?;
+    }?;
 
     let bar = progress_bar(context, trainer.config().steps, trainer.step_count());
-    let report = trainer
-        .run(|progress| {
-            bar.set_position(progress.step);
-            let accuracy = progress
-                .evaluation
-                .map(|e| format!(" acc {:.3}", e.sequence_accuracy))
-                .unwrap_or_default();
-            bar.set_message(format!(
-                "loss {:.4}{accuracy} {:.0} tok/s",
-                progress.metrics.loss, progress.metrics.tokens_per_second
-            ));
-            ControlFlow::Continue(())
-        })
-        .map_err(|error| PipelineError::Workflow(format!("training: {error}")))?;
+    let report = trainer.run(|progress| {
+        bar.set_position(progress.step);
+        let accuracy = progress
+            .evaluation
+            .map(|e| format!(" acc {:.3}", e.sequence_accuracy))
+            .unwrap_or_default();
+        bar.set_message(format!(
+            "loss {:.4}{accuracy} {:.0} tok/s",
+            progress.metrics.loss, progress.metrics.tokens_per_second
+        ));
+        ControlFlow::Continue(())
+    })?;
     bar.finish_and_clear();
     write_json(
         &context.file(files::TRAINING),
@@ -481,8 +451,7 @@ fn progress_bar(context: &Context, steps: u64, position: u64) -> ProgressBar {
 /// the spec's threshold.
 fn validate(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
     let (meta, evaluation) =
-        attnflow_train::evaluate_checkpoint(&context.file(files::TRAINING_DIR))
-            .map_err(|error| PipelineError::Input(error.to_string()))?;
+        attnflow_train::evaluate_checkpoint(&context.file(files::TRAINING_DIR))?;
     let threshold = context.spec.validate.min_sequence_accuracy;
     let validation = Validation {
         sequence_accuracy: evaluation.sequence_accuracy,
@@ -516,56 +485,18 @@ fn output_generation(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
     ))
 }
 
-/// Storage: the manifest of every artifact, written last, marks the run
-/// folder complete.
+/// Storage: the manifest of every artifact with its size and SHA-256,
+/// written last, marks the run folder complete.
 fn storage(context: &Context, _: &TaskContext) -> Result<TaskOutput> {
-    let mut artifacts = Vec::new();
-    for name in [
-        files::QUALITY,
-        files::PROFILE,
-        files::PAIRS,
-        files::TRAINING,
-        files::VALIDATION,
-        files::REPORT,
-        "training/checkpoint.json",
-        "training/weights.safetensors",
-        "training/metrics.jsonl",
-        "training/gradients.jsonl",
-    ] {
-        let path = context.file(name);
-        if let Ok(metadata) = std::fs::metadata(&path) {
-            artifacts.push(serde_json::json!({ "file": name, "bytes": metadata.len() }));
-        }
-    }
-    let manifest = serde_json::json!({
-        "pipeline": context.spec.pipeline.name,
-        "store": context.store,
-        "data_store": context.file(files::DATA_STORE),
-        "artifacts": artifacts,
-    });
+    let manifest = Manifest::of_folder(
+        &context.run_dir,
+        &context.spec.pipeline.name,
+        &context.store,
+        &context.file(files::DATA_STORE),
+    )?;
     write_json(&context.file(files::MANIFEST), &manifest)?;
     Ok(TaskOutput::with(
         Outcome::Ok,
-        format!("{} artifacts", artifacts.len()),
+        format!("{} artifacts", manifest.artifacts.len()),
     ))
-}
-
-/// Reads a JSON file the run wrote earlier.
-pub(crate) fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::io(path, source))?;
-    serde_json::from_str(&text).map_err(|error| PipelineError::RunFolder {
-        path: path.to_path_buf(),
-        message: format!("is damaged: {error}"),
-    })
-}
-
-fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
-    write_atomically(path, text.as_bytes())
-}
-
-/// Writes a run file atomically (`attnflow_base::write_atomically`).
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    attnflow_base::write_atomically(path, bytes).map_err(|source| PipelineError::io(path, source))
 }

@@ -54,5 +54,18 @@ impl ReportError {
     }
 }
 
+impl attnflow_base::Classified for ReportError {
+    fn fault(&self) -> attnflow_base::Fault {
+        match self {
+            // Values that do not fit or cannot be drawn come from the
+            // user's maps; a failed delivery or drawing is the work's.
+            ReportError::Data { .. } | ReportError::NotFinite { .. } => {
+                attnflow_base::Fault::BadInput
+            }
+            _ => attnflow_base::Fault::Failed,
+        }
+    }
+}
+
 /// The result type of this crate.
 pub type ReportResult<T> = std::result::Result<T, ReportError>;

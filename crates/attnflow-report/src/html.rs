@@ -266,7 +266,7 @@ impl InlineSvg {
             figure: "inline SVG".into(),
             message: "the SVG backend wrote invalid UTF-8".into(),
         })?;
-        let svg = crate::sections::inline_svg(&svg);
+        let svg = inline_svg(&svg);
         Ok(Self {
             title: title.into(),
             caption: caption.into(),
@@ -590,3 +590,12 @@ const EXPLORER_SCRIPT: &str = r##"
   }
 })();
 "##;
+
+/// An SVG document made fit for inline HTML: no XML declaration and no
+/// namespace URLs (HTML implies them), so the report holds no URL at all.
+pub(crate) fn inline_svg(svg: &str) -> String {
+    let start = svg.find("<svg").unwrap_or(0);
+    svg[start..]
+        .replace(" xmlns=\"http://www.w3.org/2000/svg\"", "")
+        .replace(" xmlns:xlink=\"http://www.w3.org/1999/xlink\"", "")
+}

@@ -29,7 +29,7 @@ pub struct HeadSummary {
 /// One inspected input: the maps of every head and what was derived from
 /// them.
 #[derive(Clone, Debug)]
-pub struct Inspection {
+pub struct InspectionReport {
     /// Where the maps came from (file, or the seeded model's settings).
     pub source: String,
     /// The input tokens.
@@ -64,7 +64,7 @@ pub struct OutputFile {
     pub bytes: Vec<u8>,
 }
 
-impl Inspection {
+impl InspectionReport {
     fn check(&self) -> ReportResult<usize> {
         let n = self.tokens.len();
         let layers = self.maps.len();
@@ -87,7 +87,7 @@ impl Inspection {
         Ok(n)
     }
 
-    /// How many files [`Inspection::write_files`] produces (for progress
+    /// How many files [`InspectionReport::write_files`] produces (for progress
     /// bars).
     pub fn file_count(&self) -> usize {
         self.maps.iter().map(Vec::len).sum::<usize>() + 5

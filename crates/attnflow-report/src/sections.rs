@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::error::ReportResult;
-use crate::html::{escape_html, RenderContext, Section};
+use crate::html::{escape_html, inline_svg, RenderContext, Section};
 
 /// Several parts under one heading; each part keeps its own subheading.
 pub struct Group {
@@ -99,15 +99,6 @@ impl Section for TrustedSvg {
             escape_html(&self.caption)
         ))
     }
-}
-
-/// An SVG document made fit for inline HTML: no XML declaration and no
-/// namespace URLs (HTML implies them), so the report holds no URL at all.
-pub(crate) fn inline_svg(svg: &str) -> String {
-    let start = svg.find("<svg").unwrap_or(0);
-    svg[start..]
-        .replace(" xmlns=\"http://www.w3.org/2000/svg\"", "")
-        .replace(" xmlns:xlink=\"http://www.w3.org/1999/xlink\"", "")
 }
 
 /// Whether markup holds a script element, a `javascript:` URL or an event

@@ -131,6 +131,78 @@ pub fn postgres_url() -> Option<String> {
     }
 }
 
+/// A new, empty database on the test server, named uniquely so tests can
+/// run in parallel; returns its URL. `None` only when the run opted out of
+/// `postgres`. The databases stay until the throwaway cluster is removed.
+pub fn postgres_database() -> Option<String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let server = postgres_url()?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.subsec_nanos());
+    let name = format!(
+        "attnflow_test_{}_{}_{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut client = postgres::Client::connect(&server, postgres::NoTls)
+        .unwrap_or_else(|error| panic!("cannot connect to the test server {server}: {error}"));
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|error| panic!("cannot create database {name} on {server}: {error}"));
+    Some(with_database(&server, &name))
+}
+
+/// `url` with its database replaced by `database`.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let (server, _) = base.rsplit_once('/').unwrap_or((base, ""));
+    format!("{server}/{database}{query}")
+}
+
+/// Restarts the test server the way a crash would
+/// (`pg_ctl restart -m immediate`), with the variables `tools/test` sets.
+/// Panics when they are missing, unless the run opted out of `postgres`.
+pub fn restart_postgres_immediately() -> Option<()> {
+    let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+    let (Some(bin), Some(data)) = (
+        variable("ATTNFLOW_TEST_POSTGRES_BIN"),
+        variable("ATTNFLOW_TEST_POSTGRES_DATA"),
+    ) else {
+        return missing(
+            "postgres",
+            "ATTNFLOW_TEST_POSTGRES_BIN and ATTNFLOW_TEST_POSTGRES_DATA are unset; `tools/test` sets them",
+        );
+    };
+    let run_as: Vec<String> = variable("ATTNFLOW_TEST_POSTGRES_RUN_AS")
+        .map(|text| text.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let pg_ctl = format!("{bin}/pg_ctl");
+    let mut command = match run_as.split_first() {
+        Some((program, rest)) => {
+            let mut command = Command::new(program);
+            command.args(rest).arg(&pg_ctl);
+            command
+        }
+        None => Command::new(&pg_ctl),
+    };
+    let status = command
+        .args(["restart", "-m", "immediate", "-w", "-t", "300", "-D", &data])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap_or_else(|error| panic!("cannot run {pg_ctl}: {error}"));
+    assert!(
+        status.success(),
+        "pg_ctl restart -m immediate failed: {status}"
+    );
+    Some(())
+}
+
 /// A headless Chromium, started once per page with a fresh profile and no
 /// background networking (the test machines have no internet).
 #[derive(Clone, Debug)]

@@ -16,9 +16,9 @@ use attnflow_blueprint::{Blueprint, Op};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::config::TrainConfig;
 use crate::rng::{fnv1a64, Rng};
 use crate::tasks::DataPosition;
-use crate::trainer::TrainConfig;
 use crate::{Result, TrainError};
 
 /// The name of the commit record in a checkpoint directory.
@@ -231,6 +231,16 @@ pub fn load(directory: &Path, device: &Device) -> Result<Checkpoint> {
         weights,
         optimizer,
     })
+}
+
+/// Loads only the weights of the checkpoint `meta` describes (verified
+/// against their recorded size and checksum), for inference.
+pub fn load_weights(
+    directory: &Path,
+    meta: &CheckpointMeta,
+    device: &Device,
+) -> Result<HashMap<String, Tensor>> {
+    read_tensors(directory, &meta.weights, device)
 }
 
 /// Checks that `tensors` (from `file`) holds exactly `expected` names with

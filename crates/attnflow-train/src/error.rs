@@ -114,5 +114,15 @@ impl TrainError {
     }
 }
 
+impl attnflow_base::Classified for TrainError {
+    fn fault(&self) -> attnflow_base::Fault {
+        match self {
+            Self::Core(error) => attnflow_base::Classified::fault(error),
+            _ if self.is_bad_input() => attnflow_base::Fault::BadInput,
+            _ => attnflow_base::Fault::Failed,
+        }
+    }
+}
+
 /// The result type of this crate.
 pub type Result<T> = std::result::Result<T, TrainError>;

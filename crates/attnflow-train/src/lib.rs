@@ -10,23 +10,28 @@
 //!   the gradient-flow report of §2.3, atomic checkpoints with bit-identical
 //!   resume.
 
-pub mod bench;
 pub mod checkpoint;
+mod config;
 mod error;
 pub mod gradflow;
 pub mod model;
 pub mod objective;
 pub mod optim;
 pub mod rng;
+mod setup;
 pub mod store;
 pub mod tasks;
+mod trained;
 pub mod trainer;
+pub mod vocabulary;
 
 pub use error::{Result, TrainError};
 pub use model::{Capture, CapturedAttention, ForwardOutput, Mode, Model};
 pub use objective::Regulariser;
 pub use store::ParameterStore;
+pub use trained::{attention_maps, TrainedModel};
 pub use trainer::{
     evaluate_checkpoint, BlueprintSource, Evaluation, Progress, StepMetrics, StepOutcome,
     StopReason, TrainConfig, TrainReport, Trainer,
 };
+pub use vocabulary::Vocabulary;

@@ -2,7 +2,7 @@
 //! evaluated front to back in the blueprint's topological order.
 //!
 //! Every op records a backward pass, because candle-nn's fused kernels
-//! silently train nothing (CONVENTIONS.md). The ops training spends its
+//! silently train nothing (ARCHITECTURE.md, "Known traps in candle"). The ops training spends its
 //! time in (linear maps, layer norm, GELU(tanh), learned positions, and
 //! the loss) are our fused custom ops in [`crate::kernels`], one graph node
 //! each with its own backward; the rest are compositions of candle ops

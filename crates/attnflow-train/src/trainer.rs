@@ -24,175 +24,22 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use attnflow_blueprint::{Blueprint, Element, Op};
+use attnflow_blueprint::Blueprint;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, CheckpointMeta, FileRecord, META_FILE, SPEC_FILE};
 use crate::gradflow::{self, GradientFlow, GradientFlowReport, GradientRecord};
 use crate::model::{Capture, Mode, Model};
 use crate::objective::{self, Regulariser};
-use crate::optim::{self, AdamW, AdamWConfig};
+use crate::optim::{self, AdamW};
 use crate::rng::Rng;
-use crate::store::ParameterStore;
-use crate::tasks::{self, Batch, DataPosition, Dataset, Format, Task};
+use crate::setup::Setup;
+use crate::tasks::{self, Batch, DataPosition, Dataset, Format};
 use crate::{Result, TrainError};
 
-/// Everything that defines a run. Stored in checkpoints; `Default` gives
-/// settings that train the small example models well.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TrainConfig {
-    /// What to learn.
-    pub task: Task,
-    /// Prompt length of a synthetic task, window length for text; `None`:
-    /// 16 for synthetic tasks, the blueprint's input length for text.
-    pub length: Option<usize>,
-    /// Content symbols of synthetic tasks.
-    pub symbols: usize,
-    /// Seeds initial weights, data, shuffles and dropout.
-    pub seed: u64,
-    /// The step budget (updates); the schedule's length.
-    pub steps: u64,
-    /// Examples per update.
-    pub batch_size: usize,
-    /// Peak learning rate.
-    pub learning_rate: f64,
-    /// Learning rate at the end of the cosine decay.
-    pub min_learning_rate: f64,
-    /// Linear warm-up steps.
-    pub warmup_steps: u64,
-    /// AdamW settings.
-    pub optimizer: AdamWConfig,
-    /// Clip the global gradient norm to this; `None` disables clipping.
-    pub clip_norm: Option<f64>,
-    /// Evaluate every this many steps (and at the end).
-    pub eval_every: u64,
-    /// Validation examples (text: at most this many windows).
-    pub validation_size: usize,
-    /// Stop once validation exact-sequence accuracy reaches this.
-    pub target_accuracy: Option<f64>,
-    /// Stop once validation loss falls to this.
-    pub target_loss: Option<f64>,
-    /// λ in `J = L + λR`.
-    pub lambda: f64,
-    /// R in `J = L + λR`.
-    pub regulariser: Regulariser,
-    /// Log every parameter's gradient norm every this many steps (steps
-    /// with a flagged gradient are always logged).
-    pub log_every: u64,
-    /// Write a checkpoint every this many steps (0: only at the end).
-    pub checkpoint_every: u64,
-    /// Apply the blueprint's dropout nodes while training.
-    pub dropout: bool,
-    /// `dim=value` overrides applied to the blueprint.
-    pub overrides: Vec<(String, String)>,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            task: Task::Reverse,
-            length: None,
-            symbols: 10,
-            seed: 0,
-            steps: 1000,
-            batch_size: 32,
-            learning_rate: 3e-3,
-            min_learning_rate: 3e-4,
-            warmup_steps: 50,
-            optimizer: AdamWConfig::default(),
-            clip_norm: Some(1.0),
-            eval_every: 100,
-            validation_size: 256,
-            target_accuracy: None,
-            target_loss: None,
-            lambda: 0.0,
-            regulariser: Regulariser::None,
-            log_every: 10,
-            checkpoint_every: 0,
-            dropout: true,
-            overrides: Vec::new(),
-        }
-    }
-}
-
-impl TrainConfig {
-    fn check(&self) -> Result<()> {
-        let positive = |field: &str, value: u64| {
-            if value == 0 {
-                Err(TrainError::config(field, "must be at least 1"))
-            } else {
-                Ok(())
-            }
-        };
-        positive("steps", self.steps)?;
-        positive("batch_size", self.batch_size as u64)?;
-        positive("eval_every", self.eval_every)?;
-        positive("log_every", self.log_every)?;
-        let finite_non_negative = |field: &str, value: f64| {
-            if value.is_finite() && value >= 0.0 {
-                Ok(())
-            } else {
-                Err(TrainError::config(
-                    field,
-                    format!("{value} must be a finite number >= 0"),
-                ))
-            }
-        };
-        finite_non_negative("learning_rate", self.learning_rate)?;
-        finite_non_negative("min_learning_rate", self.min_learning_rate)?;
-        finite_non_negative("lambda", self.lambda)?;
-        finite_non_negative("weight_decay", self.optimizer.weight_decay)?;
-        if let Some(clip) = self.clip_norm {
-            if !(clip.is_finite() && clip > 0.0) {
-                return Err(TrainError::config(
-                    "clip_norm",
-                    format!("{clip} must be a positive number"),
-                ));
-            }
-        }
-        if self.lambda > 0.0 && self.regulariser == Regulariser::None {
-            return Err(TrainError::config(
-                "lambda",
-                format!(
-                    "λ = {} needs a regulariser (entropy or band:W)",
-                    self.lambda
-                ),
-            ));
-        }
-        if let Some(target) = self.target_accuracy {
-            if !(0.0..=1.0).contains(&target) {
-                return Err(TrainError::config(
-                    "target_accuracy",
-                    format!("{target} is not in [0, 1]"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A blueprint spec's text and the name it is known by.
-#[derive(Clone, Debug)]
-pub struct BlueprintSource {
-    /// The file name used in messages.
-    pub file: String,
-    /// The TOML text.
-    pub text: String,
-}
-
-impl BlueprintSource {
-    /// Reads a spec file.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrainError::io(path, source))?;
-        Ok(Self {
-            file: path.display().to_string(),
-            text,
-        })
-    }
-}
+pub use crate::config::{BlueprintSource, TrainConfig};
 
 /// The training quantities of one update.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -310,10 +157,14 @@ struct Logs {
     gradients: BufWriter<File>,
 }
 
-const METRICS_FILE: &str = "metrics.jsonl";
-const EVAL_FILE: &str = "eval.jsonl";
-const GRADIENTS_FILE: &str = "grad_norms.jsonl";
-const REPORT_FILE: &str = "report.json";
+/// One line of [`StepMetrics`] per step, in a training directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// One line per evaluation.
+pub const EVAL_FILE: &str = "eval.jsonl";
+/// One [`GradientRecord`] line per logged step.
+pub const GRADIENTS_FILE: &str = "grad_norms.jsonl";
+/// The [`TrainReport`] of the run.
+pub const REPORT_FILE: &str = "report.json";
 
 /// Trains one model from one blueprint on one task.
 pub struct Trainer {
@@ -344,127 +195,17 @@ impl Trainer {
         config.check()?;
         attnflow_core::process::keep_freed_memory();
         attnflow_core::process::one_worker_pool();
-        let blueprint = Blueprint::from_text(&source.file, &source.text, &config.overrides)?;
-        let device = Device::Cpu;
-        let store = ParameterStore::new(config.seed);
-        let model = Model::new(&blueprint, &store, &device)?;
-        let fault = |node: &str, message: String| TrainError::Model {
-            blueprint: blueprint.name.clone(),
-            node: node.to_string(),
-            message,
-        };
-
-        let mut token_input = None;
-        let mut other_index_inputs = Vec::new();
-        for input in blueprint.inputs() {
-            match input.element {
-                Element::Index if token_input.is_none() => token_input = Some(input.name.clone()),
-                Element::Index => other_index_inputs.push(input.name.clone()),
-                Element::Float => {
-                    return Err(fault(
-                        &input.name,
-                        "holds real numbers; the training tasks feed token ids only".into(),
-                    ))
-                }
-            }
-        }
-        let token_input = token_input.ok_or_else(|| {
-            fault(
-                &blueprint.name,
-                "has no token input (an input with dtype = \"index\")".into(),
-            )
-        })?;
-        let candidates: Vec<_> = blueprint
-            .outputs()
-            .into_iter()
-            .filter(|node| node.element == Element::Float && node.shape.len() == 3)
-            .collect();
-        let logits_node = match candidates.as_slice() {
-            [only] => *only,
-            [] => {
-                return Err(fault(
-                    &blueprint.name,
-                    format!(
-                        "has no (batch, seq, vocab) output to read token predictions from; its outputs are {}",
-                        blueprint
-                            .outputs()
-                            .iter()
-                            .map(|node| format!("`{}` {:?}", node.name, node.shape))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ))
-            }
-            several => several
-                .iter()
-                .find(|node| matches!(node.op, Op::Head { .. }))
-                .copied()
-                .ok_or_else(|| {
-                    fault(&blueprint.name, "has several (batch, seq, features) outputs and none is a `head`".into())
-                })?,
-        };
-        let logits = logits_node.name.clone();
-        let output_vocab = *logits_node.shape.last().unwrap_or(&0) as usize;
-
-        let format = if model.is_autoregressive() {
-            Format::Autoregressive
-        } else {
-            Format::Aligned
-        };
-        let length = match (&config.task, config.length) {
-            (_, Some(length)) => length,
-            (Task::Text { .. }, None) => blueprint
-                .node(&token_input)
-                .and_then(|node| node.shape.last().copied())
-                .unwrap_or(16) as usize,
-            (_, None) => 16,
-        };
-        let dataset = Dataset::new(
-            &config.task,
-            format,
-            length,
-            config.symbols,
-            config.seed,
-            config.validation_size,
-        )?;
-        let vocab = dataset.vocab_size();
-        for node in &blueprint.nodes {
-            match &node.op {
-                Op::Embedding { vocab: table, .. } if node.inputs.first() == Some(&token_input) && (*table as usize) < vocab => {
-                    return Err(fault(
-                        &node.name,
-                        format!("its table has {table} rows but task `{}` uses {vocab} token ids", config.task.name()),
-                    ))
-                }
-                Op::Positional { max_len: Some(max_len), .. } if (*max_len as usize) < dataset.sequence_length() => {
-                    return Err(fault(
-                        &node.name,
-                        format!(
-                            "max_len {max_len} is shorter than the task's input length {} (task `{}`, length {length}, {format:?} layout)",
-                            dataset.sequence_length(),
-                            config.task.name()
-                        ),
-                    ))
-                }
-                _ => {}
-            }
-        }
-        if output_vocab < vocab {
-            return Err(fault(
-                &logits,
-                format!(
-                    "predicts {output_vocab} classes but task `{}` uses {vocab} token ids",
-                    config.task.name()
-                ),
-            ));
-        }
-
-        let parameters = store.parameters();
-        let parameter_shapes: Vec<(String, Vec<usize>)> = parameters
-            .iter()
-            .map(|(name, var)| (name.clone(), var.dims().to_vec()))
-            .collect();
-        let blueprint_hash = checkpoint::blueprint_hash(&blueprint, &parameter_shapes);
+        let Setup {
+            blueprint,
+            blueprint_hash,
+            model,
+            dataset,
+            token_input,
+            other_index_inputs,
+            logits,
+            parameters,
+            parameter_shapes,
+        } = Setup::build(&source, &config)?;
         let optimizer = AdamW::new(parameters, config.optimizer)?;
         let rng = Rng::derive(config.seed, "dropout", 0);
         Ok(Self {

@@ -1,6 +1,6 @@
 //! Every example blueprint trains: one step gives every parameter a finite,
 //! non-zero gradient (candle-nn's fused ops would silently give none; see
-//! CONVENTIONS.md), and the model's parameter count is the blueprint's.
+//! ARCHITECTURE.md, "Known traps in candle"), and the model's parameter count is the blueprint's.
 
 mod common;
 

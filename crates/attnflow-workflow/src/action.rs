@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::spec::Outcome;
+use crate::outcome::Outcome;
 
 /// The environment variable that carries the idempotency key to commands.
 pub const IDEMPOTENCY_KEY_VARIABLE: &str = "ATTNFLOW_IDEMPOTENCY_KEY";

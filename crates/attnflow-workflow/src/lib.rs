@@ -6,8 +6,12 @@
 //! * [`action`]: built-in tasks in a [`TaskRegistry`] that other crates
 //!   extend, and external commands; every attempt gets a stable idempotency
 //!   key.
-//! * [`store`]: the SQLite run store (WAL, `synchronous=FULL`), with leases
-//!   and fencing, an append-only event log and forward migrations.
+//! * [`store`]: the run store, in SQLite (WAL, `synchronous=FULL`) or
+//!   PostgreSQL, with leases and fencing, an append-only event log, forward
+//!   migrations, and what workers need (claims, registrations).
+//! * [`worker`]: `attnflow worker`: slots that claim runnable runs from
+//!   their queues and drive them, woken by notifications, drained on
+//!   SIGTERM.
 //! * [`runner`]: drives a run to a terminal state and resumes it after a
 //!   crash from the last recorded state.
 //! * [`markov`] and [`report`]: §5.2's estimated transition matrix and
@@ -15,12 +19,15 @@
 
 pub mod action;
 pub mod markov;
+mod outcome;
 pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod store;
+pub mod worker;
 
 pub use action::{Task, TaskContext, TaskOutput, TaskRegistry};
+pub use attnflow_store::{DbError, Location};
 pub use runner::{Progress, RunError, Runner};
 pub use spec::{Outcome, Spec, SpecError};
 pub use store::{RunRecord, RunStatus, Store, StoreError};

@@ -11,6 +11,7 @@
 //! `PR_SET_PDEATHSIG` on Linux, so drive runs from a thread that lives as
 //! long as the run (the CLI uses its main thread).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::action::{Poll, RunningAction, TaskContext, TaskOutput, TaskRegistry};
@@ -99,21 +100,89 @@ pub struct Runner<'a> {
     /// The store's canonical path, given to commands so that orphans of a
     /// dead executor can be found.
     database: Option<String>,
+    /// A worker serves only these queues; a run whose state is on another
+    /// is handed back. `None`: every state (the `workflow run` executor).
+    queues: Option<Vec<String>>,
+    /// Set when a worker drains: finish the attempt, hand the run back.
+    stop: Option<&'a AtomicBool>,
+    /// How long to keep reconnecting to a server that went away.
+    reconnect_budget: Duration,
 }
+
+/// Backoffs longer than this are waited out by handing the run back (a
+/// worker), not by holding its lease.
+const HAND_BACK_BACKOFF: Duration = Duration::from_millis(500);
 
 impl<'a> Runner<'a> {
     /// A runner with a fresh executor identity.
     pub fn new(store: &'a mut Store, registry: &'a TaskRegistry) -> Self {
-        let database = std::fs::canonicalize(store.path())
-            .ok()
-            .map(|path| path.display().to_string());
+        let database = match store.location() {
+            // The URL without its password: it only has to tell stores apart.
+            Some(location @ attnflow_store::Location::Postgres(_)) => Some(location.to_string()),
+            Some(location) => Some(location.argument()),
+            None => std::fs::canonicalize(store.path())
+                .ok()
+                .map(|path| path.display().to_string()),
+        };
         Runner {
             store,
             registry,
             owner: new_owner_id(),
             observer: Box::new(|_| {}),
             database,
+            queues: None,
+            stop: None,
+            reconnect_budget: attnflow_store::reconnect_budget(),
         }
+    }
+
+    /// Makes this runner a worker's slot: it runs only states on `queues`
+    /// and hands a run back when its next state is elsewhere, when a long
+    /// backoff starts, or once `stop` is set.
+    pub fn serving(mut self, queues: Vec<String>, stop: &'a AtomicBool) -> Self {
+        self.queues = Some(queues);
+        self.stop = Some(stop);
+        self
+    }
+
+    /// How long to keep reconnecting after the server went away (default
+    /// [`attnflow_store::reconnect_budget`]: 30 s unless
+    /// `ATTNFLOW_DB_RETRY_SECONDS` says otherwise).
+    pub fn with_reconnect_budget(mut self, budget: Duration) -> Self {
+        self.reconnect_budget = budget;
+        self
+    }
+
+    /// Drives a run this worker claimed ([`Store::claim`]) until it ends or
+    /// is handed back; returns the run as left.
+    pub fn drive_claimed(&mut self, lease: &Lease, run: &RunRecord) -> Result<RunRecord, RunError> {
+        let spec = Spec::parse(&run.spec_origin, &run.spec_source)
+            .map_err(RunError::from)
+            .and_then(|spec| {
+                spec.check_tasks(self.registry)
+                    .map(|()| spec)
+                    .map_err(RunError::from)
+            });
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(error) => {
+                let _ = self
+                    .store
+                    .release_lease(lease, &format!("this worker cannot run it: {error}"));
+                return Err(error);
+            }
+        };
+        self.with_lease(lease, &spec)
+    }
+
+    fn serves(&self, queue: &str) -> bool {
+        self.queues
+            .as_ref()
+            .is_none_or(|queues| queues.iter().any(|served| served == queue))
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.is_some_and(|stop| stop.load(Ordering::Relaxed))
     }
 
     /// Calls `observer` with every step, attempt and transition.
@@ -165,6 +234,11 @@ impl<'a> Runner<'a> {
         let lease = self
             .store
             .acquire_lease(run_id, &self.owner, spec.lease, spec.max_crashes)?;
+        self.with_lease(&lease, spec)
+    }
+
+    fn with_lease(&mut self, lease: &Lease, spec: &Spec) -> Result<RunRecord, RunError> {
+        let run_id = lease.run_id;
         let runs_commands = spec.states.iter().any(|state| {
             matches!(
                 state.active().map(|active| &active.action),
@@ -175,29 +249,68 @@ impl<'a> Runner<'a> {
             // Holding the lease, every process of this run is an orphan.
             crate::action::kill_orphans(database, run_id);
         }
-        let result = self.drive_with_lease(&lease, spec);
+        let result = self.drive_with_lease(lease, spec);
         if let Err(error) = &result {
             // Hand the lease back on an orderly failure so the next executor
-            // does not count a crash; a lost lease has nothing to hand back.
-            if !matches!(error, RunError::Store(StoreError::LeaseLost { .. })) {
+            // does not count a crash; a lost lease or a lost server has
+            // nothing to hand back (the lease expires).
+            let lost = matches!(error, RunError::Store(StoreError::LeaseLost { .. }))
+                || matches!(error, RunError::Store(store) if store.is_lost());
+            if !lost {
                 let _ = self
                     .store
-                    .release_lease(&lease, &format!("executor stopped: {error}"));
+                    .release_lease(lease, &format!("executor stopped: {error}"));
             }
         }
         result
     }
 
     fn drive_with_lease(&mut self, lease: &Lease, spec: &Spec) -> Result<RunRecord, RunError> {
-        let run_id = lease.run_id;
         // The step this executor began together with the previous step's
         // completion: its first attempt is recorded as started but has not
         // run, so it is not a re-execution.
         let mut prepared_step: Option<i64> = None;
         loop {
+            match self.advance(lease, spec, &mut prepared_step) {
+                Ok(Some(run)) => return Ok(run),
+                Ok(None) => {}
+                Err(RunError::Store(error)) if error.is_lost() => {
+                    // The server went away. Whatever it had not committed
+                    // is gone; reconnect and carry on from the records (an
+                    // attempt whose result was lost re-runs with its key).
+                    self.store.reconnect(self.reconnect_budget)?;
+                    prepared_step = None;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// One step of the loop: returns the run when it ended or was handed
+    /// back, `None` to go on.
+    fn advance(
+        &mut self,
+        lease: &Lease,
+        spec: &Spec,
+        prepared_step: &mut Option<i64>,
+    ) -> Result<Option<RunRecord>, RunError> {
+        let run_id = lease.run_id;
+        {
             let run = self.store.run(run_id)?;
             if run.status != RunStatus::Running {
-                return Ok(run);
+                return Ok(Some(run));
+            }
+            if !self.serves(&run.queue) || self.stopping() {
+                let reason = if self.stopping() {
+                    "worker draining: handed back".to_string()
+                } else {
+                    format!(
+                        "state `{}` runs on queue `{}`: handed over",
+                        run.current_state, run.queue
+                    )
+                };
+                self.store.release_lease(lease, &reason)?;
+                return Ok(Some(self.store.run(run_id)?));
             }
             let unknown = || RunError::UnknownState {
                 run: run_id,
@@ -267,14 +380,19 @@ impl<'a> Runner<'a> {
                         .ok_or_else(unknown)?
                         .to_string();
                     let terminal = spec.state(&next).and_then(|target| target.terminal());
-                    self.store
-                        .complete_exhausted(lease, &step, &next, terminal)?;
+                    self.store.complete_exhausted(
+                        lease,
+                        &step,
+                        &next,
+                        spec.queue_of(&next),
+                        terminal,
+                    )?;
                     (self.observer)(&Progress::Transition {
                         from: state.name.clone(),
                         to: next,
                         outcome: Outcome::Exhausted,
                     });
-                    continue;
+                    return Ok(None);
                 }
             }
 
@@ -286,6 +404,16 @@ impl<'a> Runner<'a> {
                 if let Some(retry_at) = step.retry_at_ms {
                     let delay =
                         Duration::from_millis((retry_at - self.store.now_ms()).max(0) as u64);
+                    if self.queues.is_some() && delay > HAND_BACK_BACKOFF {
+                        // A worker does not sit on a run: it hands it back,
+                        // claimable when the backoff ends.
+                        self.store.release_lease_until(
+                            lease,
+                            &format!("backoff of {} ms: handed back", delay.as_millis()),
+                            Some(retry_at),
+                        )?;
+                        return Ok(Some(self.store.run(run_id)?));
+                    }
                     if !delay.is_zero() {
                         (self.observer)(&Progress::Backoff {
                             state: state.name.clone(),
@@ -316,53 +444,69 @@ impl<'a> Runner<'a> {
                 args: serde_json::Value::Null,
                 cancelled: Default::default(),
             };
-            let output = self.execute(lease, active, context)?;
+            let output = match self.execute(lease, active, context) {
+                Err(RunError::Store(StoreError::LeaseLost { reason, .. })) => {
+                    return Err(self.superseded(lease, &step, attempt, &key, reason))
+                }
+                other => other?,
+            };
             (self.observer)(&Progress::AttemptFinished {
                 state: state.name.clone(),
                 attempt,
                 output: output.clone(),
             });
 
-            let decision =
-                if output.outcome.is_retryable() && attempt < i64::from(active.retry.attempts) {
-                    let unit = crate::action::unit_from_text(&key, 0x6a69_7474_6572);
-                    let delay = active.retry.delay_before(attempt as u32 + 1, unit);
-                    AttemptDecision::Retry {
-                        at_ms: self.store.now_ms() + delay.as_millis() as i64,
+            let decision = if output.outcome.is_retryable()
+                && attempt < i64::from(active.retry.attempts)
+            {
+                let unit = crate::action::unit_from_text(&key, 0x6a69_7474_6572);
+                let delay = active.retry.delay_before(attempt as u32 + 1, unit);
+                AttemptDecision::Retry {
+                    at_ms: self.store.now_ms() + delay.as_millis() as i64,
+                }
+            } else {
+                let next = active
+                    .next_state(output.outcome)
+                    .ok_or_else(unknown)?
+                    .to_string();
+                let target = spec.state(&next).ok_or_else(unknown)?;
+                let terminal = target.terminal();
+                // Begin the next step in the same commit unless it is
+                // terminal, its visit cap is reached, or another
+                // worker's queue (or nobody, when draining) takes it.
+                let begin_next = match target.active() {
+                    None => false,
+                    Some(next_active) if !self.serves(&next_active.queue) || self.stopping() => {
+                        false
                     }
-                } else {
-                    let next = active
-                        .next_state(output.outcome)
-                        .ok_or_else(unknown)?
-                        .to_string();
-                    let target = spec.state(&next).ok_or_else(unknown)?;
-                    let terminal = target.terminal();
-                    // Begin the next step in the same commit unless it is
-                    // terminal or its visit cap is reached.
-                    let begin_next = match target.active() {
-                        None => false,
-                        Some(next_active) => match next_active.max_visits {
-                            None => true,
-                            Some(maximum) => {
-                                self.store.visits(run_id, &next, run.epoch)? < i64::from(maximum)
-                            }
-                        },
-                    };
-                    AttemptDecision::Complete {
-                        outcome: output.outcome,
-                        next_state: next,
-                        terminal,
-                        begin_next,
-                    }
+                    Some(next_active) => match next_active.max_visits {
+                        None => true,
+                        Some(maximum) => {
+                            self.store.visits(run_id, &next, run.epoch)? < i64::from(maximum)
+                        }
+                    },
                 };
-            prepared_step = self.store.finish_attempt(
+                AttemptDecision::Complete {
+                    outcome: output.outcome,
+                    next_queue: spec.queue_of(&next).to_string(),
+                    next_state: next,
+                    terminal,
+                    begin_next,
+                }
+            };
+            *prepared_step = match self.store.finish_attempt(
                 lease,
                 &step,
                 attempt,
                 output.outcome,
                 &output.detail,
                 &decision,
-            )?;
+            ) {
+                Err(StoreError::LeaseLost { reason, .. }) => {
+                    return Err(self.superseded(lease, &step, attempt, &key, reason))
+                }
+                other => other?,
+            };
             if let AttemptDecision::Complete {
                 outcome,
                 next_state,
@@ -375,7 +519,30 @@ impl<'a> Runner<'a> {
                     outcome,
                 });
             }
+            Ok(None)
         }
+    }
+
+    /// The action ran, but its result came after this executor lost the
+    /// lease: fencing refused it. The side effect happened all the same,
+    /// so it is noted (outside the run's log) as superseded.
+    fn superseded(
+        &mut self,
+        lease: &Lease,
+        step: &crate::store::StepRecord,
+        attempt: i64,
+        key: &str,
+        reason: String,
+    ) -> RunError {
+        let detail = format!("result refused by fencing: {reason}");
+        let _ = self
+            .store
+            .record_superseded(lease, step.seq, attempt, key, &detail);
+        RunError::Store(StoreError::LeaseLost {
+            run: lease.run_id,
+            token: lease.token,
+            reason: format!("{reason}; attempt {key} is reported as superseded"),
+        })
     }
 
     /// Sleeps `delay` while keeping the lease alive.
@@ -388,7 +555,7 @@ impl<'a> Runner<'a> {
                 return Ok(());
             }
             std::thread::sleep(beat.min(until - now));
-            self.store.heartbeat(lease)?;
+            self.keep_lease(lease)?;
         }
     }
 
@@ -441,10 +608,24 @@ impl<'a> Runner<'a> {
                     ),
                 ));
             }
-            if let Err(error) = self.store.heartbeat(lease) {
+            if let Err(error) = self.keep_lease(lease) {
                 running.cancel();
-                return Err(error.into());
+                return Err(error);
             }
+        }
+    }
+}
+
+impl Runner<'_> {
+    /// Renews the lease; a server that went away is waited for (the action
+    /// keeps running meanwhile) for up to the reconnect budget.
+    fn keep_lease(&mut self, lease: &Lease) -> Result<(), RunError> {
+        match self.store.heartbeat(lease) {
+            Err(error) if error.is_lost() => {
+                self.store.reconnect(self.reconnect_budget)?;
+                Ok(self.store.heartbeat(lease)?)
+            }
+            other => Ok(other?),
         }
     }
 }

@@ -14,65 +14,16 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::action::TaskRegistry;
+pub use crate::outcome::Outcome;
 
 /// The embedded default spec: the paper's figure 2 with a bounded retry loop.
 pub const DEFAULT_SPEC_SOURCE: &str = include_str!("default_spec.toml");
 
+/// The queue of a state that names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
 /// The origin recorded for runs of the embedded default spec.
 pub const DEFAULT_SPEC_ORIGIN: &str = "<default figure-2 spec>";
-
-/// The outcome of one attempt of a state's action; the key of a transition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    /// The action succeeded.
-    Ok,
-    /// The action failed; worth retrying under the state's retry policy.
-    Failed,
-    /// The action found its input invalid; retrying cannot help, so it is
-    /// never retried (external commands signal it with exit code 65,
-    /// `EX_DATAERR`).
-    Invalid,
-    /// The action ran past the state's timeout and was killed.
-    Timeout,
-    /// The state was entered more often than its `max_visits` allows; the
-    /// action did not run.
-    Exhausted,
-}
-
-impl Outcome {
-    /// Every outcome, in the order diagrams and tables list them.
-    pub const ALL: [Outcome; 5] = [
-        Outcome::Ok,
-        Outcome::Invalid,
-        Outcome::Failed,
-        Outcome::Timeout,
-        Outcome::Exhausted,
-    ];
-
-    /// The lowercase name used in specs, the store and JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Failed => "failed",
-            Outcome::Invalid => "invalid",
-            Outcome::Timeout => "timeout",
-            Outcome::Exhausted => "exhausted",
-        }
-    }
-
-    /// Parses the lowercase name; `None` for anything else.
-    pub fn parse(name: &str) -> Option<Outcome> {
-        Outcome::ALL
-            .into_iter()
-            .find(|outcome| outcome.as_str() == name)
-    }
-
-    /// Whether another attempt of the same action may help.
-    pub fn is_retryable(self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::Timeout)
-    }
-}
 
 impl fmt::Display for Outcome {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -173,6 +124,9 @@ pub struct ActiveState {
     /// How often a run may enter this state (per restart epoch) before the
     /// `exhausted` transition is taken instead of running the action.
     pub max_visits: Option<u32>,
+    /// The queue whose workers run this state (`default` unless the spec
+    /// names one, such as `gpu` for training).
+    pub queue: String,
 }
 
 impl ActiveState {
@@ -323,6 +277,7 @@ struct RawState {
     retry: Option<Spanned<RawRetry>>,
     timeout_ms: Option<Spanned<i64>>,
     max_visits: Option<Spanned<i64>>,
+    queue: Option<Spanned<String>>,
     description: Option<String>,
 }
 
@@ -562,6 +517,14 @@ impl Spec {
         self.states.iter().find(|state| state.name == name)
     }
 
+    /// The queue of state `name` ([`DEFAULT_QUEUE`] for terminal and
+    /// unknown states).
+    pub fn queue_of(&self, name: &str) -> &str {
+        self.state(name)
+            .and_then(State::active)
+            .map_or(DEFAULT_QUEUE, |active| active.queue.as_str())
+    }
+
     /// Checks that every `task = "..."` names a task in `registry` and that
     /// the task accepts its arguments.
     pub fn check_tasks(&self, registry: &TaskRegistry) -> Result<(), SpecError> {
@@ -628,6 +591,7 @@ fn parse_state(
             raw.max_visits
                 .as_ref()
                 .map(|value| ("max_visits", value.span())),
+            raw.queue.as_ref().map(|value| ("queue", value.span())),
         ];
         if let Some((field, span)) = extra.into_iter().flatten().next() {
             return Err(place.error(
@@ -715,6 +679,19 @@ fn parse_state(
         Some(raw_retry) => parse_retry(place, raw_retry.get_ref())?,
         None => RetryPolicy::default(),
     };
+    let queue = match &raw.queue {
+        Some(queue) if is_queue_name(queue.get_ref()) => queue.get_ref().clone(),
+        Some(queue) => {
+            return Err(place.error(
+                queue.span(),
+                format!(
+                    "queue name `{}` must be 1 to 64 letters, digits, `_`, `-` or `.`",
+                    queue.get_ref()
+                ),
+            ))
+        }
+        None => DEFAULT_QUEUE.to_string(),
+    };
     Ok(State {
         name,
         description: raw.description.clone(),
@@ -724,8 +701,18 @@ fn parse_state(
             retry,
             timeout,
             max_visits,
+            queue,
         }),
     })
+}
+
+/// Whether `name` can name a queue (it travels in `--queue` flags and
+/// notifications, so it stays plain).
+pub fn is_queue_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "_-.".contains(character))
 }
 
 fn parse_action(
@@ -890,6 +877,39 @@ fn states_reaching_terminal(states: &BTreeMap<String, State>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn queues_are_named_per_state_and_checked_with_their_place() {
+        let spec = Spec::parse(
+            "q.toml",
+            "[workflow]\nname = \"q\"\ninitial = \"Train\"\n\
+             [states.Train]\naction = { task = \"noop\" }\nqueue = \"gpu\"\non = { ok = \"Done\", failed = \"Done\" }\n\
+             [states.Done]\nterminal = \"success\"\n",
+        )
+        .unwrap();
+        assert_eq!(spec.queue_of("Train"), "gpu");
+        assert_eq!(spec.queue_of("Done"), DEFAULT_QUEUE);
+        let bad = Spec::parse(
+            "q.toml",
+            "[workflow]\nname = \"q\"\ninitial = \"A\"\n\
+             [states.A]\naction = { task = \"noop\" }\nqueue = \"g p u\"\non = { ok = \"Done\", failed = \"Done\" }\n\
+             [states.Done]\nterminal = \"success\"\n",
+        )
+        .unwrap_err();
+        assert_eq!((bad.line, bad.column), (6, 9), "{bad}");
+        assert!(bad.message.contains("queue name"), "{bad}");
+        let terminal = Spec::parse(
+            "q.toml",
+            "[workflow]\nname = \"q\"\ninitial = \"A\"\n\
+             [states.A]\naction = { task = \"noop\" }\non = { ok = \"Done\", failed = \"Done\" }\n\
+             [states.Done]\nterminal = \"success\"\nqueue = \"gpu\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            terminal.message.contains("cannot have `queue`"),
+            "{terminal}"
+        );
+    }
+
     use super::*;
 
     fn reject(source: &str) -> SpecError {

@@ -7,12 +7,22 @@ use std::time::Duration;
 
 use attnflow_workflow::store::{AttemptDecision, EventKind, EventRecord, ManualClock};
 use attnflow_workflow::{
-    report, Outcome, RunError, RunStatus, Runner, Spec, Store, StoreError, TaskContext, TaskOutput,
-    TaskRegistry,
+    report, DbError, Location, Outcome, RunError, RunStatus, Runner, Spec, Store, StoreError,
+    TaskContext, TaskOutput, TaskRegistry,
 };
 
-fn store_in(directory: &tempfile::TempDir) -> Store {
-    Store::open(&directory.path().join("runs.db")).unwrap()
+/// Runs `test` against an SQLite file and then a fresh PostgreSQL
+/// database: every engine test holds on both backends.
+fn each_backend(test: impl Fn(&Location)) {
+    let directory = tempfile::tempdir().unwrap();
+    test(&Location::Sqlite(directory.path().join("runs.db")));
+    if let Some(url) = attnflow_testkit::postgres_database() {
+        test(&Location::parse(&url).unwrap());
+    }
+}
+
+fn store_at(location: &Location) -> Store {
+    Store::connect(location).unwrap()
 }
 
 /// Checks the log's invariants: gapless sequence numbers and transitions
@@ -45,18 +55,19 @@ fn path_of(events: &[EventRecord]) -> Vec<String> {
 
 #[test]
 fn default_spec_runs_to_completion() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut store = store_in(&directory);
-    let registry = TaskRegistry::with_builtins();
-    let spec = Spec::default_spec();
-    let run = Runner::new(&mut store, &registry).start(&spec).unwrap();
-    assert_eq!(run.status, RunStatus::Succeeded);
-    assert_eq!(run.current_state, "Completed");
-    assert_eq!(run.lease_owner, None);
-    let events = store.events(run.id).unwrap();
-    assert_log_consistent(&events, "Initialized");
-    assert_eq!(path_of(&events), ["Processing", "Validation", "Completed"]);
-    assert_eq!(events.last().unwrap().kind, EventKind::RunFinished);
+    each_backend(|location| {
+        let mut store = store_at(location);
+        let registry = TaskRegistry::with_builtins();
+        let spec = Spec::default_spec();
+        let run = Runner::new(&mut store, &registry).start(&spec).unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(run.current_state, "Completed");
+        assert_eq!(run.lease_owner, None);
+        let events = store.events(run.id).unwrap();
+        assert_log_consistent(&events, "Initialized");
+        assert_eq!(path_of(&events), ["Processing", "Validation", "Completed"]);
+        assert_eq!(events.last().unwrap().kind, EventKind::RunFinished);
+    });
 }
 
 const RETRY_SPEC: &str = r#"
@@ -102,309 +113,316 @@ fn switchable_registry(works: Arc<AtomicBool>) -> TaskRegistry {
 
 #[test]
 fn retries_exhaust_then_restart_resumes_from_the_failed_step() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut store = store_in(&directory);
-    let works = Arc::new(AtomicBool::new(false));
-    let registry = switchable_registry(works.clone());
-    let spec = Spec::parse("retry.toml", RETRY_SPEC).unwrap();
-    let run = Runner::new(&mut store, &registry).start(&spec).unwrap();
-    assert_eq!(run.status, RunStatus::Failed);
-    assert_eq!(run.current_state, "Abandoned");
+    each_backend(|location| {
+        let mut store = store_at(location);
+        let works = Arc::new(AtomicBool::new(false));
+        let registry = switchable_registry(works.clone());
+        let spec = Spec::parse("retry.toml", RETRY_SPEC).unwrap();
+        let run = Runner::new(&mut store, &registry).start(&spec).unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.current_state, "Abandoned");
 
-    let events = store.events(run.id).unwrap();
-    assert_log_consistent(&events, "Processing");
-    // Processing fails 3 attempts per visit; Retry may be visited twice;
-    // the third arrival at Retry is exhausted.
-    assert_eq!(
-        path_of(&events),
-        [
-            "Failed",
-            "Retry",
-            "Processing",
-            "Failed",
-            "Retry",
-            "Processing",
-            "Failed",
-            "Retry",
-            "Abandoned"
-        ]
-    );
-    let attempts: Vec<&EventRecord> = events
-        .iter()
-        .filter(|event| {
-            event.kind == EventKind::AttemptStarted && event.state.as_deref() == Some("Processing")
-        })
-        .collect();
-    assert_eq!(attempts.len(), 9);
-    let retries = events
-        .iter()
-        .filter(|event| event.kind == EventKind::RetryScheduled)
-        .count();
-    assert_eq!(retries, 6);
-    let keys: std::collections::BTreeSet<_> = attempts
-        .iter()
-        .map(|event| event.idempotency_key.clone().unwrap())
-        .collect();
-    assert_eq!(keys.len(), 9, "every attempt has its own key");
-    let exhausted = events
-        .iter()
-        .find(|event| {
-            event.kind == EventKind::Transition && event.outcome.as_deref() == Some("exhausted")
-        })
-        .unwrap();
-    assert_eq!(exhausted.state.as_deref(), Some("Retry"));
+        let events = store.events(run.id).unwrap();
+        assert_log_consistent(&events, "Processing");
+        // Processing fails 3 attempts per visit; Retry may be visited twice;
+        // the third arrival at Retry is exhausted.
+        assert_eq!(
+            path_of(&events),
+            [
+                "Failed",
+                "Retry",
+                "Processing",
+                "Failed",
+                "Retry",
+                "Processing",
+                "Failed",
+                "Retry",
+                "Abandoned"
+            ]
+        );
+        let attempts: Vec<&EventRecord> = events
+            .iter()
+            .filter(|event| {
+                event.kind == EventKind::AttemptStarted
+                    && event.state.as_deref() == Some("Processing")
+            })
+            .collect();
+        assert_eq!(attempts.len(), 9);
+        let retries = events
+            .iter()
+            .filter(|event| event.kind == EventKind::RetryScheduled)
+            .count();
+        assert_eq!(retries, 6);
+        let keys: std::collections::BTreeSet<_> = attempts
+            .iter()
+            .map(|event| event.idempotency_key.clone().unwrap())
+            .collect();
+        assert_eq!(keys.len(), 9, "every attempt has its own key");
+        let exhausted = events
+            .iter()
+            .find(|event| {
+                event.kind == EventKind::Transition && event.outcome.as_deref() == Some("exhausted")
+            })
+            .unwrap();
+        assert_eq!(exhausted.state.as_deref(), Some("Retry"));
 
-    // The run is kept; a restart begins at the failed step (Processing).
-    works.store(true, Ordering::SeqCst);
-    let steps_before = store.steps(run.id).unwrap().len();
-    let restarted = Runner::new(&mut store, &registry).restart(run.id).unwrap();
-    assert_eq!(restarted.status, RunStatus::Succeeded);
-    assert_eq!(restarted.epoch, 1);
-    let steps = store.steps(run.id).unwrap();
-    assert_eq!(steps.len(), steps_before + 1);
-    assert_eq!(steps.last().unwrap().state, "Processing");
-    assert!(steps.iter().all(|step| step.completed));
+        // The run is kept; a restart begins at the failed step (Processing).
+        works.store(true, Ordering::SeqCst);
+        let steps_before = store.steps(run.id).unwrap().len();
+        let restarted = Runner::new(&mut store, &registry).restart(run.id).unwrap();
+        assert_eq!(restarted.status, RunStatus::Succeeded);
+        assert_eq!(restarted.epoch, 1);
+        let steps = store.steps(run.id).unwrap();
+        assert_eq!(steps.len(), steps_before + 1);
+        assert_eq!(steps.last().unwrap().state, "Processing");
+        assert!(steps.iter().all(|step| step.completed));
 
-    // Finished runs cannot be resumed or restarted.
-    let error = Runner::new(&mut store, &registry)
-        .resume(run.id)
-        .unwrap_err();
-    assert!(
-        matches!(error, RunError::Store(StoreError::Finished { .. })),
-        "{error}"
-    );
-    let error = Runner::new(&mut store, &registry)
-        .restart(run.id)
-        .unwrap_err();
-    assert!(
-        matches!(error, RunError::Store(StoreError::NotRestartable { .. })),
-        "{error}"
-    );
+        // Finished runs cannot be resumed or restarted.
+        let error = Runner::new(&mut store, &registry)
+            .resume(run.id)
+            .unwrap_err();
+        assert!(
+            matches!(error, RunError::Store(StoreError::Finished { .. })),
+            "{error}"
+        );
+        let error = Runner::new(&mut store, &registry)
+            .restart(run.id)
+            .unwrap_err();
+        assert!(
+            matches!(error, RunError::Store(StoreError::NotRestartable { .. })),
+            "{error}"
+        );
+    });
 }
 
 #[test]
 fn crashed_attempt_is_re_executed_with_the_same_key_and_completed_steps_are_not() {
-    let directory = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(1_000_000));
-    let path = directory.path().join("runs.db");
-    let mut store = Store::open(&path).unwrap().with_clock(clock.clone());
-    let spec = Spec::default_spec();
+    each_backend(|location| {
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let mut store = Store::connect(location).unwrap().with_clock(clock.clone());
+        let spec = Spec::default_spec();
 
-    // A first executor completes Initialized, starts Processing's first
-    // attempt, and dies before recording its result.
-    let run_id = store.create_run(&spec).unwrap();
-    let lease = store
-        .acquire_lease(run_id, "elsewhere:1:dead", spec.lease, spec.max_crashes)
-        .unwrap();
-    let step = store.begin_step(&lease, "Initialized", 0).unwrap();
-    store
-        .start_attempt(&lease, &step, 1, "run-1/step-1/attempt-1", false)
-        .unwrap();
-    store
-        .finish_attempt(
-            &lease,
-            &step,
-            1,
-            Outcome::Ok,
-            "",
-            &AttemptDecision::Complete {
-                outcome: Outcome::Ok,
-                next_state: "Processing".into(),
-                terminal: None,
-                begin_next: false,
-            },
-        )
-        .unwrap();
-    let step = store.begin_step(&lease, "Processing", 0).unwrap();
-    store
-        .start_attempt(&lease, &step, 1, "run-1/step-2/attempt-1", false)
-        .unwrap();
-    drop(store);
+        // A first executor completes Initialized, starts Processing's first
+        // attempt, and dies before recording its result.
+        let run_id = store.create_run(&spec).unwrap();
+        let lease = store
+            .acquire_lease(run_id, "elsewhere:1:dead", spec.lease, spec.max_crashes)
+            .unwrap();
+        let step = store.begin_step(&lease, "Initialized", 0).unwrap();
+        store
+            .start_attempt(&lease, &step, 1, "run-1/step-1/attempt-1", false)
+            .unwrap();
+        store
+            .finish_attempt(
+                &lease,
+                &step,
+                1,
+                Outcome::Ok,
+                "",
+                &AttemptDecision::Complete {
+                    next_queue: "default".into(),
+                    outcome: Outcome::Ok,
+                    next_state: "Processing".into(),
+                    terminal: None,
+                    begin_next: false,
+                },
+            )
+            .unwrap();
+        let step = store.begin_step(&lease, "Processing", 0).unwrap();
+        store
+            .start_attempt(&lease, &step, 1, "run-1/step-2/attempt-1", false)
+            .unwrap();
+        drop(store);
 
-    // Its lease expires; a second executor resumes.
-    clock.advance(spec.lease + Duration::from_millis(1));
-    let mut store = Store::open(&path).unwrap().with_clock(clock.clone());
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut registry = TaskRegistry::with_builtins();
-    let record = seen.clone();
-    registry.register("noop", move |context: &TaskContext| {
-        record.lock().unwrap().push(context.idempotency_key.clone());
-        TaskOutput::ok()
+        // Its lease expires; a second executor resumes.
+        clock.advance(spec.lease + Duration::from_millis(1));
+        let mut store = Store::connect(location).unwrap().with_clock(clock.clone());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut registry = TaskRegistry::with_builtins();
+        let record = seen.clone();
+        registry.register("noop", move |context: &TaskContext| {
+            record.lock().unwrap().push(context.idempotency_key.clone());
+            TaskOutput::ok()
+        });
+        let run = Runner::new(&mut store, &registry).resume(run_id).unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(run.crash_count, 1);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["run-1/step-2/attempt-1", "run-1/step-3/attempt-1"],
+            "Initialized is not run again; Processing's attempt keeps its key"
+        );
+        let events = store.events(run_id).unwrap();
+        assert_log_consistent(&events, "Initialized");
+        assert!(events
+            .iter()
+            .any(|event| event.kind == EventKind::ExecutorCrashed));
+        let rerun = events
+            .iter()
+            .filter(|event| event.kind == EventKind::AttemptStarted && event.step == Some(2))
+            .collect::<Vec<_>>();
+        assert_eq!(rerun.len(), 2);
+        assert!(rerun[1].detail.contains("re-executed"));
     });
-    let run = Runner::new(&mut store, &registry).resume(run_id).unwrap();
-    assert_eq!(run.status, RunStatus::Succeeded);
-    assert_eq!(run.crash_count, 1);
-    assert_eq!(
-        *seen.lock().unwrap(),
-        ["run-1/step-2/attempt-1", "run-1/step-3/attempt-1"],
-        "Initialized is not run again; Processing's attempt keeps its key"
-    );
-    let events = store.events(run_id).unwrap();
-    assert_log_consistent(&events, "Initialized");
-    assert!(events
-        .iter()
-        .any(|event| event.kind == EventKind::ExecutorCrashed));
-    let rerun = events
-        .iter()
-        .filter(|event| event.kind == EventKind::AttemptStarted && event.step == Some(2))
-        .collect::<Vec<_>>();
-    assert_eq!(rerun.len(), 2);
-    assert!(rerun[1].detail.contains("re-executed"));
 }
 
 #[test]
 fn only_the_valid_lease_holder_writes() {
-    let directory = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(5_000_000));
-    let path = directory.path().join("runs.db");
-    let mut first = Store::open(&path).unwrap().with_clock(clock.clone());
-    let mut second = Store::open(&path).unwrap().with_clock(clock.clone());
-    let spec = Spec::default_spec();
-    let lease_time = Duration::from_millis(1_000);
-    let run_id = first.create_run(&spec).unwrap();
+    each_backend(|location| {
+        let clock = Arc::new(ManualClock::new(5_000_000));
+        let mut first = Store::connect(location).unwrap().with_clock(clock.clone());
+        let mut second = Store::connect(location).unwrap().with_clock(clock.clone());
+        let spec = Spec::default_spec();
+        let lease_time = Duration::from_millis(1_000);
+        let run_id = first.create_run(&spec).unwrap();
 
-    let lease_a = first
-        .acquire_lease(run_id, "host:1:a", lease_time, 5)
-        .unwrap();
-    // While A's lease is valid, B cannot take the run.
-    clock.advance(Duration::from_millis(500));
-    let refused = second
-        .acquire_lease(run_id, "host:1:b", lease_time, 5)
-        .unwrap_err();
-    assert!(matches!(refused, StoreError::LeaseHeld { .. }), "{refused}");
-    // A's heartbeat extends its lease to 1500 + 1000.
-    first.heartbeat(&lease_a).unwrap();
-    clock.advance(Duration::from_millis(900));
-    assert!(matches!(
-        second.acquire_lease(run_id, "host:1:b", lease_time, 5),
-        Err(StoreError::LeaseHeld { .. })
-    ));
+        let lease_a = first
+            .acquire_lease(run_id, "host:1:a", lease_time, 5)
+            .unwrap();
+        // While A's lease is valid, B cannot take the run.
+        clock.advance(Duration::from_millis(500));
+        let refused = second
+            .acquire_lease(run_id, "host:1:b", lease_time, 5)
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::LeaseHeld { .. }), "{refused}");
+        // A's heartbeat extends its lease to 1500 + 1000.
+        first.heartbeat(&lease_a).unwrap();
+        clock.advance(Duration::from_millis(900));
+        assert!(matches!(
+            second.acquire_lease(run_id, "host:1:b", lease_time, 5),
+            Err(StoreError::LeaseHeld { .. })
+        ));
 
-    // A stalls past its lease; even before anyone takes over, its writes
-    // are rejected.
-    clock.advance(Duration::from_millis(200));
-    let stale = first.begin_step(&lease_a, "Initialized", 0).unwrap_err();
-    assert!(matches!(stale, StoreError::LeaseLost { .. }), "{stale}");
-    assert!(first.steps(run_id).unwrap().is_empty());
+        // A stalls past its lease; even before anyone takes over, its writes
+        // are rejected.
+        clock.advance(Duration::from_millis(200));
+        let stale = first.begin_step(&lease_a, "Initialized", 0).unwrap_err();
+        assert!(matches!(stale, StoreError::LeaseLost { .. }), "{stale}");
+        assert!(first.steps(run_id).unwrap().is_empty());
 
-    // B takes over (A counts as crashed) and writes.
-    let lease_b = second
-        .acquire_lease(run_id, "host:1:b", lease_time, 5)
-        .unwrap();
-    assert_eq!(lease_b.token, lease_a.token + 1);
-    let step_b = second.begin_step(&lease_b, "Initialized", 0).unwrap();
+        // B takes over (A counts as crashed) and writes.
+        let lease_b = second
+            .acquire_lease(run_id, "host:1:b", lease_time, 5)
+            .unwrap();
+        assert_eq!(lease_b.token, lease_a.token + 1);
+        let step_b = second.begin_step(&lease_b, "Initialized", 0).unwrap();
 
-    // A wakes up: every kind of write it tries is rejected.
-    for result in [
-        first.heartbeat(&lease_a),
-        first.begin_step(&lease_a, "Initialized", 0).map(|_| ()),
-        first.start_attempt(&lease_a, &step_b, 1, "a", false),
-        first.release_lease(&lease_a, "done"),
-    ] {
-        let error = result.unwrap_err();
-        assert!(matches!(error, StoreError::LeaseLost { .. }), "{error}");
-        assert!(error.to_string().contains("token 2"), "{error}");
-    }
-    // B's writes keep landing, even after A's attempts.
-    second
-        .start_attempt(&lease_b, &step_b, 1, "b", false)
-        .unwrap();
+        // A wakes up: every kind of write it tries is rejected.
+        for result in [
+            first.heartbeat(&lease_a),
+            first.begin_step(&lease_a, "Initialized", 0).map(|_| ()),
+            first.start_attempt(&lease_a, &step_b, 1, "a", false),
+            first.release_lease(&lease_a, "done"),
+        ] {
+            let error = result.unwrap_err();
+            assert!(matches!(error, StoreError::LeaseLost { .. }), "{error}");
+            assert!(error.to_string().contains("token 2"), "{error}");
+        }
+        // B's writes keep landing, even after A's attempts.
+        second
+            .start_attempt(&lease_b, &step_b, 1, "b", false)
+            .unwrap();
 
-    let steps = second.steps(run_id).unwrap();
-    assert_eq!(steps.len(), 1);
-    assert_eq!(steps[0].attempt, 1);
-    let events = second.events(run_id).unwrap();
-    assert_log_consistent(&events, "Initialized");
-    let takeover = events
-        .iter()
-        .position(|event| event.kind == EventKind::LeaseAcquired && event.lease_token == Some(2))
-        .unwrap();
-    assert!(events[takeover + 1..]
-        .iter()
-        .all(|event| event.lease_token == Some(lease_b.token)));
-    let run = second.run(run_id).unwrap();
-    assert_eq!(run.crash_count, 1);
-    assert_eq!(run.lease_owner.as_deref(), Some("host:1:b"));
+        let steps = second.steps(run_id).unwrap();
+        assert_eq!(steps.len(), 1);
+        assert_eq!(steps[0].attempt, 1);
+        let events = second.events(run_id).unwrap();
+        assert_log_consistent(&events, "Initialized");
+        let takeover = events
+            .iter()
+            .position(|event| {
+                event.kind == EventKind::LeaseAcquired && event.lease_token == Some(2)
+            })
+            .unwrap();
+        assert!(events[takeover + 1..]
+            .iter()
+            .all(|event| event.lease_token == Some(lease_b.token)));
+        let run = second.run(run_id).unwrap();
+        assert_eq!(run.crash_count, 1);
+        assert_eq!(run.lease_owner.as_deref(), Some("host:1:b"));
+    });
 }
 
 #[test]
 fn crash_loop_is_capped_and_restart_clears_it() {
-    let directory = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(0));
-    let mut store = store_in(&directory).with_clock(clock.clone());
-    let spec = Spec::parse(
-        "cap.toml",
-        "[workflow]\nname = \"cap\"\ninitial = \"A\"\nmax_crashes = 2\nlease_ms = 100\n\
-         [states.A]\naction = { task = \"noop\" }\non = { ok = \"Done\", failed = \"Done\" }\n\
-         [states.Done]\nterminal = \"success\"\n",
-    )
-    .unwrap();
-    let run_id = store.create_run(&spec).unwrap();
-    for crash in 0..3 {
-        let lease = store
-            .acquire_lease(
-                run_id,
-                &format!("far:1:{crash}"),
-                spec.lease,
-                spec.max_crashes,
-            )
-            .unwrap();
-        if crash == 0 {
-            store.begin_step(&lease, "A", 0).unwrap();
+    each_backend(|location| {
+        let clock = Arc::new(ManualClock::new(0));
+        let mut store = store_at(location).with_clock(clock.clone());
+        let spec = Spec::parse(
+            "cap.toml",
+            "[workflow]\nname = \"cap\"\ninitial = \"A\"\nmax_crashes = 2\nlease_ms = 100\n\
+             [states.A]\naction = { task = \"noop\" }\non = { ok = \"Done\", failed = \"Done\" }\n\
+             [states.Done]\nterminal = \"success\"\n",
+        )
+        .unwrap();
+        let run_id = store.create_run(&spec).unwrap();
+        for crash in 0..3 {
+            let lease = store
+                .acquire_lease(
+                    run_id,
+                    &format!("far:1:{crash}"),
+                    spec.lease,
+                    spec.max_crashes,
+                )
+                .unwrap();
+            if crash == 0 {
+                store.begin_step(&lease, "A", 0).unwrap();
+            }
+            clock.advance(Duration::from_millis(101));
         }
-        clock.advance(Duration::from_millis(101));
-    }
-    let registry = TaskRegistry::with_builtins();
-    let error = Runner::new(&mut store, &registry)
-        .resume(run_id)
-        .unwrap_err();
-    assert!(
-        matches!(
-            error,
-            RunError::Store(StoreError::CrashLoop {
-                crashes: 3,
-                cap: 2,
-                ..
-            })
-        ),
-        "{error}"
-    );
-    let run = store.run(run_id).unwrap();
-    assert_eq!(run.status, RunStatus::Crashed);
-    // Crashed is not Failed, and is not resumed until restarted.
-    assert!(matches!(
-        Runner::new(&mut store, &registry).resume(run_id),
-        Err(RunError::Store(StoreError::CrashLoop { .. }))
-    ));
-    let run = Runner::new(&mut store, &registry).restart(run_id).unwrap();
-    assert_eq!(run.status, RunStatus::Succeeded);
-    assert_eq!(run.crash_count, 0);
-    assert_log_consistent(&store.events(run_id).unwrap(), "A");
+        let registry = TaskRegistry::with_builtins();
+        let error = Runner::new(&mut store, &registry)
+            .resume(run_id)
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                RunError::Store(StoreError::CrashLoop {
+                    crashes: 3,
+                    cap: 2,
+                    ..
+                })
+            ),
+            "{error}"
+        );
+        let run = store.run(run_id).unwrap();
+        assert_eq!(run.status, RunStatus::Crashed);
+        // Crashed is not Failed, and is not resumed until restarted.
+        assert!(matches!(
+            Runner::new(&mut store, &registry).resume(run_id),
+            Err(RunError::Store(StoreError::CrashLoop { .. }))
+        ));
+        let run = Runner::new(&mut store, &registry).restart(run_id).unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        assert_eq!(run.crash_count, 0);
+        assert_log_consistent(&store.events(run_id).unwrap(), "A");
+    });
 }
 
 #[cfg(unix)]
 #[test]
 fn command_that_overruns_its_timeout_is_killed_and_timed_out() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut store = store_in(&directory);
-    let spec = Spec::parse(
-        "timeout.toml",
-        "[workflow]\nname = \"slow\"\ninitial = \"A\"\n\
-         [states.A]\naction = { command = [\"sh\", \"-c\", \"sleep 30\"] }\ntimeout_ms = 200\n\
-         on = { ok = \"Done\", failed = \"Gone\", timeout = \"Late\" }\n\
-         [states.Done]\nterminal = \"success\"\n[states.Gone]\nterminal = \"failure\"\n\
-         [states.Late]\nterminal = \"failure\"\n",
-    )
-    .unwrap();
-    let registry = TaskRegistry::with_builtins();
-    let run = Runner::new(&mut store, &registry).start(&spec).unwrap();
-    assert_eq!(run.current_state, "Late");
-    let events = store.events(run.id).unwrap();
-    let finished = events
-        .iter()
-        .find(|event| event.kind == EventKind::AttemptFinished)
+    each_backend(|location| {
+        let mut store = store_at(location);
+        let spec = Spec::parse(
+            "timeout.toml",
+            "[workflow]\nname = \"slow\"\ninitial = \"A\"\n\
+             [states.A]\naction = { command = [\"sh\", \"-c\", \"sleep 30\"] }\ntimeout_ms = 200\n\
+             on = { ok = \"Done\", failed = \"Gone\", timeout = \"Late\" }\n\
+             [states.Done]\nterminal = \"success\"\n[states.Gone]\nterminal = \"failure\"\n\
+             [states.Late]\nterminal = \"failure\"\n",
+        )
         .unwrap();
-    assert_eq!(finished.outcome.as_deref(), Some("timeout"));
+        let registry = TaskRegistry::with_builtins();
+        let run = Runner::new(&mut store, &registry).start(&spec).unwrap();
+        assert_eq!(run.current_state, "Late");
+        let events = store.events(run.id).unwrap();
+        let finished = events
+            .iter()
+            .find(|event| event.kind == EventKind::AttemptFinished)
+            .unwrap();
+        assert_eq!(finished.outcome.as_deref(), Some("timeout"));
+    });
 }
 
 #[test]
@@ -427,179 +445,201 @@ fn schema_is_versioned_and_the_log_is_append_only() {
     let run = Runner::new(&mut store, &registry)
         .start(&Spec::default_spec())
         .unwrap();
-    let journal: String = store
-        .connection()
+    let sqlite = store.connection().sqlite().unwrap();
+    let journal: String = sqlite
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
     assert_eq!(journal, "wal");
-    let synchronous: i64 = store
-        .connection()
+    let synchronous: i64 = sqlite
         .query_row("PRAGMA synchronous", [], |row| row.get(0))
         .unwrap();
     assert_eq!(synchronous, 2, "synchronous=FULL");
-    assert!(store
-        .connection()
-        .execute("UPDATE wf_events SET detail = 'x'", [])
-        .is_err());
-    assert!(store
-        .connection()
-        .execute("DELETE FROM wf_events", [])
-        .is_err());
-    assert!(store
-        .connection()
-        .execute("DELETE FROM wf_runs", [])
-        .is_err());
-    let kept: i64 = store
-        .connection()
+    let kept: i64 = sqlite
         .query_row("SELECT COUNT(*) FROM quarantine", [], |row| row.get(0))
         .unwrap();
     assert_eq!(kept, 1);
-    drop(store);
-
-    // Reopening migrates nothing and keeps the runs.
-    let store = Store::open(&path).unwrap();
     assert_eq!(store.run(run.id).unwrap().status, RunStatus::Succeeded);
-    store
-        .connection()
-        .execute("UPDATE wf_schema_version SET version = 99", [])
-        .unwrap();
-    drop(store);
-    let error = Store::open(&path).unwrap_err();
-    assert!(
-        matches!(error, StoreError::SchemaTooNew { found: 99, .. }),
-        "{error}"
-    );
+}
+
+#[test]
+fn the_log_is_append_only_and_a_newer_schema_is_refused() {
+    each_backend(|location| {
+        let mut store = store_at(location);
+        let registry = TaskRegistry::with_builtins();
+        let run = Runner::new(&mut store, &registry)
+            .start(&Spec::default_spec())
+            .unwrap();
+        let connection = store.connection();
+        for statement in [
+            "UPDATE wf_events SET detail = 'x'",
+            "DELETE FROM wf_events",
+            "DELETE FROM wf_runs",
+        ] {
+            let refused = connection.execute("tamper", statement, &[]);
+            assert!(refused.is_err(), "{statement} must be refused");
+        }
+        if connection.backend() == attnflow_store::Backend::Postgres {
+            assert!(connection
+                .batch("tamper", "TRUNCATE wf_events CASCADE")
+                .is_err());
+        }
+        drop(store);
+
+        // Reopening migrates nothing and keeps the runs.
+        let store = store_at(location);
+        assert_eq!(store.run(run.id).unwrap().status, RunStatus::Succeeded);
+        assert_eq!(
+            store.event_count(run.id).unwrap(),
+            store.events(run.id).unwrap().len() as i64
+        );
+        store
+            .connection()
+            .execute("bump", "UPDATE wf_schema_version SET version = 99", &[])
+            .unwrap();
+        drop(store);
+        let error = Store::connect(location).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Db(DbError::SchemaTooNew { found: 99, .. })
+            ),
+            "{error}"
+        );
+        assert!(error.is_bad_input());
+    });
 }
 
 #[test]
 fn analysis_of_recorded_runs_counts_every_transition() {
-    let directory = tempfile::tempdir().unwrap();
-    let mut store = store_in(&directory);
-    let spec = Spec::parse(
-        "flaky.toml",
-        r#"
-[workflow]
-name = "flaky"
-initial = "Processing"
-[states.Processing]
-action = { task = "flaky", args = { probability = 0.4 } }
-on = { ok = "Validation", failed = "Retry" }
-[states.Validation]
-action = { task = "flaky", args = { probability = 0.25, outcome = "invalid", seed = 9 } }
-on = { ok = "Completed", failed = "Retry", invalid = "Retry" }
-[states.Retry]
-action = { task = "noop" }
-max_visits = 2
-on = { ok = "Processing", failed = "Abandoned", exhausted = "Abandoned" }
-[states.Completed]
-terminal = "success"
-[states.Abandoned]
-terminal = "failure"
-"#,
-    )
-    .unwrap();
-    let registry = TaskRegistry::with_builtins();
-    let mut finished = 0;
-    for _ in 0..60 {
-        let run = Runner::new(&mut store, &registry).start(&spec).unwrap();
-        assert!(matches!(
-            run.status,
-            RunStatus::Succeeded | RunStatus::Failed
-        ));
-        finished += 1;
-    }
-    let analyses = report::analyze(&store, None).unwrap();
-    assert_eq!(analyses.len(), 1);
-    let analysis = &analyses[0];
-    assert_eq!(analysis.runs, finished);
-    let recorded = store.transitions(Some("flaky")).unwrap();
-    assert_eq!(analysis.transitions as usize, recorded.len());
-    // Row sums are 1 and every probability equals its count ratio.
-    for (row, counts) in analysis.counts.iter().enumerate() {
-        let total: u64 = counts.iter().sum();
-        let sum: f64 = analysis.probabilities[row].iter().sum();
-        assert!((sum - 1.0).abs() < 1e-12);
-        for (column, count) in counts.iter().enumerate() {
-            if total > 0 {
-                assert!(
-                    (analysis.probabilities[row][column] - *count as f64 / total as f64).abs()
-                        < 1e-12
-                );
+    each_backend(|location| {
+        let mut store = store_at(location);
+        let spec = Spec::parse(
+            "flaky.toml",
+            r#"
+    [workflow]
+    name = "flaky"
+    initial = "Processing"
+    [states.Processing]
+    action = { task = "flaky", args = { probability = 0.4 } }
+    on = { ok = "Validation", failed = "Retry" }
+    [states.Validation]
+    action = { task = "flaky", args = { probability = 0.25, outcome = "invalid", seed = 9 } }
+    on = { ok = "Completed", failed = "Retry", invalid = "Retry" }
+    [states.Retry]
+    action = { task = "noop" }
+    max_visits = 2
+    on = { ok = "Processing", failed = "Abandoned", exhausted = "Abandoned" }
+    [states.Completed]
+    terminal = "success"
+    [states.Abandoned]
+    terminal = "failure"
+    "#,
+        )
+        .unwrap();
+        let registry = TaskRegistry::with_builtins();
+        let mut finished = 0;
+        for _ in 0..60 {
+            let run = Runner::new(&mut store, &registry).start(&spec).unwrap();
+            assert!(matches!(
+                run.status,
+                RunStatus::Succeeded | RunStatus::Failed
+            ));
+            finished += 1;
+        }
+        let analyses = report::analyze(&store, None).unwrap();
+        assert_eq!(analyses.len(), 1);
+        let analysis = &analyses[0];
+        assert_eq!(analysis.runs, finished);
+        let recorded = store.transitions(Some("flaky")).unwrap();
+        assert_eq!(analysis.transitions as usize, recorded.len());
+        // Row sums are 1 and every probability equals its count ratio.
+        for (row, counts) in analysis.counts.iter().enumerate() {
+            let total: u64 = counts.iter().sum();
+            let sum: f64 = analysis.probabilities[row].iter().sum();
+            assert!((sum - 1.0).abs() < 1e-12);
+            for (column, count) in counts.iter().enumerate() {
+                if total > 0 {
+                    assert!(
+                        (analysis.probabilities[row][column] - *count as f64 / total as f64).abs()
+                            < 1e-12
+                    );
+                }
             }
         }
-    }
-    let absorption = &analysis.absorption;
-    assert!(absorption.certain);
-    assert_eq!(absorption.absorbing, ["Completed", "Abandoned"]);
-    let from_start = &absorption.absorption_probabilities["Processing"];
-    assert!((from_start["Completed"] + from_start["Abandoned"] - 1.0).abs() < 1e-9);
-    // The estimate of P(end in Completed | start) is close to the observed
-    // fraction of successful runs (the estimate is Markov; the engine's
-    // visit cap is not, so allow some slack).
-    let successes = store
-        .runs()
-        .unwrap()
-        .iter()
-        .filter(|run| run.status == RunStatus::Succeeded)
-        .count() as f64;
-    assert!((from_start["Completed"] - successes / finished as f64).abs() < 0.2);
-    let text = report::render_analysis(analysis);
-    assert!(text.contains("absorption is CERTAIN"), "{text}");
-    let diagram = report::analysis_mermaid(analysis);
-    assert!(
-        diagram.starts_with("stateDiagram-v2\n    [*] --> Processing\n"),
-        "{diagram}"
-    );
-    assert!(diagram.contains("Completed --> [*]"));
+        let absorption = &analysis.absorption;
+        assert!(absorption.certain);
+        assert_eq!(absorption.absorbing, ["Completed", "Abandoned"]);
+        let from_start = &absorption.absorption_probabilities["Processing"];
+        assert!((from_start["Completed"] + from_start["Abandoned"] - 1.0).abs() < 1e-9);
+        // The estimate of P(end in Completed | start) is close to the observed
+        // fraction of successful runs (the estimate is Markov; the engine's
+        // visit cap is not, so allow some slack).
+        let successes = store
+            .runs()
+            .unwrap()
+            .iter()
+            .filter(|run| run.status == RunStatus::Succeeded)
+            .count() as f64;
+        assert!((from_start["Completed"] - successes / finished as f64).abs() < 0.2);
+        let text = report::render_analysis(analysis);
+        assert!(text.contains("absorption is CERTAIN"), "{text}");
+        let diagram = report::analysis_mermaid(analysis);
+        assert!(
+            diagram.starts_with("stateDiagram-v2\n    [*] --> Processing\n"),
+            "{diagram}"
+        );
+        assert!(diagram.contains("Completed --> [*]"));
+    });
 }
 
 #[test]
 fn executor_that_loses_its_lease_mid_action_writes_nothing_more() {
-    let directory = tempfile::tempdir().unwrap();
-    let path = directory.path().join("runs.db");
-    let clock = Arc::new(ManualClock::new(10_000_000));
-    let mut store = Store::open(&path).unwrap().with_clock(clock.clone());
-    let spec = Spec::parse(
-        "takeover.toml",
-        "[workflow]\nname = \"takeover\"\ninitial = \"A\"\nlease_ms = 1000\n\
-         [states.A]\naction = { task = \"stall\" }\non = { ok = \"Done\", failed = \"Done\" }\n\
-         [states.Done]\nterminal = \"success\"\n",
-    )
-    .unwrap();
-    // While the first executor's action runs, its lease expires and a
-    // second executor takes the run over.
-    let mut registry = TaskRegistry::with_builtins();
-    let takeover_path = path.clone();
-    let takeover_clock = clock.clone();
-    registry.register("stall", move |context: &TaskContext| {
-        takeover_clock.advance(Duration::from_millis(5_000));
-        let mut other = Store::open(&takeover_path)
-            .unwrap()
-            .with_clock(takeover_clock.clone());
-        other
-            .acquire_lease(context.run_id, "host:1:second", Duration::from_secs(60), 5)
-            .unwrap();
-        TaskOutput::ok()
+    each_backend(|location| {
+        let clock = Arc::new(ManualClock::new(10_000_000));
+        let mut store = Store::connect(location).unwrap().with_clock(clock.clone());
+        let spec = Spec::parse(
+            "takeover.toml",
+            "[workflow]\nname = \"takeover\"\ninitial = \"A\"\nlease_ms = 1000\n\
+             [states.A]\naction = { task = \"stall\" }\non = { ok = \"Done\", failed = \"Done\" }\n\
+             [states.Done]\nterminal = \"success\"\n",
+        )
+        .unwrap();
+        // While the first executor's action runs, its lease expires and a
+        // second executor takes the run over.
+        let mut registry = TaskRegistry::with_builtins();
+        let takeover_location = location.clone();
+        let takeover_clock = clock.clone();
+        registry.register("stall", move |context: &TaskContext| {
+            takeover_clock.advance(Duration::from_millis(5_000));
+            let mut other = Store::connect(&takeover_location)
+                .unwrap()
+                .with_clock(takeover_clock.clone());
+            other
+                .acquire_lease(context.run_id, "host:1:second", Duration::from_secs(60), 5)
+                .unwrap();
+            TaskOutput::ok()
+        });
+        let error = Runner::new(&mut store, &registry)
+            .with_owner("host:1:first")
+            .start(&spec)
+            .unwrap_err();
+        assert!(
+            matches!(error, RunError::Store(StoreError::LeaseLost { .. })),
+            "{error}"
+        );
+        // The first executor's result never landed: the attempt is still open
+        // and the run is still in A, held by the second executor.
+        let run = store.run(1).unwrap();
+        assert_eq!(run.current_state, "A");
+        assert_eq!(run.lease_owner.as_deref(), Some("host:1:second"));
+        let steps = store.steps(1).unwrap();
+        assert!(steps[0].attempt_open && !steps[0].completed);
+        let events = store.events(1).unwrap();
+        assert_log_consistent(&events, "A");
+        assert!(events
+            .iter()
+            .all(|event| event.kind != EventKind::AttemptFinished
+                && event.kind != EventKind::Transition));
+        assert_eq!(events.last().unwrap().kind, EventKind::LeaseAcquired);
     });
-    let error = Runner::new(&mut store, &registry)
-        .with_owner("host:1:first")
-        .start(&spec)
-        .unwrap_err();
-    assert!(
-        matches!(error, RunError::Store(StoreError::LeaseLost { .. })),
-        "{error}"
-    );
-    // The first executor's result never landed: the attempt is still open
-    // and the run is still in A, held by the second executor.
-    let run = store.run(1).unwrap();
-    assert_eq!(run.current_state, "A");
-    assert_eq!(run.lease_owner.as_deref(), Some("host:1:second"));
-    let steps = store.steps(1).unwrap();
-    assert!(steps[0].attempt_open && !steps[0].completed);
-    let events = store.events(1).unwrap();
-    assert_log_consistent(&events, "A");
-    assert!(events.iter().all(
-        |event| event.kind != EventKind::AttemptFinished && event.kind != EventKind::Transition
-    ));
-    assert_eq!(events.last().unwrap().kind, EventKind::LeaseAcquired);
 }

@@ -12,9 +12,10 @@ use attnflow_blueprint::{
     Error, Spec, SpecError,
 };
 use clap::{Args, Subcommand, ValueEnum};
-use miette::{miette, LabeledSpan, NamedSource};
+use miette::miette;
 
 use crate::error::{CliError, CliResult};
+use crate::output::print_json;
 
 /// Subcommands of `attnflow blueprint`.
 #[derive(Debug, Subcommand)]
@@ -237,32 +238,7 @@ pub fn run(command: BlueprintCommand) -> CliResult {
             if args.json {
                 return print_json(&blueprint);
             }
-            let total = account(&blueprint, CostOptions::default()).total;
-            let tensors = |list: Vec<&attnflow_blueprint::Node>| {
-                list.iter()
-                    .map(|node| format!("{} {:?}", node.name, node.shape))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let blocks: Vec<String> = blueprint
-                .blocks
-                .iter()
-                .map(|block| format!("{} ×{}", block.name, block.repeat))
-                .collect();
-            println!(
-                "ok: {} ({}): {} nodes{}, {} parameters; inputs {}; outputs {}",
-                blueprint.name,
-                blueprint.file,
-                blueprint.nodes.len(),
-                if blocks.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (blocks {})", blocks.join(", "))
-                },
-                render::grouped(total.params),
-                tensors(blueprint.inputs().collect()),
-                tensors(blueprint.outputs()),
-            );
+            println!("{}", render::check_line(&blueprint));
             Ok(())
         }
         BlueprintCommand::Show(args) => {
@@ -273,89 +249,77 @@ pub fn run(command: BlueprintCommand) -> CliResult {
             print!("{}", render::summary_text(&summary, args.output.style()));
             Ok(())
         }
-        BlueprintCommand::Cost(args) => {
-            let blueprint = load(&args.spec)?;
-            let options = args.count.options();
-            let account = account(&blueprint, options);
-            // Decoders also get what serving them costs: prefill and decode
-            // FLOPs per token, the KV cache, memory at a context length.
-            let inference = attnflow_blueprint::is_decoder(&blueprint)
-                .then(|| attnflow_blueprint::inference(&blueprint, options, args.context));
-            if args.output.json {
-                let mut value = serde_json::to_value(&account)
-                    .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
-                if let Some(inference) = &inference {
-                    value["inference"] = serde_json::to_value(inference).map_err(|error| {
-                        CliError::failed(miette!("cannot encode JSON: {error}"))
-                    })?;
-                }
-                return print_json(&value);
-            }
-            print!(
-                "{}",
-                render::account_table(&account, args.expand, args.output.style())
-            );
-            if let Some(inference) = &inference {
-                print!(
-                    "\n{}",
-                    render::inference_table(inference, args.output.style())
-                );
-            }
-            Ok(())
-        }
-        BlueprintCommand::Scale(args) => {
-            let (spec, text) = read_spec(&args.spec.spec)?;
-            let overrides = overrides(&args.spec.set)?;
-            let report = scale(
-                &spec,
-                &args.dim,
-                &args.values,
-                &overrides,
-                args.count.options(),
-                |_| {},
-            )
-            .map_err(|error| blueprint_error(error, &spec.file, &text))?;
-            if args.output.json {
-                return print_json(&report);
-            }
-            print!("{}", render::scale_table(&report, args.output.style()));
-            Ok(())
-        }
-        BlueprintCommand::Diagram(args) => {
-            let blueprint = load(&args.spec)?;
-            let options = DiagramOptions {
-                expand: args.expand,
-                shapes: args.shapes,
-                cost: args.cost.then(|| args.count.options()),
-            };
-            let drawing = match &args.node {
-                Some(name) => diagram::attention_drawing(&blueprint, name)
-                    .map_err(|error| CliError::bad_input(miette!("{error}")))?,
-                None => diagram::drawing(&blueprint, options),
-            };
-            let text = match args.format {
-                FormatArg::Mermaid => diagram::mermaid(&drawing),
-                FormatArg::Dot => diagram::dot(&drawing),
-                FormatArg::Svg => diagram::svg(&drawing),
-            };
-            match args.output {
-                Some(path) => {
-                    attnflow_base::write_atomically(&path, text.as_bytes()).map_err(|error| {
-                        CliError::failed(miette!("cannot write {}: {error}", path.display()))
-                    })?;
-                    eprintln!("wrote {}", path.display());
-                }
-                None => print!("{text}"),
-            }
-            Ok(())
-        }
+        BlueprintCommand::Cost(args) => cost_command(&args),
+        BlueprintCommand::Scale(args) => scale_command(&args),
+        BlueprintCommand::Diagram(args) => diagram_command(&args),
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> CliResult {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
-    println!("{text}");
+/// `attnflow blueprint cost`: the account and, for decoders, what serving
+/// them costs (prefill and decode FLOPs per token, the KV cache, memory at
+/// a context length).
+fn cost_command(args: &CostArgs) -> CliResult {
+    let blueprint = load(&args.spec)?;
+    let options = args.count.options();
+    let account = account(&blueprint, options);
+    let inference = attnflow_blueprint::is_decoder(&blueprint)
+        .then(|| attnflow_blueprint::inference(&blueprint, options, args.context));
+    if args.output.json {
+        let mut value = serde_json::to_value(&account)
+            .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
+        if let Some(inference) = &inference {
+            value["inference"] = serde_json::to_value(inference)
+                .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
+        }
+        return print_json(&value);
+    }
+    let style = args.output.style();
+    print!("{}", render::account_table(&account, args.expand, style));
+    if let Some(inference) = &inference {
+        print!("\n{}", render::inference_table(inference, style));
+    }
+    Ok(())
+}
+
+fn scale_command(args: &ScaleArgs) -> CliResult {
+    let (spec, text) = read_spec(&args.spec.spec)?;
+    let overrides = overrides(&args.spec.set)?;
+    let options = args.count.options();
+    let report = scale(&spec, &args.dim, &args.values, &overrides, options, |_| {})
+        .map_err(|error| blueprint_error(error, &spec.file, &text))?;
+    if args.output.json {
+        return print_json(&report);
+    }
+    print!("{}", render::scale_table(&report, args.output.style()));
+    Ok(())
+}
+
+fn diagram_command(args: &DiagramArgs) -> CliResult {
+    let blueprint = load(&args.spec)?;
+    let options = DiagramOptions {
+        expand: args.expand,
+        shapes: args.shapes,
+        cost: args.cost.then(|| args.count.options()),
+    };
+    let drawing = match &args.node {
+        Some(name) => diagram::attention_drawing(&blueprint, name)
+            .map_err(|error| CliError::bad_input(miette!("{error}")))?,
+        None => diagram::drawing(&blueprint, options),
+    };
+    let text = match args.format {
+        FormatArg::Mermaid => diagram::mermaid(&drawing),
+        FormatArg::Dot => diagram::dot(&drawing),
+        FormatArg::Svg => diagram::svg(&drawing),
+    };
+    match &args.output {
+        Some(path) => {
+            attnflow_base::write_atomically(path, text.as_bytes()).map_err(|error| {
+                CliError::failed(miette!("cannot write {}: {error}", path.display()))
+            })?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
     Ok(())
 }
 
@@ -363,13 +327,7 @@ fn read_spec(path: &Path) -> Result<(Spec, String), CliError> {
     // A Hugging Face model directory or a GGUF file: its spec is derived
     // from config.json or the GGUF metadata.
     let (file, text) = if path.is_dir() || attnflow_models::gguf::is_gguf(path) {
-        attnflow_models::blueprint_spec_of_model(path).map_err(|error| {
-            if error.is_input_fault() {
-                CliError::bad_input(miette!("{error}"))
-            } else {
-                CliError::failed(miette!("{error}"))
-            }
-        })?
+        attnflow_models::blueprint_spec_of_model(path)?
     } else {
         let text = std::fs::read_to_string(path).map_err(|error| {
             CliError::bad_input(miette!("cannot read {}: {error}", path.display()))
@@ -401,23 +359,13 @@ fn blueprint_error(error: Error, file: &str, text: &str) -> CliError {
     }
 }
 
-/// A spec fault as a miette report: the message names file:line:col and
-/// the node, and the snippet underlines the offending text.
+/// A spec fault as a diagnostic: the message names file:line:col and the
+/// node, and the snippet underlines the offending text.
 fn spec_report(error: SpecError, file: &str, text: &str) -> miette::Report {
-    let message = error.to_string();
-    let span = error.location.span.clone();
-    let start = span.start.min(text.len());
-    let length = span
-        .end
-        .saturating_sub(start)
-        .max(usize::from(start < text.len()));
     let label = match &error.node {
         Some(node) => format!("in node `{node}`"),
         None => "here".to_string(),
     };
-    miette!(
-        labels = vec![LabeledSpan::at(start..start + length, label)],
-        "{message}"
-    )
-    .with_source_code(NamedSource::new(file, text.to_string()))
+    let span = error.location.span.clone();
+    crate::error::spanned(file, text, span, &label, &error.to_string())
 }

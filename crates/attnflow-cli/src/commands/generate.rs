@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use super::embed::model_error;
 use crate::error::CliResult;
+use attnflow_inspect::files::{self, Summary};
+use attnflow_inspect::AnalysisOptions;
 use attnflow_models::{generate, GenerateOptions, PretrainedDecoder, StopReason};
 use clap::Args;
 
@@ -86,9 +88,10 @@ pub fn run(args: GenerateArgs) -> CliResult {
                 .chain(&generation.generated)
                 .copied()
                 .collect();
-            Some(super::inspect::inspect_decoder_tokens(
-                &decoder, &ids, directory, args.json,
-            )?)
+            let inspection = attnflow_inspect::inspect_decoder(&decoder, &ids)?;
+            let analysis = inspection.analyse(&AnalysisOptions::default())?;
+            let written = files::write(&inspection, &analysis, directory, || {})?;
+            Some(Summary::new(&inspection, &analysis, &written))
         }
         None => None,
     };

@@ -2,7 +2,6 @@
 
 pub mod attention;
 pub mod bench;
-pub mod bench_generate;
 pub mod blueprint;
 pub mod data;
 pub mod embed;
@@ -10,6 +9,8 @@ pub mod eval_lm;
 pub mod generate;
 pub mod inspect;
 pub mod run;
+pub mod store;
 pub mod train;
 pub mod verify;
+pub mod worker;
 pub mod workflow;

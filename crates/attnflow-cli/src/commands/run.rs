@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use attnflow_pipeline::{PipelineError, RunOptions, StepEvent};
+use attnflow_pipeline::{RunOptions, StepEvent};
 use clap::Args;
 use miette::miette;
 
 use crate::error::{CliError, CliResult};
+use crate::output::print_json;
 
 /// Arguments of `attnflow run`.
 #[derive(Debug, Args)]
@@ -18,11 +19,13 @@ pub struct RunArgs {
     /// The run folder (default: attnflow-runs/run-YYYYMMDD-HHMMSS).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// The SQLite store of workflow history, shared by runs so the workflow
-    /// analysis sees them all (each run's data queue and quarantine are in
-    /// its folder's data.sqlite).
-    #[arg(long, default_value = "attnflow-runs/attnflow.sqlite")]
-    db: PathBuf,
+    /// The store of workflow history, shared by runs so the workflow
+    /// analysis sees them all: an SQLite file or postgres://USER@HOST:PORT/DB
+    /// (each run's data queue and quarantine are in its folder's
+    /// data.sqlite) [default: attnflow-runs/attnflow.sqlite; with --resume,
+    /// the store the run folder records].
+    #[arg(long)]
+    db: Option<PathBuf>,
     /// Continue the run in this folder from its last recorded state.
     #[arg(long, conflicts_with_all = ["spec", "out"])]
     resume: Option<PathBuf>,
@@ -41,39 +44,8 @@ pub struct RunArgs {
 /// Runs the pipeline and prints where the report is.
 pub fn run(args: RunArgs) -> CliResult {
     let started = Instant::now();
-    let quiet = args.json;
-    let observer = move |event: &StepEvent| {
-        if quiet {
-            return;
-        }
-        match event {
-            StepEvent::StepStarted { state, .. } => eprintln!("▶ {state}"),
-            StepEvent::AttemptStarted {
-                attempt,
-                rerun: true,
-                state,
-                ..
-            } => {
-                eprintln!("  re-running {state} (attempt {attempt}) after an interruption")
-            }
-            StepEvent::AttemptFinished { output, .. } if !output.detail.is_empty() => {
-                eprintln!("  {}: {}", output.outcome.as_str(), output.detail)
-            }
-            StepEvent::Backoff { state, delay } => {
-                eprintln!("  {state} failed; retrying in {} ms", delay.as_millis())
-            }
-            _ => {}
-        }
-    };
-    let fail = |error: PipelineError| {
-        if error.is_bad_input() {
-            CliError::bad_input(miette!("{error}"))
-        } else {
-            CliError::failed(miette!("{error}"))
-        }
-    };
     if let Some(directory) = &args.write_default {
-        let spec = attnflow_pipeline::write_default_inputs(directory, args.rows).map_err(fail)?;
+        let spec = attnflow_pipeline::write_default_inputs(directory, args.rows)?;
         println!(
             "wrote the default pipeline to {}; run it with `attnflow run {}`",
             directory.display(),
@@ -81,16 +53,19 @@ pub fn run(args: RunArgs) -> CliResult {
         );
         return Ok(());
     }
+    let quiet = args.json;
+    let options = |run_dir: PathBuf| RunOptions {
+        run_dir,
+        store: args.db.clone(),
+        observer: Box::new(move |event: &StepEvent| {
+            if !quiet {
+                print_event(event)
+            }
+        }),
+        progress_bar: !quiet,
+    };
     let outcome = match &args.resume {
-        Some(run_dir) => attnflow_pipeline::resume(
-            run_dir,
-            RunOptions {
-                run_dir: run_dir.clone(),
-                store: args.db.clone(),
-                observer: Box::new(observer),
-                progress_bar: !quiet,
-            },
-        ),
+        Some(run_dir) => attnflow_pipeline::resume(run_dir, options(run_dir.clone()))?,
         None => {
             let run_dir = args.out.clone().unwrap_or_else(default_run_dir);
             let spec = match &args.spec {
@@ -103,34 +78,19 @@ pub fn run(args: RunArgs) -> CliResult {
                             run_dir.display()
                         );
                     }
-                    attnflow_pipeline::write_default_inputs(&run_dir.join("inputs"), args.rows)
-                        .map_err(fail)?
+                    attnflow_pipeline::write_default_inputs(&run_dir.join("inputs"), args.rows)?
                 }
             };
-            attnflow_pipeline::start(
-                &spec,
-                RunOptions {
-                    run_dir,
-                    store: args.db.clone(),
-                    observer: Box::new(observer),
-                    progress_bar: !quiet,
-                },
-            )
+            attnflow_pipeline::start(&spec, options(run_dir))?
         }
-    }
-    .map_err(fail)?;
-
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&outcome).unwrap_or_default()
-        );
+        print_json(&outcome)?;
     } else {
+        let seconds = started.elapsed().as_secs_f64();
         println!(
-            "run {} ended in {} after {:.0} s",
-            outcome.workflow_run,
-            outcome.state,
-            started.elapsed().as_secs_f64()
+            "run {} ended in {} after {seconds:.0} s",
+            outcome.workflow_run, outcome.state
         );
         println!("  run folder: {}", outcome.run_dir.display());
         match &outcome.report {
@@ -139,14 +99,33 @@ pub fn run(args: RunArgs) -> CliResult {
         }
     }
     if outcome.succeeded {
-        Ok(())
-    } else {
-        Err(CliError::failed(miette!(
-            "the pipeline ended in {}; `attnflow workflow show {} --db {}` shows every step",
-            outcome.state,
-            outcome.workflow_run,
-            args.db.display()
-        )))
+        return Ok(());
+    }
+    Err(CliError::failed(miette!(
+        "the pipeline ended in {}; `attnflow workflow show {} --db {}` shows every step",
+        outcome.state,
+        outcome.workflow_run,
+        outcome.store.display()
+    )))
+}
+
+/// One line on standard error per step, re-run, result and back-off.
+fn print_event(event: &StepEvent) {
+    match event {
+        StepEvent::StepStarted { state, .. } => eprintln!("▶ {state}"),
+        StepEvent::AttemptStarted {
+            attempt,
+            rerun: true,
+            state,
+            ..
+        } => eprintln!("  re-running {state} (attempt {attempt}) after an interruption"),
+        StepEvent::AttemptFinished { output, .. } if !output.detail.is_empty() => {
+            eprintln!("  {}: {}", output.outcome.as_str(), output.detail)
+        }
+        StepEvent::Backoff { state, delay } => {
+            eprintln!("  {state} failed; retrying in {} ms", delay.as_millis())
+        }
+        _ => {}
     }
 }
 

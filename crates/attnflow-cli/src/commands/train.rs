@@ -98,7 +98,7 @@ pub struct EvalArgs {
     json: bool,
 }
 
-fn train_error(error: TrainError) -> CliError {
+pub fn train_error(error: TrainError) -> CliError {
     if error.is_bad_input() {
         CliError::bad_input(miette!("{error}"))
     } else {
@@ -352,96 +352,5 @@ pub fn eval(args: EvalArgs) -> CliResult {
         "attention entropy {}",
         optional(evaluation.attention_entropy)
     );
-    Ok(())
-}
-
-/// Arguments of `attnflow bench train`.
-#[derive(Debug, Args)]
-pub struct BenchTrainArgs {
-    /// Timed training steps on each side (60 steps take about 1.5 s a
-    /// side here: long enough that one busy moment does not decide it).
-    #[arg(long, default_value_t = 60)]
-    steps: u64,
-    /// Untimed steps first.
-    #[arg(long, default_value_t = 3)]
-    warmup_steps: u64,
-    /// Model width.
-    #[arg(long, default_value_t = 128)]
-    d_model: usize,
-    /// Attention heads.
-    #[arg(long, default_value_t = 4)]
-    heads: usize,
-    /// Decoder layers.
-    #[arg(long, default_value_t = 2)]
-    layers: usize,
-    /// Feed-forward width.
-    #[arg(long, default_value_t = 512)]
-    d_ff: usize,
-    /// Sequence length (even).
-    #[arg(long, default_value_t = 64)]
-    seq: usize,
-    /// Sequences per step.
-    #[arg(long, default_value_t = 16)]
-    batch: usize,
-    /// Vocabulary.
-    #[arg(long, default_value_t = 64)]
-    vocab: usize,
-    /// Python interpreter with PyTorch for the peer run (skipped with a
-    /// note when `import torch` fails).
-    #[arg(long, default_value = "python3")]
-    python: PathBuf,
-    /// Skip the PyTorch run.
-    #[arg(long)]
-    no_torch: bool,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
-/// Runs `attnflow bench train`.
-pub fn bench(args: BenchTrainArgs) -> CliResult {
-    use attnflow_train::bench::{run_bench, BenchOptions};
-    let options = BenchOptions {
-        vocab: args.vocab,
-        d_model: args.d_model,
-        heads: args.heads,
-        layers: args.layers,
-        d_ff: args.d_ff,
-        seq: args.seq,
-        batch: args.batch,
-        steps: args.steps,
-        warmup_steps: args.warmup_steps,
-        python: args.python.clone(),
-        skip_torch: args.no_torch,
-    };
-    let report = run_bench(&options).map_err(train_error)?;
-    if args.json {
-        return print_json(&report);
-    }
-    println!(
-        "bench-decoder: {} layers, width {}, {} heads, {} parameters; {} sequences × {} tokens per step, {} timed steps",
-        options.layers,
-        options.d_model,
-        options.heads,
-        report.parameters,
-        options.batch,
-        options.seq,
-        options.steps
-    );
-    println!(
-        "{:<10}  {:>7}  {:>9}  {:>12}  {:>9}",
-        "engine", "threads", "seconds", "tokens/s", "last loss"
-    );
-    for side in std::iter::once(&report.attnflow).chain(report.pytorch.as_ref()) {
-        println!(
-            "{:<10}  {:>7}  {:>9.3}  {:>12.0}  {:>9.4}",
-            side.engine, side.threads, side.seconds, side.tokens_per_second, side.last_loss
-        );
-    }
-    match (report.ratio, &report.pytorch_note) {
-        (Some(ratio), _) => println!("attnflow / pytorch tokens/s: {ratio:.2}"),
-        (None, Some(note)) => println!("{note}"),
-        (None, None) => {}
-    }
     Ok(())
 }

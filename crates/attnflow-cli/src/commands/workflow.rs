@@ -4,13 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
+use attnflow_workflow::Location;
+
 use attnflow_workflow::report::{self, AnalysisError};
 use attnflow_workflow::runner::Progress;
 use attnflow_workflow::{
     RunError, RunRecord, RunStatus, Runner, Spec, SpecError, Store, StoreError, TaskRegistry,
 };
 use clap::{Args, Subcommand};
-use miette::{miette, LabeledSpan, NamedSource};
+use miette::miette;
 
 use crate::error::{CliError, CliResult};
 
@@ -38,17 +40,31 @@ pub enum WorkflowCommand {
     Diagram(SpecArgs),
     /// Check a spec without running it.
     Check(SpecArgs),
+    /// Put a run of a spec on the workers' queues without executing it
+    /// here; `attnflow worker` processes run it.
+    Submit(super::worker::SubmitArgs),
+    /// List the workers of a store: their queues, leases and last heartbeat.
+    Workers(StoreArgs),
 }
 
 /// The store option shared by every subcommand.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The SQLite file holding runs (created by `run` when missing).
-    #[arg(long, default_value = "attnflow.db")]
-    db: PathBuf,
+    /// The store: an SQLite file (created by `run` when missing) or
+    /// postgres://USER@HOST:PORT/DATABASE [default: $ATTNFLOW_DB, else attnflow.db]
+    #[arg(long)]
+    pub db: Option<String>,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+}
+
+impl StoreArgs {
+    /// The `--db` location (or `ATTNFLOW_DB`'s, or the default).
+    pub fn location(&self) -> Result<Location, CliError> {
+        Location::resolve(self.db.as_deref())
+            .map_err(|error| CliError::bad_input(miette!("{error}")))
+    }
 }
 
 /// Arguments of `attnflow workflow run`.
@@ -116,6 +132,8 @@ pub fn run(command: WorkflowCommand) -> CliResult {
             print!("{}", report::spec_mermaid(&spec));
             Ok(())
         }
+        WorkflowCommand::Submit(args) => super::worker::submit(&args),
+        WorkflowCommand::Workers(args) => super::worker::list_workers(&args),
         WorkflowCommand::Check(args) => {
             let spec = load_spec(args.spec.as_deref())?;
             spec.check_tasks(&TaskRegistry::with_builtins())
@@ -132,27 +150,22 @@ pub fn run(command: WorkflowCommand) -> CliResult {
     }
 }
 
-/// A spec error as a miette report with the offending span labelled.
+/// A spec error as a diagnostic with the offending span labelled.
 fn spec_report(error: SpecError) -> miette::Report {
     let message = format!(
         "{}:{}:{}: {}",
         error.origin, error.line, error.column, error.message
     );
-    if error.source_text.is_empty() {
-        return miette!("{message}");
-    }
-    let length = (error.span.end - error.span.start).max(1);
-    miette!(
-        labels = vec![LabeledSpan::at(
-            error.span.start..error.span.start + length,
-            "here"
-        )],
-        "{message}"
+    crate::error::spanned(
+        &error.origin,
+        &error.source_text,
+        error.span.clone(),
+        "here",
+        &message,
     )
-    .with_source_code(NamedSource::new(error.origin, error.source_text))
 }
 
-fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
+pub(crate) fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
     match path {
         Some(path) => {
             Spec::from_file(path).map_err(|error| CliError::bad_input(spec_report(error)))
@@ -161,15 +174,18 @@ fn load_spec(path: Option<&Path>) -> Result<Spec, CliError> {
     }
 }
 
-fn store_error(error: StoreError) -> CliError {
-    match error {
-        // A --db that cannot be opened or is not an SQLite file is bad input.
-        StoreError::UnknownRun { .. }
-        | StoreError::Sqlite {
-            operation: "open" | "configure",
-            ..
-        } => CliError::bad_input(miette!("{error}")),
-        other => CliError::failed(miette!("{other}")),
+pub(crate) fn store_error(error: StoreError) -> CliError {
+    // A bad URL, a refused login, a missing database, a file that is not a
+    // store, a newer schema or an unknown run is bad input; a server lost
+    // mid-run, after the retries, is failed work that can be resumed.
+    if error.is_bad_input() {
+        CliError::bad_input(miette!("{error}"))
+    } else if error.is_lost() {
+        CliError::failed(miette!(
+            "{error}\nthe run is resumable: `attnflow workflow resume RUN --db ...` once the server is back"
+        ))
+    } else {
+        CliError::failed(miette!("{error}"))
     }
 }
 
@@ -181,16 +197,19 @@ fn run_error(error: RunError) -> CliError {
     }
 }
 
-/// Opens an existing store; reading commands never create one.
-fn open_existing(path: &Path) -> Result<Store, CliError> {
-    if !path.exists() {
-        return Err(CliError::bad_input(miette!(
-            "{}: no workflow store here (start one with `attnflow workflow run --db {}`)",
-            path.display(),
-            path.display()
-        )));
+/// Opens an existing store; reading commands never create an SQLite file.
+pub(crate) fn open_existing(args: &StoreArgs) -> Result<Store, CliError> {
+    let location = args.location()?;
+    if let Some(path) = location.sqlite_path() {
+        if !path.exists() {
+            return Err(CliError::bad_input(miette!(
+                "{}: no workflow store here (start one with `attnflow workflow run --db {}`)",
+                path.display(),
+                path.display()
+            )));
+        }
     }
-    Store::open(path).map_err(store_error)
+    Store::connect(&location).map_err(store_error)
 }
 
 /// Prints progress lines to stderr as the run moves.
@@ -272,15 +291,14 @@ fn start(args: &RunArgs) -> CliResult {
     let registry = TaskRegistry::with_builtins();
     spec.check_tasks(&registry)
         .map_err(|error| CliError::bad_input(spec_report(error)))?;
-    let mut store = Store::open(&args.store.db).map_err(store_error)?;
+    let location = args.store.location()?;
+    let mut store = Store::connect(&location).map_err(store_error)?;
     let mut runner = Runner::new(&mut store, &registry).with_observer(progress_printer(args.quiet));
     let run_id = runner.create(&spec).map_err(run_error)?;
     if !args.quiet {
         eprintln!(
-            "run {run_id} of workflow `{}` in {} (resume with `attnflow workflow resume {run_id} --db {}`)",
+            "run {run_id} of workflow `{}` in {location} (resume with `attnflow workflow resume {run_id} --db {location}`)",
             spec.name,
-            args.store.db.display(),
-            args.store.db.display()
         );
     }
     let run = runner.resume(run_id).map_err(run_error)?;
@@ -288,7 +306,7 @@ fn start(args: &RunArgs) -> CliResult {
 }
 
 fn continue_run(args: &RunIdArgs, restart: bool) -> CliResult {
-    let mut store = open_existing(&args.store.db)?;
+    let mut store = open_existing(&args.store)?;
     let registry = TaskRegistry::with_builtins();
     let result = {
         let mut runner =
@@ -312,7 +330,7 @@ fn continue_run(args: &RunIdArgs, restart: bool) -> CliResult {
 }
 
 fn list(args: &StoreArgs) -> CliResult {
-    let store = open_existing(&args.db)?;
+    let store = open_existing(args)?;
     let runs = store.runs().map_err(store_error)?;
     if args.json {
         println!(
@@ -321,7 +339,7 @@ fn list(args: &StoreArgs) -> CliResult {
                 .map_err(|error| CliError::failed(miette!("{error}")))?
         );
     } else if runs.is_empty() {
-        println!("{}: no runs yet", args.db.display());
+        println!("{}: no runs yet", store.path());
     } else {
         print!("{}", report::render_runs(&runs));
     }
@@ -329,12 +347,15 @@ fn list(args: &StoreArgs) -> CliResult {
 }
 
 fn show(args: &RunIdArgs) -> CliResult {
-    let store = open_existing(&args.store.db)?;
+    let store = open_existing(&args.store)?;
     let run = store.run(args.run).map_err(store_error)?;
     let steps = store.steps(args.run).map_err(store_error)?;
     let events = store.events(args.run).map_err(store_error)?;
+    let superseded = store.superseded(Some(args.run)).map_err(store_error)?;
     if args.store.json {
-        let value = serde_json::json!({ "run": run, "steps": steps, "events": events });
+        let value = serde_json::json!({
+            "run": run, "steps": steps, "events": events, "superseded": superseded
+        });
         println!(
             "{}",
             serde_json::to_string_pretty(&value)
@@ -342,12 +363,18 @@ fn show(args: &RunIdArgs) -> CliResult {
         );
     } else {
         print!("{}", report::render_run(&run, &steps, &events));
+        for attempt in &superseded {
+            println!(
+                "superseded: {} by {} (token {}): {}",
+                attempt.idempotency_key, attempt.owner, attempt.lease_token, attempt.detail
+            );
+        }
     }
     Ok(())
 }
 
 fn analyze(args: &AnalyzeArgs) -> CliResult {
-    let store = open_existing(&args.store.db)?;
+    let store = open_existing(&args.store)?;
     let analyses =
         report::analyze(&store, args.workflow.as_deref()).map_err(|error| match error {
             AnalysisError::Empty(message) => CliError::bad_input(miette!("{message}")),

@@ -74,5 +74,15 @@ impl AnalysisError {
     }
 }
 
+impl attnflow_base::Classified for AnalysisError {
+    fn fault(&self) -> attnflow_base::Fault {
+        match self {
+            AnalysisError::Candle(_) => attnflow_base::Fault::Failed,
+            AnalysisError::Core(error) => attnflow_base::Classified::fault(error),
+            _ => attnflow_base::Fault::BadInput,
+        }
+    }
+}
+
 /// The result type of the analysis tools.
 pub type AnalysisResult<T> = std::result::Result<T, AnalysisError>;

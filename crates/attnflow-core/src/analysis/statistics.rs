@@ -5,7 +5,7 @@ use super::map::{AttentionMap, AttentionStack};
 /// Summary of one head's attention map, each averaged over the queries
 /// whose row is not empty (fully masked queries attend nowhere and would
 /// otherwise drag every average towards zero).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HeadStatistics {
     /// Layer index (0-based).
     pub layer: usize,

@@ -17,8 +17,6 @@
 //!   rows from that log-sum-exp, for visualisation, without materialising
 //!   the rest.
 
-pub mod bench;
-
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -384,7 +382,7 @@ struct OpShape {
 
 /// The fused attention as a candle op of `(q, k, v)`. A custom op has one
 /// output, so the log-sum-exp the backward needs lives in the op value
-/// (see CONVENTIONS.md, "Custom ops").
+/// (ARCHITECTURE.md, "Known traps in candle").
 struct FusedAttentionOp {
     shape: OpShape,
     scale: f32,

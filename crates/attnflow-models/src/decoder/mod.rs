@@ -6,7 +6,6 @@
 //! ([`generate`]), scores text ([`perplexity`]) and shows every layer's
 //! attention per query head ([`PretrainedDecoder::inspect`]).
 
-pub mod bench;
 pub mod blueprint;
 pub mod config;
 pub mod generate;

@@ -5,12 +5,13 @@
 
 use std::path::PathBuf;
 
-use attnflow_models::decoder::bench::{bench_generate, GenerateBenchConfig, GenerateBenchReport};
+use attnflow_bench::generate::{bench_generate, GenerateBenchConfig};
 use clap::Args;
 use miette::miette;
 
-use super::embed::model_error;
+use crate::commands::embed::model_error;
 use crate::error::{CliError, CliResult};
+use crate::output::print_json;
 
 /// Arguments of `attnflow bench generate`.
 #[derive(Debug, Args)]
@@ -87,70 +88,8 @@ pub fn run(args: BenchGenerateArgs) -> CliResult {
     .map_err(model_error)?;
     report.attnflow_peak_bytes = attnflow_base::peak_rss_bytes();
     if json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
-        println!("{text}");
-        return Ok(());
+        return print_json(&report);
     }
-    print_report(&report);
+    print!("{}", report.to_text());
     Ok(())
-}
-
-fn print_report(report: &GenerateBenchReport) {
-    let machine = &report.machine;
-    println!(
-        "machine: {}, {} cores, {} · load average {:.2} before, {:.2} after",
-        machine.cpu, machine.cores, machine.simd, machine.load_before, machine.load_after
-    );
-    if machine.load_before.max(machine.load_after) > 0.25 * machine.cores as f64 {
-        println!(
-            "\x1b[1mwarning: the machine is busy (load above 0.25 per core); ratios measured now flatter whichever side suffers less from sharing\x1b[0m"
-        );
-    }
-    println!(
-        "model: {} · prefill {} tokens with every attention map kept · decode {} greedy tokens after {}",
-        report.config.model.display(),
-        report.config.prompt_tokens,
-        report.config.decode_tokens,
-        report.config.decode_prompt_tokens
-    );
-    if report.peer["status"] != "measured" {
-        println!(
-            "transformers: {}",
-            report.peer["reason"].as_str().unwrap_or("skipped")
-        );
-    }
-    for case in &report.cases {
-        let list = |values: &[f64]| {
-            values
-                .iter()
-                .map(|v| format!("{v:.1}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
-        println!();
-        println!(
-            "{} ({}), {} rounds",
-            case.name,
-            case.unit,
-            case.attnflow.len()
-        );
-        println!("  attnflow      {}", list(&case.attnflow));
-        if !case.peer.is_empty() {
-            println!("  transformers  {}", list(&case.peer));
-        }
-        if let Some(ratio) = case.ratio {
-            println!(
-                "  attnflow ahead by {:.2}× (median; {:.2}–{:.2})",
-                ratio.median, ratio.min, ratio.max
-            );
-        }
-        if let Some(agreement) = &case.agreement {
-            println!("  {agreement}");
-        }
-    }
-    if let Some(bytes) = report.attnflow_peak_bytes {
-        println!();
-        println!("attnflow peak memory {:.0} MB", bytes as f64 / 1e6);
-    }
 }

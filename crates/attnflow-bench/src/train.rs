@@ -14,12 +14,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::tasks::Task;
-use crate::trainer::{BlueprintSource, TrainConfig, Trainer};
-use crate::{Result, TrainError};
+use attnflow_train::tasks::Task;
+use attnflow_train::{BlueprintSource, Result, TrainConfig, TrainError, Trainer};
 
 /// The PyTorch script, embedded so the binary runs exactly the committed file.
-const TORCH_SCRIPT: &str = include_str!("../../../tools/bench_train_torch.py");
+const TORCH_SCRIPT: &str = include_str!("../peers/train_torch.py");
 
 /// The benchmark model's sizes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -344,6 +343,51 @@ fn torch_arguments(options: &BenchOptions, threads: usize) -> Vec<String> {
 /// Where the committed script lives in the repository (for messages).
 pub fn torch_script_path() -> &'static Path {
     Path::new("tools/bench_train_torch.py")
+}
+
+impl BenchReport {
+    /// The report as people read it.
+    pub fn to_text(&self, options: &BenchOptions) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "bench-decoder: {} layers, width {}, {} heads, {} parameters; {} sequences × {} tokens per step, {} timed steps\n",
+            options.layers,
+            options.d_model,
+            options.heads,
+            self.parameters,
+            options.batch,
+            options.seq,
+            options.steps
+        );
+        let rows: Vec<Vec<String>> = std::iter::once(&self.attnflow)
+            .chain(self.pytorch.as_ref())
+            .map(|side| {
+                vec![
+                    side.engine.clone(),
+                    side.threads.to_string(),
+                    format!("{:.3}", side.seconds),
+                    format!("{:.0}", side.tokens_per_second),
+                    format!("{:.4}", side.last_loss),
+                ]
+            })
+            .collect();
+        out.push_str(&attnflow_base::table::table(
+            &["engine", "threads", "seconds", "tokens/s", "last loss"],
+            &rows,
+            1,
+            attnflow_base::table::Style::Text,
+        ));
+        match (self.ratio, &self.pytorch_note) {
+            (Some(ratio), _) => {
+                let _ = writeln!(out, "attnflow / pytorch tokens/s: {ratio:.2}");
+            }
+            (None, Some(note)) => {
+                let _ = writeln!(out, "{note}");
+            }
+            (None, None) => {}
+        }
+        out
+    }
 }
 
 #[cfg(test)]

@@ -8,17 +8,16 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::{DataError, DataResult};
-use crate::run::{check_files, CheckOptions};
-use crate::schema::Schema;
-use crate::store::Store;
+use attnflow_data::run::{check_files, CheckOptions};
+use attnflow_data::store::Store;
+use attnflow_data::{DataError, DataResult, Schema};
 
 /// The bench schema (`examples/data/bench.toml`); `tools/bench_data_pandera.py`
 /// declares the same rules.
 pub const BENCH_SCHEMA: &str = include_str!("../../../examples/data/bench.toml");
 
 /// The pandera script, embedded so the bench runs from any directory.
-pub const PANDERA_SCRIPT: &str = include_str!("../../../tools/bench_data_pandera.py");
+pub const PANDERA_SCRIPT: &str = include_str!("../peers/data_pandera.py");
 
 /// Rows the generator makes invalid on purpose, and how: every 997th row's
 /// score is above the maximum, every 1009th row's code breaks the pattern,
@@ -142,14 +141,6 @@ pub struct BenchOptions {
     pub progress: bool,
 }
 
-/// Peak resident set size of this process, from /proc (Linux only).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kilobytes * 1024)
-}
-
 fn pandera_available() -> Result<(), String> {
     match Command::new("python3")
         .args(["-c", "import pandas, pandera"])
@@ -198,13 +189,15 @@ fn run_pandera(directory: &Path, csv: &Path, rows: u64) -> Result<EngineResult, 
 /// and reports rows/s and the ratio. Fails if attnflow's verdict differs
 /// from the invalid rows planted by the generator.
 pub fn run_bench(options: &BenchOptions) -> DataResult<BenchReport> {
-    let temporary;
+    // Removed when dropped; unused when the caller keeps the files.
+    let temporary =
+        tempfile::tempdir().map_err(|error| DataError::io(std::env::temp_dir(), error))?;
     let directory = match &options.directory {
-        Some(directory) => directory.clone(),
-        None => {
-            temporary = TempDirectory::new()?;
-            temporary.path.clone()
+        Some(directory) => {
+            std::fs::create_dir_all(directory).map_err(|error| DataError::io(directory, error))?;
+            directory.clone()
         }
+        None => temporary.path().to_path_buf(),
     };
     let csv = directory.join("bench.csv");
     let file_bytes = generate_csv(&csv, options.rows)?;
@@ -254,7 +247,7 @@ pub fn run_bench(options: &BenchOptions) -> DataResult<BenchReport> {
     } else {
         None
     };
-    let peak = peak_rss_bytes();
+    let peak = attnflow_base::peak_rss_bytes();
     let (pandera, pandera_note) = if options.pandera {
         match run_pandera(&directory, &csv, options.rows) {
             Ok(result) => (Some(result), None),
@@ -279,27 +272,51 @@ pub fn run_bench(options: &BenchOptions) -> DataResult<BenchReport> {
     })
 }
 
-/// A temporary directory removed on drop (no extra dependency for one use).
-struct TempDirectory {
-    path: PathBuf,
-}
-
-impl TempDirectory {
-    fn new() -> DataResult<Self> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|duration| duration.as_nanos())
-            .unwrap_or(0);
-        let path =
-            std::env::temp_dir().join(format!("attnflow-bench-{}-{stamp}", std::process::id()));
-        std::fs::create_dir_all(&path).map_err(|error| DataError::io(&path, error))?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for TempDirectory {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+impl BenchReport {
+    /// The report as people read it.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "bench data: {} rows × 6 columns ({:.1} MB CSV), {} rows invalid on purpose\n",
+            self.rows,
+            self.file_bytes as f64 / 1e6,
+            self.expected_invalid
+        );
+        let engines = std::iter::once(&self.attnflow)
+            .chain(self.attnflow_with_store.as_ref())
+            .chain(self.pandera.as_ref());
+        let rows: Vec<Vec<String>> = engines
+            .map(|engine| {
+                vec![
+                    engine.engine.clone(),
+                    format!("{:.3}", engine.seconds),
+                    format!("{:.0}", engine.rows_per_second),
+                    engine.invalid_rows.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&attnflow_base::table::table(
+            &["engine", "seconds", "rows/s", "invalid rows"],
+            &rows,
+            1,
+            attnflow_base::table::Style::Text,
+        ));
+        let _ = match self.ratio {
+            Some(ratio) => writeln!(out, "ratio: attnflow check is {ratio:.1}× pandera (rows/s)"),
+            None => writeln!(
+                out,
+                "pandera: {}",
+                self.pandera_note.as_deref().unwrap_or("not run")
+            ),
+        };
+        if let Some(peak) = self.peak_rss_bytes {
+            let _ = writeln!(
+                out,
+                "peak memory of attnflow (VmHWM): {:.1} MB",
+                peak as f64 / 1e6
+            );
+        }
+        out
     }
 }
 

@@ -6,8 +6,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::error::{ModelError, Result};
-use crate::pretrained::PretrainedBert;
+use attnflow_models::{ModelError, PretrainedBert, Result};
 
 /// Settings of one embedding benchmark.
 #[derive(Clone, Debug)]
@@ -198,28 +197,7 @@ pub fn bench_texts(count: usize, seed: u64) -> Vec<String> {
 
 /// The peer: sentence-transformers on the CPU, on the texts of a file,
 /// writing its embeddings as little-endian f32 so they can be compared.
-const PEER_SCRIPT: &str = r#"
-import json, os, sys, time
-os.environ["HF_HUB_OFFLINE"] = "1"
-try:
-    import torch
-    import sentence_transformers
-    from sentence_transformers import SentenceTransformer
-except Exception as error:
-    print(json.dumps({"status": "skipped", "reason": f"sentence-transformers is not importable ({type(error).__name__}: {error})"}))
-    sys.exit(0)
-model_dir, input_path, batch, output_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-with open(input_path, encoding="utf-8") as file:
-    texts = file.read().split("\n")[:-1]
-model = SentenceTransformer(model_dir, device="cpu", local_files_only=True)
-model.encode(texts[:batch], batch_size=batch)
-started = time.perf_counter()
-embeddings = model.encode(texts, batch_size=batch, convert_to_numpy=True)
-seconds = time.perf_counter() - started
-embeddings.astype("<f4").tofile(output_path)
-print(json.dumps({"status": "measured", "seconds": seconds, "version": sentence_transformers.__version__,
-                  "torch": torch.__version__, "threads": torch.get_num_threads()}))
-"#;
+const PEER_SCRIPT: &str = include_str!("../peers/embed_sentence_transformers.py");
 
 /// Embeds `config.texts` generated texts with the model in `directory`,
 /// then (unless `config.python` is `None`) the same texts with
@@ -368,6 +346,56 @@ fn run_peer(
         })
     })();
     result.unwrap_or_else(|outcome| outcome)
+}
+
+impl EmbedBenchReport {
+    /// The report as people read it.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "bench embed: {} texts (mean {:.1} word pieces), batch {}, model {}\n",
+            self.texts,
+            self.mean_tokens,
+            self.batch_size,
+            self.model.display()
+        );
+        let _ = writeln!(
+            out,
+            "  attnflow               {:>8.1} texts/s ({:.2} s)",
+            self.attnflow_texts_per_second, self.attnflow_seconds
+        );
+        let _ = match &self.peer {
+            PeerOutcome::Measured {
+                seconds,
+                texts_per_second,
+                version,
+                torch,
+                threads,
+                min_cosine,
+                max_abs_difference,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "  sentence-transformers  {texts_per_second:>8.1} texts/s ({seconds:.2} s; sentence-transformers {version}, torch {torch}, {threads} threads)"
+                );
+                if let Some(ratio) = self.ratio {
+                    let _ = writeln!(out, "  ratio attnflow / sentence-transformers: {ratio:.2}×");
+                }
+                writeln!(
+                    out,
+                    "  agreement over {} texts: min cosine {min_cosine:.6}, max |difference| {max_abs_difference:.1e}",
+                    self.texts
+                )
+            }
+            PeerOutcome::Skipped { reason } => {
+                writeln!(out, "  sentence-transformers not run: {reason}")
+            }
+            PeerOutcome::Failed { error } => {
+                writeln!(out, "  sentence-transformers failed: {error}")
+            }
+        };
+        out
+    }
 }
 
 #[cfg(test)]

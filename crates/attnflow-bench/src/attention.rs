@@ -10,6 +10,7 @@
 //! forward plus backward (the backward's five products), as FlashAttention-2
 //! reports.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,13 +19,13 @@ use std::time::Instant;
 use candle_core::{Device, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::{
+use attnflow_core::{
     fused_attention, scaled_dot_product_attention, AttentionMask, FusedOptions, SdpaOptions,
 };
 
 /// The committed PyTorch script (`tools/bench_attention_torch.py`), fed to
 /// the interpreter on standard input so the binary needs no file beside it.
-pub const TORCH_SCRIPT: &str = include_str!("../../../../tools/bench_attention_torch.py");
+pub const TORCH_SCRIPT: &str = include_str!("../peers/attention_torch.py");
 
 /// What went wrong while benchmarking.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +37,7 @@ pub enum BenchError {
         case: String,
         /// What failed.
         #[source]
-        source: crate::CoreError,
+        source: attnflow_core::CoreError,
     },
     /// The PyTorch script could not run or printed something unexpected.
     #[error("PyTorch ({python}): {message}")]
@@ -156,24 +157,16 @@ pub struct Measurement {
     pub peak_rss_bytes: Option<u64>,
 }
 
-/// Peak resident memory of this process so far (Linux `VmHWM`), bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kilobytes * 1024)
-}
-
 /// Runs a fused or exact case in this process; meant to be called in a
 /// fresh process so the peak memory is the case's own.
 pub fn run_case_in_process(case: &Case) -> Result<Measurement, BenchError> {
-    let engine_error = |source: crate::CoreError| BenchError::Engine {
+    let engine_error = |source: attnflow_core::CoreError| BenchError::Engine {
         case: case.label(),
         source,
     };
     let candle_error = |e: candle_core::Error| engine_error(e.into());
-    // As in every attnflow process (see `crate::process`).
-    crate::process::keep_freed_memory();
+    // As in every attnflow process (see `attnflow_core::process`).
+    attnflow_core::process::keep_freed_memory();
     let shape = (case.batch, case.heads, case.n, case.d);
     let device = Device::Cpu;
     let make = || Tensor::randn(0f32, 1f32, shape, &device).map_err(candle_error);
@@ -236,7 +229,7 @@ pub fn run_case_in_process(case: &Case) -> Result<Measurement, BenchError> {
     }
     Ok(Measurement {
         seconds: best,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: attnflow_base::peak_rss_bytes(),
     })
 }
 
@@ -594,7 +587,7 @@ pub fn run_bench(
         heads: config.heads,
         d: config.d,
         threads: rayon::current_num_threads(),
-        simd_path: crate::SimdPath::detect().to_string(),
+        simd_path: attnflow_core::SimdPath::detect().to_string(),
         matmul_size,
         matmul_gflops,
         torch_matmul_gflops,
@@ -611,6 +604,157 @@ pub enum BenchProgress {
     Total(u64),
     /// A step is starting.
     Case(String),
+}
+
+/// Runs one case in a fresh process: `executable bench attention --case JSON`
+/// (the `attnflow` binary), which calls [`run_case_in_process`] and prints
+/// the measurement as JSON.
+pub fn run_isolated(executable: &std::path::Path, case: &Case) -> Result<Measurement, BenchError> {
+    let failed = |message: String| BenchError::Isolated {
+        case: case.label(),
+        message,
+    };
+    let json = serde_json::to_string(case).map_err(|e| failed(e.to_string()))?;
+    let output = std::process::Command::new(executable)
+        .args(["bench", "attention", "--case", &json])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| failed(format!("cannot start {}: {e}", executable.display())))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(failed(format!(
+            "exited with {}: {}",
+            output.status,
+            stderr.trim().lines().last().unwrap_or("")
+        )));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim())
+        .map_err(|e| failed(format!("unexpected output {:?}: {e}", stdout.trim())))
+}
+
+impl BenchReport {
+    /// The report as people read it: the machine, a Markdown table, notes.
+    pub fn to_text(&self) -> String {
+        let report = self;
+        let mut out = String::new();
+
+        let _ = writeln!(
+            out,
+            "bench attention: batch {}, {} heads, d = {}, f32, {} threads, SIMD path {}",
+            report.batch, report.heads, report.d, report.threads, report.simd_path
+        );
+        let _ = write!(
+            out,
+            "matmul ceiling (f32 {size}×{size}×{size}): attnflow/gemm {:.1} GFLOP/s",
+            report.matmul_gflops,
+            size = report.matmul_size
+        );
+        match report.torch_matmul_gflops {
+            Some(torch) => {
+                let _ = writeln!(out, ", PyTorch {torch:.1} GFLOP/s");
+            }
+            None => {
+                let _ = writeln!(out);
+            }
+        }
+        match (&report.torch_version, &report.torch_note) {
+            (Some(version), _) => {
+                let _ = writeln!(out, "PyTorch {version}");
+            }
+            (None, Some(reason)) => {
+                let _ = writeln!(out, "PyTorch not run: {reason}");
+            }
+            (None, None) => {
+                let _ = writeln!(out, "PyTorch not run");
+            }
+        }
+        let cell = |outcome: &Outcome| match outcome {
+            Outcome::Measured { gflops, .. } => format!("{gflops:.1}"),
+            Outcome::Skipped { .. } => "skipped".to_string(),
+            Outcome::Failed { .. } => "failed".to_string(),
+        };
+        let memory = |outcome: &Outcome| match outcome {
+            Outcome::Measured {
+                peak_rss_bytes: Some(bytes),
+                ..
+            } => format!("{:.0}", *bytes as f64 / 1e6),
+            _ => "-".to_string(),
+        };
+        let ratio = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}×"));
+        let header = [
+            "n",
+            "pass",
+            "fused GFLOP/s",
+            "exact GFLOP/s",
+            "torch GFLOP/s",
+            "fused/torch",
+            "fused/exact",
+            "fused % ceiling",
+            "peak MB fused",
+            "peak MB exact",
+            "peak MB torch",
+        ];
+        let rows: Vec<Vec<String>> = report
+            .rows
+            .iter()
+            .map(|row| {
+                vec![
+                    row.n.to_string(),
+                    match row.pass {
+                        Pass::Forward => "fwd".to_string(),
+                        Pass::ForwardBackward => "fwd+bwd".to_string(),
+                    },
+                    cell(&row.fused),
+                    cell(&row.exact),
+                    cell(&row.torch),
+                    ratio(row.fused_over_torch),
+                    ratio(row.fused_over_exact),
+                    row.fused.gflops().map_or("-".to_string(), |g| {
+                        format!("{:.0}%", 100.0 * g / report.matmul_gflops)
+                    }),
+                    memory(&row.fused),
+                    memory(&row.exact),
+                    memory(&row.torch),
+                ]
+            })
+            .collect();
+        let _ = writeln!(out, "| {} |", header.join(" | "));
+        let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
+        for row in &rows {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        let mut notes = Vec::new();
+        for row in &report.rows {
+            for (engine, outcome) in [
+                ("fused", &row.fused),
+                ("exact", &row.exact),
+                ("torch", &row.torch),
+            ] {
+                match outcome {
+                    // Said once above.
+                    Outcome::Skipped { .. }
+                        if engine == "torch" && report.torch_version.is_none() => {}
+                    Outcome::Skipped { reason } => {
+                        notes.push(format!("n={} {engine}: skipped, {reason}", row.n))
+                    }
+                    Outcome::Failed { error } => {
+                        notes.push(format!("n={} {engine}: failed, {error}", row.n))
+                    }
+                    Outcome::Measured { .. } => {}
+                }
+            }
+        }
+        notes.dedup();
+        for note in notes {
+            let _ = writeln!(out, "{note}");
+        }
+        let _ = writeln!(
+        out,
+        "GFLOP counted as 4·n²·d per head forward, 3.5× that for forward+backward; peak MB is each case's own process (VmHWM), PyTorch's includes its interpreter."
+    );
+        out
+    }
 }
 
 #[cfg(test)]

@@ -20,13 +20,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::decoder::generate::argmax;
-use crate::decoder::model::{ForwardOptions, LogitRows};
-use crate::decoder::PretrainedDecoder;
-use crate::error::{ModelError, Result};
+use attnflow_models::decoder::generate::argmax;
+use attnflow_models::decoder::model::{ForwardOptions, LogitRows};
+use attnflow_models::{ModelError, PretrainedDecoder, Result};
 
 /// The transformers side, embedded so the binary needs no source tree.
-pub const PEER_SCRIPT: &str = include_str!("../../../../tools/bench_generate_transformers.py");
+pub const PEER_SCRIPT: &str = include_str!("../peers/generate_transformers.py");
 
 /// Settings of the benchmark.
 #[derive(Clone, Debug, Serialize)]
@@ -108,6 +107,78 @@ pub struct GenerateBenchReport {
     pub cases: Vec<CaseReport>,
 }
 
+impl GenerateBenchReport {
+    /// The report as text: the machine, then each case's figures per round,
+    /// the median ratio with its range, and whether the sides agreed.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let machine = &self.machine;
+        let _ = writeln!(
+            out,
+            "machine: {}, {} cores, {} · load average {:.2} before, {:.2} after",
+            machine.cpu, machine.cores, machine.simd, machine.load_before, machine.load_after
+        );
+        if machine.load_before.max(machine.load_after) > 0.25 * machine.cores as f64 {
+            let _ = writeln!(
+                out,
+                "\x1b[1mwarning: the machine is busy (load above 0.25 per core); ratios measured now flatter whichever side suffers less from sharing\x1b[0m"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "model: {} · prefill {} tokens with every attention map kept · decode {} greedy tokens after {}",
+            self.config.model.display(),
+            self.config.prompt_tokens,
+            self.config.decode_tokens,
+            self.config.decode_prompt_tokens
+        );
+        if self.peer["status"] != "measured" {
+            let _ = writeln!(
+                out,
+                "transformers: {}",
+                self.peer["reason"].as_str().unwrap_or("skipped")
+            );
+        }
+        for case in &self.cases {
+            let list = |values: &[f64]| {
+                values
+                    .iter()
+                    .map(|value| format!("{value:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "{} ({}), {} rounds",
+                case.name,
+                case.unit,
+                case.attnflow.len()
+            );
+            let _ = writeln!(out, "  attnflow      {}", list(&case.attnflow));
+            if !case.peer.is_empty() {
+                let _ = writeln!(out, "  transformers  {}", list(&case.peer));
+            }
+            if let Some(ratio) = case.ratio {
+                let _ = writeln!(
+                    out,
+                    "  attnflow ahead by {:.2}× (median; {:.2}–{:.2})",
+                    ratio.median, ratio.min, ratio.max
+                );
+            }
+            if let Some(agreement) = &case.agreement {
+                let _ = writeln!(out, "  {agreement}");
+            }
+        }
+        if let Some(bytes) = self.attnflow_peak_bytes {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "attnflow peak memory {:.0} MB", bytes as f64 / 1e6);
+        }
+        out
+    }
+}
+
 /// The median of `values` with its range (`None` when empty).
 pub fn spread(values: &[f64]) -> Option<Spread> {
     if values.is_empty() {
@@ -129,10 +200,7 @@ pub fn spread(values: &[f64]) -> Option<Spread> {
 }
 
 fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|text| text.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN)
+    crate::workflow::load_average().unwrap_or(f64::NAN)
 }
 
 fn cpu_model() -> String {
@@ -259,7 +327,7 @@ pub fn bench_generate(
     let load_before = load_average();
     progress("loading the model");
     let decoder = PretrainedDecoder::open(&config.model)?;
-    let text = crate::bench::bench_texts(400, 7).join(" ");
+    let text = crate::embed::bench_texts(400, 7).join(" ");
     let all = decoder.tokenizer.encode(&text)?.ids;
     let needed = config.prompt_tokens.max(config.decode_prompt_tokens);
     if all.len() < needed {
