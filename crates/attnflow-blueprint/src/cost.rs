@@ -452,7 +452,12 @@ pub(crate) fn sized_attention_work(
     };
     let projections = [
         (batch * n, query_width, heads * head_dim, bias),
-        (batch * projected, memory_width, kv_heads * head_dim, bias),
+        (
+            batch * projected,
+            memory_width,
+            kv_heads * head_dim,
+            attention.key_bias,
+        ),
         (batch * projected, memory_width, kv_heads * head_dim, bias),
         (batch * n, heads * head_dim, out, attention.output_bias),
     ];
@@ -762,5 +767,27 @@ mod tests {
             }
         }
         assert_eq!(visible_entries(1024, 1024, Mask::Causal), 1024 * 1025 / 2);
+    }
+
+    #[test]
+    fn a_left_out_key_bias_is_not_counted() {
+        let account_of = |attributes: &str| {
+            let text = format!(
+                "[dims]\nd = 8\n[[node]]\nname = \"x\"\nop = \"input\"\nshape = [1, 5, \"d\"]\n[[node]]\nname = \"attn\"\nop = \"attention\"\ninput = \"x\"\nheads = 2\nkv_heads = 1\n{attributes}\n"
+            );
+            let blueprint = crate::Blueprint::from_text("a.toml", &text, &[]).unwrap();
+            account(&blueprint, CostOptions::default()).total
+        };
+        let with = account_of("");
+        let without = account_of("key_bias = false");
+        // One key/value head of 4 features: 4 bias entries, one add per
+        // key feature at each of 5 positions.
+        assert_eq!(with.params - without.params, 4);
+        assert_eq!(with.flops.add - without.flops.add, 5 * 4);
+        // Without any bias: the query (8), value (4) and output (8) ones go too.
+        assert_eq!(
+            account_of("bias = false").params + 8 + 4 + 8,
+            without.params
+        );
     }
 }

@@ -115,6 +115,10 @@ pub struct AttentionOp {
     pub mask: Mask,
     /// Whether the query, key and value projections carry biases.
     pub bias: bool,
+    /// Whether the key projection carries one (default: `bias`). Its
+    /// gradient is zero by construction without rotary embedding (softmax
+    /// ignores a constant per row), so Llama-style blueprints leave it out.
+    pub key_bias: bool,
     /// Whether the output projection carries a bias (Qwen2 biases only
     /// q, k and v); `bias` unless the spec says otherwise.
     pub output_bias: bool,
@@ -298,6 +302,7 @@ pub fn allowed_attributes(op: &str) -> &'static [&'static str] {
             "mask",
             "window",
             "bias",
+            "key_bias",
             "output_bias",
             "out",
             "rotary",
@@ -889,6 +894,7 @@ pub fn resolve(
                 head_dim,
                 mask,
                 bias,
+                key_bias: attributes.flag("key_bias", bias)?,
                 output_bias: attributes.flag("output_bias", bias)?,
                 out,
                 rotary,

@@ -230,10 +230,11 @@ fn attention(
     causal_window: Option<usize>,
     exact: bool,
     rotary: bool,
+    key_bias: bool,
 ) -> Matrix {
     let tokens = input.len();
     let mut queries = linear(input, heads * head_dim, true);
-    let mut keys = linear(input, kv_heads * head_dim, true);
+    let mut keys = linear(input, kv_heads * head_dim, key_bias);
     let values = linear(input, kv_heads * head_dim, true);
     if rotary {
         for matrix in [&mut queries, &mut keys] {
@@ -415,6 +416,7 @@ fn attention_dense_exact_windowed_grouped_rotary() {
     let input = matrix(6, 8);
     for (lines, window, rotary, kv_heads) in [
         ("heads = 2", None, false, 2),
+        ("heads = 2\nkey_bias = false", None, false, 2),
         (
             "heads = 2\nmask = \"causal\"",
             Some(usize::MAX / 2),
@@ -452,6 +454,7 @@ fn attention_dense_exact_windowed_grouped_rotary() {
                 window,
                 exact,
                 rotary,
+                !lines.contains("key_bias = false"),
             ));
             let reference = take_counts();
             assert_eq!(

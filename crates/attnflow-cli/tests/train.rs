@@ -178,3 +178,66 @@ fn bad_input_exits_2_with_the_problem_named() {
         .code(2)
         .stderr(predicate::str::contains("checksum mismatch"));
 }
+
+/// The tiny decoder sees 7 positions (2 layers of window 4): it cannot see
+/// the mirror token of a 16-token reverse, 31 positions back. `train` says
+/// so before any step, with both numbers and the fix; `--strict` refuses
+/// with exit 2 and writes nothing.
+#[test]
+fn a_task_beyond_the_receptive_field_is_named_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = examples().join("blueprints/tiny.toml");
+    let refused = dir.path().join("refused");
+    attnflow()
+        .arg("train")
+        .arg(&spec)
+        .args(["--task", "reverse", "--strict", "--out"])
+        .arg(&refused)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "task `reverse` needs each output to see 31 position(s) back",
+        ))
+        .stderr(predicate::str::contains("reaches 6 back"))
+        .stderr(predicate::str::contains("--set window=17"))
+        .stderr(predicate::str::contains("--set layers=11"));
+    assert!(!refused.exists(), "--strict must refuse before any output");
+
+    let out = dir.path().join("warned");
+    let output = attnflow()
+        .arg("train")
+        .arg(&spec)
+        .args(["--task", "reverse", "--steps", "2", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.starts_with("warning: task `reverse` needs"),
+        "{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["receptive_field"]["fits"], false);
+    assert_eq!(report["receptive_field"]["needed_back"], 31);
+    assert_eq!(report["receptive_field"]["available_back"], 6);
+
+    // The fix works: with the window it names, the task fits.
+    attnflow()
+        .arg("train")
+        .arg(&spec)
+        .args([
+            "--task",
+            "reverse",
+            "--strict",
+            "--steps",
+            "1",
+            "--set",
+            "window=17",
+            "--out",
+        ])
+        .arg(dir.path().join("fixed"))
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("warning").not());
+}

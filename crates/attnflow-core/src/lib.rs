@@ -11,7 +11,6 @@
 
 pub mod analysis;
 mod attention;
-pub mod claims;
 mod error;
 pub mod file;
 mod fused;

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::simd::{dispatch, load_at, load_from, math, steps, store_at, Lanes, SimdPath};
+use crate::simd::{dispatch, each_step, load_at, load_from, math, store_at, Lanes, SimdPath};
 use crate::storage::{cpu_slice, fusable, tensor, with_values};
 use crate::threads::{parallel, BLOCK_ROWS};
 
@@ -67,10 +67,10 @@ unsafe fn map_body<V: Lanes>(
     target: *mut f32,
     len: usize,
 ) {
-    for (offset, count) in steps(len) {
+    each_step!(len, |offset, count| {
         let x = load_from::<V>(source, offset, count, 0.0);
         store_at(activation.apply(x), target, offset, count);
-    }
+    });
 }
 
 dispatch!(
@@ -89,7 +89,7 @@ dispatch!(
 
 #[inline(always)]
 unsafe fn backward_body<V: Lanes>(activation: Activation, x: &[f32], dy: &[f32], dx: *mut f32) {
-    for (offset, count) in steps(x.len()) {
+    each_step!(x.len(), |offset, count| {
         let value = load_at::<V>(x, offset, count, 0.0);
         let upstream = load_at::<V>(dy, offset, count, 0.0);
         store_at(
@@ -98,7 +98,7 @@ unsafe fn backward_body<V: Lanes>(activation: Activation, x: &[f32], dy: &[f32],
             offset,
             count,
         );
-    }
+    });
 }
 
 dispatch!(
@@ -130,11 +130,11 @@ pub fn activate(activation: Activation, values: &mut [f32]) {
 
 #[inline(always)]
 unsafe fn add_body<V: Lanes>(target: *mut f32, addend: &[f32]) {
-    for (offset, count) in steps(addend.len()) {
+    each_step!(addend.len(), |offset, count| {
         let sum = load_from::<V>(target, offset, count, 0.0)
             .add(load_at::<V>(addend, offset, count, 0.0));
         store_at(sum, target, offset, count);
-    }
+    });
 }
 
 dispatch!(
@@ -276,11 +276,11 @@ impl CustomOp1 for ActivationOp {
 
 #[inline(always)]
 unsafe fn swiglu_body<V: Lanes>(gate: &[f32], up: &[f32], out: *mut f32) {
-    for (offset, count) in steps(gate.len()) {
+    each_step!(gate.len(), |offset, count| {
         let g = load_at::<V>(gate, offset, count, 0.0);
         let u = load_at::<V>(up, offset, count, 0.0);
         store_at(math::silu(g).mul(u), out, offset, count);
-    }
+    });
 }
 
 dispatch!(
@@ -299,7 +299,7 @@ unsafe fn swiglu_backward_body<V: Lanes>(
     dgate: *mut f32,
     dup: *mut f32,
 ) {
-    for (offset, count) in steps(gate.len()) {
+    each_step!(gate.len(), |offset, count| {
         let g = load_at::<V>(gate, offset, count, 0.0);
         let u = load_at::<V>(up, offset, count, 0.0);
         let upstream = load_at::<V>(dy, offset, count, 0.0);
@@ -310,7 +310,7 @@ unsafe fn swiglu_backward_body<V: Lanes>(
             count,
         );
         store_at(upstream.mul(math::silu(g)), dup, offset, count);
-    }
+    });
 }
 
 dispatch!(

@@ -16,7 +16,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 
 use crate::activation::{self, Activation};
 use crate::matmul::{matmul_raw, product, BlockView, Operand};
-use crate::simd::{dispatch, load_at, load_from, steps, store_at, Lanes, SimdPath};
+use crate::simd::{dispatch, each_step, load_at, load_from, store_at, Lanes, SimdPath};
 use crate::storage::{cpu_slice, fusable, tensor, with_values};
 
 /// How a weight matrix is stored.
@@ -90,13 +90,13 @@ unsafe fn bias_activation_body<V: Lanes>(
     bias: Option<&[f32]>,
     activation: Activation,
 ) {
-    for (offset, count) in steps(width) {
+    each_step!(width, |offset, count| {
         let mut x = load_from::<V>(row, offset, count, 0.0);
         if let Some(bias) = bias {
             x = x.add(load_at::<V>(bias, offset, count, 0.0));
         }
         store_at(activation.apply(x), row, offset, count);
-    }
+    });
 }
 
 dispatch!(

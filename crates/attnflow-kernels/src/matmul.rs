@@ -44,19 +44,65 @@ impl<'a> Operand<'a> {
 
 /// Fewest multiply-adds per block worth a task of its own.
 const BLOCK_WORK: usize = 1 << 20;
-/// Most blocks one product is split into.
+/// Most blocks a product of fewer than [`THREADED_MIN_ROWS`] rows is split
+/// into.
 const MAX_BLOCKS: usize = 4;
 /// Block widths are multiples of this many columns: gemm's widest AVX-512
 /// micro-kernel covers 64 (narrower blocks fall back to its 32-wide one,
 /// which `perf` showed taking most of the product time).
 const BLOCK_COLUMNS: usize = 64;
 
-/// The column blocks of an `m × n × k` product: `(width, count)`. Set by
-/// the shape only, so the same on any machine and thread count.
-fn column_blocks(m: usize, n: usize, k: usize) -> (usize, usize) {
-    let wanted = (m * n * k / BLOCK_WORK).clamp(1, MAX_BLOCKS);
-    let columns = n.div_ceil(wanted).div_ceil(BLOCK_COLUMNS) * BLOCK_COLUMNS;
-    (columns, n.div_ceil(columns))
+/// Rows from which a product is split into one block per thread. Below,
+/// `gemm` takes paths whose arithmetic depends on the width it is given,
+/// so the split must depend on the shape only; from 8 rows on each output
+/// element is the same bits whatever the column blocks (as long as they
+/// are at least 8 wide), which `tests/inference.rs` checks on 1 to 4
+/// threads.
+const THREADED_MIN_ROWS: usize = 16;
+
+/// The column blocks of an `m × n × k` product, as `(first column,
+/// width)`: multiples of 64 columns, the last one taking the `n mod 64`
+/// rest. With at least [`THREADED_MIN_ROWS`] rows, one block per pool
+/// thread (as many as there is work for), so two cores get two equal
+/// halves; with fewer, up to [`MAX_BLOCKS`] set by the shape alone.
+fn column_blocks(m: usize, n: usize, k: usize) -> ColumnBlocks {
+    let units = (n / BLOCK_COLUMNS).max(1);
+    let worth = (m * n * k / BLOCK_WORK).max(1);
+    let count = if m >= THREADED_MIN_ROWS {
+        rayon::current_num_threads().min(worth)
+    } else {
+        worth.min(MAX_BLOCKS)
+    }
+    .clamp(1, units);
+    ColumnBlocks {
+        n,
+        count,
+        base: units / count,
+        extra: units % count,
+    }
+}
+
+/// `count` blocks of `base` (the first `extra` of them `base + 1`) units of
+/// 64 columns, the last block running to column `n`.
+#[derive(Clone, Copy)]
+struct ColumnBlocks {
+    n: usize,
+    count: usize,
+    base: usize,
+    extra: usize,
+}
+
+impl ColumnBlocks {
+    /// `(first column, width)` of block `index`.
+    fn block(&self, index: usize) -> (usize, usize) {
+        let first = (index * self.base + index.min(self.extra)) * BLOCK_COLUMNS;
+        let width = if index + 1 == self.count {
+            self.n - first
+        } else {
+            (self.base + usize::from(index < self.extra)) * BLOCK_COLUMNS
+        };
+        (first, width)
+    }
 }
 
 /// What runs on each column block of the destination right after its
@@ -89,14 +135,13 @@ impl Destination {
 
 /// `dst (m×n, row-major) = [dst +] lhs·rhs` with `lhs` `m×k`, `rhs` `k×n`.
 ///
-/// Large products are split into up to four blocks of output columns, each
-/// a single-threaded `gemm` call, spread over the rayon pool. Measured on
-/// the training benchmark's shapes on two cores: about twice the throughput
-/// of `gemm`'s own rayon split (which synchronises per depth chunk);
-/// splitting rows into eight blocks instead lost up to half of it to
-/// packing the shared operand once per block. The blocks depend on the
-/// shape only, never on the number of threads, so the result is the same
-/// bits on any machine.
+/// Large products are split into blocks of output columns, each a
+/// single-threaded `gemm` call, spread over the rayon pool. Measured on the
+/// training benchmark's shapes on two cores: about twice the throughput of
+/// `gemm`'s own rayon split (which synchronises per depth chunk); splitting
+/// rows into eight blocks instead lost up to half of it to packing the
+/// shared operand once per block. The result is the same bits on any
+/// number of threads (see [`column_blocks`]).
 pub fn matmul(
     dst: &mut [f32],
     accumulate: bool,
@@ -153,11 +198,10 @@ pub(crate) unsafe fn matmul_raw(
         assert!(lhs.last(m, k) < lhs.values.len(), "matmul: lhs bounds");
         assert!(rhs.last(k, n) < rhs.values.len(), "matmul: rhs bounds");
     }
-    let (columns, blocks) = column_blocks(m, n, k);
+    let blocks = column_blocks(m, n, k);
     let destination = Destination(dst);
     let block = |index: usize| {
-        let first = index * columns;
-        let width = columns.min(n - first);
+        let (first, width) = blocks.block(index);
         if k == 0 {
             if !accumulate {
                 for row in 0..m {
@@ -207,9 +251,12 @@ pub(crate) unsafe fn matmul_raw(
             });
         }
     };
-    if blocks > 1 && rayon::current_num_threads() > 1 {
-        (0..blocks).into_par_iter().with_max_len(1).for_each(block);
+    if blocks.count > 1 && rayon::current_num_threads() > 1 {
+        (0..blocks.count)
+            .into_par_iter()
+            .with_max_len(1)
+            .for_each(block);
     } else {
-        (0..blocks).for_each(block);
+        (0..blocks.count).for_each(block);
     }
 }

@@ -11,7 +11,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use crate::activation::filled;
-use crate::simd::{dispatch, load_at, load_from, steps, store_at, Lanes, SimdPath};
+use crate::simd::{dispatch, each_step, load_at, load_from, store_at, Lanes, SimdPath};
 use crate::storage::{cpu_slice, fusable, tensor, with_values};
 use crate::threads::{parallel, BLOCK_ROWS};
 
@@ -32,20 +32,20 @@ unsafe fn moments<V: Lanes>(kind: Kind, row: *const f32, width: usize, eps: f32)
     let mean = match kind {
         Kind::Layer => {
             let mut sum = V::splat(0.0);
-            for (offset, count) in steps(width) {
+            each_step!(width, |offset, count| {
                 sum = sum.add(load_from::<V>(row, offset, count, 0.0));
-            }
+            });
             sum.sum() / width as f32
         }
         Kind::Rms => 0.0,
     };
     let centre = V::splat(mean);
     let mut squares = V::splat(0.0);
-    for (offset, count) in steps(width) {
+    each_step!(width, |offset, count| {
         // The short step's fill is the mean: it adds (mean − mean)² = 0.
         let centred = load_from::<V>(row, offset, count, mean).sub(centre);
         squares = centred.mul_add(centred, squares);
-    }
+    });
     let variance = squares.sum() / width as f32;
     (mean, 1.0 / (variance + eps).sqrt())
 }
@@ -72,16 +72,16 @@ unsafe fn forward_body<V: Lanes>(
         if let Some(residual) = residual {
             // LN(x + residual): the sum is formed in the output row first.
             let other = residual.add(index * width);
-            for (offset, count) in steps(width) {
+            each_step!(width, |offset, count| {
                 let a = load_from::<V>(row, offset, count, 0.0);
                 let b = load_from::<V>(other, offset, count, 0.0);
                 store_at(a.add(b), out, offset, count);
-            }
+            });
             row = out;
         }
         let (mean, inverse) = moments::<V>(kind, row, width, eps);
         let (centre, inverse) = (V::splat(mean), V::splat(inverse));
-        for (offset, count) in steps(width) {
+        each_step!(width, |offset, count| {
             let normed = load_from::<V>(row, offset, count, 0.0)
                 .sub(centre)
                 .mul(inverse);
@@ -91,7 +91,7 @@ unsafe fn forward_body<V: Lanes>(
                 None => normed.mul(g),
             };
             store_at(value, out, offset, count);
-        }
+        });
     }
 }
 
@@ -139,7 +139,7 @@ unsafe fn backward_body<V: Lanes>(
         let (centre, inverse_lanes) = (V::splat(mean), V::splat(inverse));
         // Σ dy·g (layer norm only) and Σ dy·g·x̂ in one pass.
         let (mut a, mut c) = (V::splat(0.0), V::splat(0.0));
-        for (offset, count) in steps(width) {
+        each_step!(width, |offset, count| {
             let normed = load_at::<V>(row, offset, count, mean)
                 .sub(centre)
                 .mul(inverse_lanes);
@@ -147,14 +147,14 @@ unsafe fn backward_body<V: Lanes>(
                 .mul(load_at::<V>(gain, offset, count, 0.0));
             a = a.add(scaled);
             c = scaled.mul_add(normed, c);
-        }
+        });
         let a = match kind {
             Kind::Layer => V::splat(a.sum() / width as f32),
             Kind::Rms => V::splat(0.0),
         };
         let c = V::splat(c.sum() / width as f32);
         let out = dx.add(index * width);
-        for (offset, count) in steps(width) {
+        each_step!(width, |offset, count| {
             let normed = load_at::<V>(row, offset, count, mean)
                 .sub(centre)
                 .mul(inverse_lanes);
@@ -168,7 +168,7 @@ unsafe fn backward_body<V: Lanes>(
                 let s = load_at::<V>(dshift, offset, count, 0.0);
                 store_at(s.add(d), dshift_target, offset, count);
             }
-        }
+        });
     }
 }
 

@@ -1,7 +1,7 @@
 //! The optimiser's element loops (training only): the AdamW update and
 //! the squared norm of a gradient.
 
-use crate::simd::{dispatch, load_at, steps, store_at, Lanes, SimdPath};
+use crate::simd::{dispatch, each_step, load_at, store_at, Lanes, SimdPath};
 
 /// One AdamW update's scalars.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +41,7 @@ unsafe fn adamw_body<V: Lanes>(
     let s = |value: f32| V::splat(value);
     let (first_target, second_target, out_target) =
         (first.as_mut_ptr(), second.as_mut_ptr(), out.as_mut_ptr());
-    for (offset, count) in steps(len) {
+    each_step!(len, |offset, count| {
         let g = load_at::<V>(gradient, offset, count, 0.0).mul(s(step.scale));
         let m = s(step.beta1)
             .mul(load_at::<V>(first, offset, count, 0.0))
@@ -59,7 +59,7 @@ unsafe fn adamw_body<V: Lanes>(
             offset,
             count,
         );
-    }
+    });
 }
 
 dispatch!(

@@ -17,7 +17,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::attention::HeadsLayout;
-use crate::simd::{dispatch, load_from, steps, store_at, Lanes, SimdPath};
+use crate::simd::{dispatch, each_step, load_from, store_at, Lanes, SimdPath};
 use crate::storage::{cpu_slice, fusable, tensor, with_values};
 
 /// How the rotary frequencies are rescaled for long contexts.
@@ -175,7 +175,7 @@ impl RotaryTables {
 unsafe fn rotate_body<V: Lanes>(row: *mut f32, cos: &[f32], sin: &[f32], inverse: bool) {
     let half = cos.len();
     let second = row.add(half);
-    for (offset, count) in steps(half) {
+    each_step!(half, |offset, count| {
         let x1 = load_from::<V>(row, offset, count, 0.0);
         let x2 = load_from::<V>(second, offset, count, 0.0);
         let c = load_from::<V>(cos.as_ptr(), offset, count, 0.0);
@@ -187,7 +187,7 @@ unsafe fn rotate_body<V: Lanes>(row: *mut f32, cos: &[f32], sin: &[f32], inverse
         };
         store_at(first_out, row, offset, count);
         store_at(second_out, second, offset, count);
-    }
+    });
 }
 
 dispatch!(

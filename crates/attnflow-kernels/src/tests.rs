@@ -87,10 +87,10 @@ fn the_erf_reference_is_right() {
 #[inline(always)]
 unsafe fn erf_body<V: crate::simd::Lanes>(x: &[f32], y: &mut [f32]) {
     let target = y.as_mut_ptr();
-    for (offset, count) in crate::simd::steps(x.len()) {
+    crate::simd::each_step!(x.len(), |offset, count| {
         let lanes = crate::simd::load_at::<V>(x, offset, count, 0.0);
         crate::simd::store_at(crate::simd::math::erf(lanes), target, offset, count);
-    }
+    });
 }
 
 crate::simd::dispatch!(fn erf_on_path(x: &[f32], y: &mut [f32]) => erf_body);

@@ -370,6 +370,46 @@ fn training_results_do_not_depend_on_the_number_of_threads() {
 }
 
 #[test]
+fn products_do_not_depend_on_the_number_of_threads() {
+    // Split into one column block per thread from 16 rows on: each output
+    // element must come out the same whatever the blocks. Shapes with and
+    // without a remainder past the last 64 columns, and one below 16 rows
+    // (split by shape only).
+    let mut rng = Seeded(9);
+    for (m, k, n) in [
+        (900, 384, 1152),
+        (64, 1536, 384),
+        (17, 200, 200),
+        (300, 64, 129),
+        (5, 1536, 1536),
+    ] {
+        let x = rng.values(m * k, 1.0);
+        let w = rng.values(n * k, 0.1);
+        let run = |threads: usize| {
+            on_threads(threads, || {
+                let mut out = vec![0f32; m * n];
+                linear_into(
+                    &mut out,
+                    &x,
+                    Weight::new(&w, n, k),
+                    None,
+                    Activation::Identity,
+                );
+                bits(&out)
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 4] {
+            assert_eq!(
+                run(threads),
+                one,
+                "({m} × {k}) · ({k} × {n}) on {threads} threads"
+            );
+        }
+    }
+}
+
+#[test]
 fn inference_results_do_not_depend_on_the_number_of_threads() {
     let mut rng = Seeded(8);
     let x = rng.values(TOKENS * INPUTS, 1.0);

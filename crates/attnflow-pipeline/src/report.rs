@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use attnflow_blueprint::render::Style;
 use attnflow_blueprint::{account, Blueprint, CostOptions};
+use attnflow_claims::{check_claims, ClaimOptions};
 use attnflow_core::analysis::{heatmap, HeadStatistics};
-use attnflow_core::claims::{check_claims, ClaimOptions};
 use attnflow_data::profile::ProfileReport;
 use attnflow_data::run::CheckReport;
 use attnflow_inspect::{AnalysisOptions, AttentionSource, Inspector};
@@ -463,10 +463,20 @@ fn workflow_section(context: &Context) -> Result<Group> {
     let mut group = Group::new("Workflow");
     for analysis in analyses {
         let mut rows = Vec::new();
-        for (from, row) in analysis.states.iter().zip(&analysis.probabilities) {
-            for (to, probability) in analysis.states.iter().zip(row) {
-                if *probability > 0.0 {
-                    rows.push(vec![from.clone(), to.clone(), format!("{probability:.3}")]);
+        let intervals = &analysis.uncertainty.transitions;
+        for (row, from) in analysis.states.iter().enumerate() {
+            for (column, to) in analysis.states.iter().enumerate() {
+                let probability = analysis.probabilities[row][column];
+                if probability > 0.0 {
+                    rows.push(vec![
+                        from.clone(),
+                        to.clone(),
+                        analysis.counts[row][column].to_string(),
+                        format!("{probability:.3}"),
+                        intervals[row][column]
+                            .map(|[low, high]| format!("[{low:.3}, {high:.3}]"))
+                            .unwrap_or_default(),
+                    ]);
                 }
             }
         }
@@ -484,8 +494,12 @@ fn workflow_section(context: &Context) -> Result<Group> {
         }));
         group.parts.push(Box::new(Table {
             title: "Estimated transition probabilities (§5.2)".into(),
-            caption: "T_ij = transitions i → j / transitions out of i, over every recorded run of this workflow.".into(),
-            headers: vec!["from".into(), "to".into(), "T_ij".into()],
+            caption: format!(
+                "T_ij = transitions i → j / transitions out of i, over every recorded run of this workflow. {}{}",
+                analysis.legend.as_deref().map(|legend| format!("Exact chain: {legend}. ")).unwrap_or_default(),
+                analysis.uncertainty.method
+            ),
+            headers: vec!["from".into(), "to".into(), "count".into(), "T_ij".into(), "95% interval".into()],
             rows,
         }));
         let absorption = &analysis.absorption;
@@ -498,13 +512,63 @@ fn workflow_section(context: &Context) -> Result<Group> {
                 analysis.condition.to_string(),
             ),
         ];
+        let uncertainty = &analysis.uncertainty;
+        let range = |interval: Option<&[f64; 2]>| {
+            interval.map_or(String::new(), |[low, high]| {
+                format!(" [{low:.3}, {high:.3}]")
+            })
+        };
+        if let Some(initial) = &analysis.initial {
+            for target in &absorption.absorbing {
+                if let Some(value) = absorption
+                    .absorption_probabilities
+                    .get(initial)
+                    .and_then(|row| row.get(target))
+                {
+                    entries.push((
+                        format!("P(end in {target}) from {initial}"),
+                        format!(
+                            "{value:.3}{}",
+                            range(
+                                uncertainty
+                                    .absorption
+                                    .get(initial)
+                                    .and_then(|row| row.get(target))
+                            )
+                        ),
+                    ));
+                }
+            }
+            if let Some(Some(needed)) = uncertainty.runs_needed.get(initial) {
+                entries.push((
+                    format!("runs for ±{} on B", uncertainty.target_half_width),
+                    format!("{needed} (now {})", analysis.runs),
+                ));
+            }
+        }
         for (state, steps) in &absorption.expected_steps {
             if let Some(steps) = steps {
                 entries.push((
                     format!("expected steps from {state}"),
-                    format!("{steps:.3}"),
+                    format!("{steps:.3}{}", range(uncertainty.expected_steps.get(state))),
                 ));
             }
+        }
+        for warning in &analysis.warnings {
+            entries.push(("warning".into(), warning.clone()));
+        }
+        if let Some(comparison) = &analysis.comparison {
+            entries.push((
+                "exact vs plain chain".into(),
+                format!(
+                    "where runs ended after each state, outside the binomial 99% band: exact chain {} of {}, plain chain {} of {}. {}",
+                    comparison.outside(false),
+                    comparison.predictions.len(),
+                    comparison.outside(true),
+                    comparison.predictions.len(),
+                    comparison.explanation
+                ),
+            ));
         }
         group.parts.push(Box::new(KeyValues {
             title: "Absorption analysis (§5.3)".into(),
@@ -594,20 +658,23 @@ fn state_diagram_svg(
     svg
 }
 
-/// The paper's claims, each checked by computation (`attnflow verify`).
+/// The paper's claims, each checked on the shipped engines
+/// (`attnflow verify`): the verdict, the rule that decided it and the
+/// numbers it was decided from.
 fn claims_section() -> Table {
     let checks = check_claims(&ClaimOptions::default());
     Table {
         title: "Claims, checked".into(),
-        caption: "Each claim of the paper checked numerically: the verdict says where a claim is false as stated, and the finding gives the correct statement.".into(),
-        headers: vec!["claim".into(), "section".into(), "verdict".into(), "finding".into(), "evidence".into()],
+        caption: "Each claim of the paper checked on the engines this build ships; the rule states how the evidence decides the verdict.".into(),
+        headers: vec!["claim".into(), "section".into(), "verdict".into(), "rule".into(), "finding".into(), "evidence".into()],
         rows: checks
             .iter()
             .map(|check| {
                 vec![
                     check.statement.to_string(),
                     check.section.to_string(),
-                    format!("{:?}", check.status),
+                    check.status.label().to_string(),
+                    check.rule.to_string(),
                     check.finding.clone(),
                     check.evidence.clone(),
                 ]

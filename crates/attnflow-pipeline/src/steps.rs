@@ -387,6 +387,11 @@ fn train(context: &Context, task: &TaskContext) -> Result<TaskOutput> {
         Trainer::new(load_blueprint(context)?, train_config(context)?)
             .and_then(|t| t.with_output(&directory))
     }?;
+    // Recorded in training.json (`receptive_field`) and said before the
+    // first step.
+    if let Some(check) = trainer.reach().filter(|check| !check.fits) {
+        eprintln!("  warning: {}", check.message());
+    }
 
     let bar = progress_bar(context, trainer.config().steps, trainer.step_count());
     let report = trainer.run(|progress| {

@@ -113,15 +113,54 @@ pub struct LayerSummary {
     pub max: f64,
 }
 
+/// A parameter whose gradient is zero by construction: tiny norms there
+/// are rounding, not a training fault, so they are explained, not flagged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StructuralZero {
+    /// The parameter.
+    pub parameter: String,
+    /// Why its gradient is zero.
+    pub reason: String,
+    /// The largest norm logged (rounding).
+    pub largest_norm: f64,
+}
+
 /// The gradient-flow report of a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GradientFlowReport {
     /// Logged steps summarised.
     pub logged_steps: usize,
-    /// Per-layer summaries in model order.
+    /// Per-layer summaries in model order (structural zeros left out).
     pub layers: Vec<LayerSummary>,
     /// Every flagged parameter.
     pub flags: Vec<GradientFlag>,
+    /// Parameters whose gradient is zero by construction.
+    #[serde(default)]
+    pub structural_zeros: Vec<StructuralZero>,
+}
+
+/// Why a key projection's bias never learns.
+pub const KEY_BIAS_REASON: &str = "the key bias adds the same q·b to every score in a query's row, and softmax ignores a constant per row, so its gradient is exactly zero (norms seen are rounding); `key_bias = false` on the attention node leaves it out";
+
+/// Parameters whose gradient is zero by construction in `blueprint`, with
+/// the reason: the key bias of attention without rotary embedding (with
+/// rotary, each position rotates the bias differently, so it does learn).
+pub fn structural_zeros(blueprint: &Blueprint) -> BTreeMap<String, String> {
+    blueprint
+        .nodes
+        .iter()
+        .filter_map(|node| match &node.op {
+            attnflow_blueprint::Op::Attention(attention)
+                if attention.key_bias && !attention.rotary =>
+            {
+                Some((
+                    format!("{}.k_proj.bias", node.name),
+                    KEY_BIAS_REASON.to_string(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The layer a parameter belongs to: the node whose name is the longest
@@ -149,11 +188,22 @@ pub fn layer_of(blueprint: &Blueprint, parameter: &str) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct GradientFlow {
     records: Vec<GradientRecord>,
+    structural: BTreeMap<String, String>,
 }
 
 impl GradientFlow {
-    /// The flags a record raises (for deciding whether to log a step).
-    pub fn flags_of(record: &GradientRecord) -> Vec<(String, FlagKind, f64)> {
+    /// An empty collector that knows `blueprint`'s structural zeros.
+    pub fn new(blueprint: &Blueprint) -> Self {
+        Self {
+            records: Vec::new(),
+            structural: structural_zeros(blueprint),
+        }
+    }
+
+    /// The flags a record raises (for deciding whether to log a step). A
+    /// structural zero is never vanishing; it is still flagged if its
+    /// gradient is non-finite, exploding or missing.
+    pub fn flags_of(&self, record: &GradientRecord) -> Vec<(String, FlagKind, f64)> {
         let mut flags: Vec<(String, FlagKind, f64)> = record
             .norms
             .iter()
@@ -161,6 +211,8 @@ impl GradientFlow {
             .filter_map(|(name, norm)| {
                 let kind = if !norm.is_finite() {
                     FlagKind::NonFinite
+                } else if *norm < VANISHING && self.structural.contains_key(name) {
+                    return None;
                 } else if *norm < VANISHING {
                     FlagKind::Vanishing
                 } else if *norm > EXPLODING {
@@ -193,7 +245,10 @@ impl GradientFlow {
     /// Summaries per layer (in the order of `parameters`) and all flags.
     pub fn report(&self, blueprint: &Blueprint, parameters: &[String]) -> GradientFlowReport {
         let mut layers: Vec<(String, Vec<String>, Vec<f64>)> = Vec::new();
-        for name in parameters {
+        for name in parameters
+            .iter()
+            .filter(|name| !self.structural.contains_key(*name))
+        {
             let layer = layer_of(blueprint, name);
             let norms = self
                 .records
@@ -232,7 +287,7 @@ impl GradientFlow {
             .collect();
         let mut flags: BTreeMap<(String, FlagKind), GradientFlag> = BTreeMap::new();
         for record in &self.records {
-            for (parameter, kind, norm) in Self::flags_of(record) {
+            for (parameter, kind, norm) in self.flags_of(record) {
                 flags
                     .entry((parameter.clone(), kind))
                     .and_modify(|flag| flag.count += 1)
@@ -245,10 +300,25 @@ impl GradientFlow {
                     });
             }
         }
+        let structural_zeros = self
+            .structural
+            .iter()
+            .filter(|(parameter, _)| parameters.contains(parameter))
+            .map(|(parameter, reason)| StructuralZero {
+                parameter: parameter.clone(),
+                reason: reason.clone(),
+                largest_norm: self
+                    .records
+                    .iter()
+                    .filter_map(|record| record.norms.get(parameter).copied())
+                    .fold(0.0, f64::max),
+            })
+            .collect();
         GradientFlowReport {
             logged_steps: self.records.len(),
             layers,
             flags: flags.into_values().collect(),
+            structural_zeros,
         }
     }
 }
@@ -256,6 +326,57 @@ impl GradientFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn attention_blueprint(attributes: &str) -> Blueprint {
+        Blueprint::from_text(
+            "a.toml",
+            &format!("[dims]\nb = 1\ns = 4\nd = 4\n[[node]]\nname = \"x\"\nop = \"input\"\nshape = [\"b\", \"s\", \"d\"]\n[[node]]\nname = \"attn\"\nop = \"attention\"\ninput = \"x\"\nheads = 2\n{attributes}\n"),
+            &[],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_key_bias_is_a_structural_zero_not_a_vanishing_gradient() {
+        let names: Vec<String> = ["attn.k_proj.bias", "attn.q_proj.bias", "attn.q_proj.weight"]
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
+        let record = GradientRecord {
+            step: 1,
+            total_norm: 1.0,
+            norms: names.iter().cloned().zip([1e-9, 1e-9, 0.5]).collect(),
+            missing: vec![],
+        };
+        let mut flow = GradientFlow::new(&attention_blueprint(""));
+        flow.push(record.clone());
+        let report = flow.report(&attention_blueprint(""), &names);
+        let flagged: Vec<&str> = report
+            .flags
+            .iter()
+            .map(|flag| flag.parameter.as_str())
+            .collect();
+        // The query bias is a real vanishing gradient; the key bias is not.
+        assert_eq!(flagged, ["attn.q_proj.bias"]);
+        assert_eq!(report.structural_zeros.len(), 1);
+        assert_eq!(report.structural_zeros[0].parameter, "attn.k_proj.bias");
+        assert_eq!(report.structural_zeros[0].largest_norm, 1e-9);
+        assert!(report.structural_zeros[0]
+            .reason
+            .contains("softmax ignores a constant per row"));
+        assert_eq!(report.layers[0].min, 1e-9);
+        assert_eq!(report.layers[0].samples, 2);
+        // With rotary embedding each position rotates the bias differently:
+        // it learns, so a tiny norm there is flagged.
+        let rotary = attention_blueprint("rotary = true");
+        let flow = GradientFlow::new(&rotary);
+        assert!(flow
+            .flags_of(&record)
+            .iter()
+            .any(|(name, kind, _)| name == "attn.k_proj.bias" && *kind == FlagKind::Vanishing));
+        // Without a key bias there is nothing to explain.
+        assert!(structural_zeros(&attention_blueprint("key_bias = false")).is_empty());
+    }
 
     #[test]
     fn flags_and_medians() {

@@ -17,6 +17,7 @@ pub mod gradflow;
 pub mod model;
 pub mod objective;
 pub mod optim;
+pub mod reach;
 pub mod rng;
 mod setup;
 pub mod store;

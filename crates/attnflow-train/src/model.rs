@@ -576,11 +576,13 @@ fn build_layer(blueprint: &Blueprint, node: &Node, root: &VarBuilder) -> Result<
                 op.head_dim as usize,
             );
             let out = op.out as usize;
+            // Core's module gives all four projections one bias flag.
             let standard = kv_heads == heads
                 && heads * head_dim == query_width
                 && out == query_width
-                && op.output_bias == op.bias
-                && !op.rotary;
+                && !op.rotary
+                && op.key_bias == op.bias
+                && op.output_bias == op.bias;
             if standard {
                 // Plain multi-head attention keeps core's module's parameter
                 // names and initialisation: creating the module creates them,
@@ -598,7 +600,12 @@ fn build_layer(blueprint: &Blueprint, node: &Node, root: &VarBuilder) -> Result<
             Layer::Attention(Box::new(AttentionLayer {
                 op: *op,
                 query: Dense::new(&vb.pp("q_proj"), query_width, heads * head_dim, op.bias)?,
-                key: Dense::new(&vb.pp("k_proj"), memory_width, kv_heads * head_dim, op.bias)?,
+                key: Dense::new(
+                    &vb.pp("k_proj"),
+                    memory_width,
+                    kv_heads * head_dim,
+                    op.key_bias,
+                )?,
                 value: Dense::new(&vb.pp("v_proj"), memory_width, kv_heads * head_dim, op.bias)?,
                 output: Dense::new(&vb.pp("out_proj"), heads * head_dim, out, op.output_bias)?,
             }))

@@ -285,6 +285,17 @@ impl Dataset {
         self.text.as_ref().map(|text| text.alphabet.as_slice())
     }
 
+    /// Prompt and answer lengths in tokens (text: the window, twice).
+    pub fn lengths(&self) -> (usize, usize) {
+        if let Some(data) = &self.pairs {
+            return (data.pairs[0].0.len(), data.pairs[0].1.len());
+        }
+        match self.task {
+            Task::Recall => (2 * (self.length / 2) + 1, 1),
+            _ => (self.length, self.length),
+        }
+    }
+
     /// The model input length of every example.
     pub fn sequence_length(&self) -> usize {
         self.validation

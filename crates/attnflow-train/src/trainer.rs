@@ -34,6 +34,7 @@ use crate::gradflow::{self, GradientFlow, GradientFlowReport, GradientRecord};
 use crate::model::{Capture, Mode, Model};
 use crate::objective::{self, Regulariser};
 use crate::optim::{self, AdamW};
+use crate::reach::{check_reach, ReachCheck};
 use crate::rng::Rng;
 use crate::setup::Setup;
 use crate::tasks::{self, Batch, DataPosition, Dataset, Format};
@@ -137,6 +138,10 @@ pub struct TrainReport {
     pub evaluations: Vec<Evaluation>,
     /// Gradient-flow summary and flags (§2.3), over all logged steps.
     pub gradient_flow: GradientFlowReport,
+    /// The task's needed reach against the blueprint's receptive field,
+    /// checked before the first step (`None` for text and pairs tasks).
+    #[serde(default)]
+    pub receptive_field: Option<ReachCheck>,
     /// The output directory, when the run wrote one.
     pub output: Option<PathBuf>,
 }
@@ -183,6 +188,7 @@ pub struct Trainer {
     logits: String,
     parameter_shapes: Vec<(String, Vec<usize>)>,
     gradient_flow: GradientFlow,
+    reach: Option<ReachCheck>,
     output: Option<PathBuf>,
     logs: Option<Logs>,
     last_checkpoint: Option<(PathBuf, u64)>,
@@ -208,6 +214,14 @@ impl Trainer {
         } = Setup::build(&source, &config)?;
         let optimizer = AdamW::new(parameters, config.optimizer)?;
         let rng = Rng::derive(config.seed, "dropout", 0);
+        let gradient_flow = GradientFlow::new(&blueprint);
+        let reach = check_reach(
+            &source,
+            &config.overrides,
+            &blueprint,
+            (&token_input, &logits),
+            &dataset,
+        );
         Ok(Self {
             config,
             source,
@@ -223,7 +237,8 @@ impl Trainer {
             other_index_inputs,
             logits,
             parameter_shapes,
-            gradient_flow: GradientFlow::default(),
+            gradient_flow,
+            reach,
             output: None,
             logs: None,
             last_checkpoint: None,
@@ -351,6 +366,12 @@ impl Trainer {
     /// The task's data.
     pub fn dataset(&self) -> &Dataset {
         &self.dataset
+    }
+
+    /// The task's needed reach against the blueprint's receptive field,
+    /// checked when the trainer was built (`None` for text and pairs).
+    pub fn reach(&self) -> Option<&ReachCheck> {
+        self.reach.as_ref()
     }
 
     /// The configuration.
@@ -488,7 +509,7 @@ impl Trainer {
                 .map(|((name, _), _)| name.clone())
                 .collect(),
         };
-        let flagged = !GradientFlow::flags_of(&record).is_empty();
+        let flagged = !self.gradient_flow.flags_of(&record).is_empty();
         if step % self.config.log_every == 0 || flagged || step == 1 {
             if let Some(logs) = &mut self.logs {
                 write_line(&mut logs.gradients, &record, GRADIENTS_FILE)?;
@@ -726,6 +747,7 @@ impl Trainer {
             gradient_flow: self
                 .gradient_flow
                 .report(&self.blueprint, &self.parameter_names()),
+            receptive_field: self.reach.clone(),
             output: self.output.clone(),
         };
         if let Some(directory) = &self.output {

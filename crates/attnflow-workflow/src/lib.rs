@@ -16,6 +16,10 @@
 //!   crash from the last recorded state.
 //! * [`markov`] and [`report`]: §5.2's estimated transition matrix and
 //!   §5.3's absorption analysis, as tables, JSON and Mermaid diagrams.
+//! * [`uncertainty`]: intervals for every estimate (Dirichlet posteriors
+//!   over the counts) and how many more runs would narrow them.
+//! * [`visits`]: the exact chain of a spec with bounded retries, whose
+//!   states carry how often each capped state was visited.
 
 pub mod action;
 pub mod markov;
@@ -24,6 +28,8 @@ pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod store;
+pub mod uncertainty;
+pub mod visits;
 pub mod worker;
 
 pub use action::{Task, TaskContext, TaskOutput, TaskRegistry};

@@ -26,6 +26,7 @@ pub struct TransitionCounts {
     states: Vec<String>,
     counts: BTreeMap<(usize, usize), u64>,
     absorbing_hint: BTreeSet<usize>,
+    declared: BTreeSet<(usize, usize)>,
 }
 
 impl TransitionCounts {
@@ -58,6 +59,34 @@ impl TransitionCounts {
         let from = self.index(from);
         let to = self.index(to);
         *self.counts.entry((from, to)).or_insert(0) += 1;
+    }
+
+    /// Declares `from -> to` possible (the spec allows it) whether or not
+    /// it was recorded: the posterior spreads its prior over these.
+    pub fn allow(&mut self, from: &str, to: &str) {
+        let from = self.index(from);
+        let to = self.index(to);
+        self.declared.insert((from, to));
+    }
+
+    /// The transitions possible from state `row`: those declared with
+    /// [`Self::allow`] and those recorded (none for an absorbing row).
+    pub fn allowed(&self, row: usize) -> Vec<bool> {
+        (0..self.states.len())
+            .map(|column| {
+                self.declared.contains(&(row, column)) || self.counts.contains_key(&(row, column))
+            })
+            .collect()
+    }
+
+    /// The counts as a dense matrix in state order.
+    pub fn matrix(&self) -> Vec<Vec<u64>> {
+        let size = self.states.len();
+        let mut matrix = vec![vec![0; size]; size];
+        for (&(from, to), &count) in &self.counts {
+            matrix[from][to] = count;
+        }
+        matrix
     }
 
     /// The states, in order.

@@ -10,6 +10,8 @@ use serde::Serialize;
 use crate::markov::{Absorption, ChainError, TransitionCounts, ABSORPTION_CONDITION};
 use crate::spec::{Action, Outcome, Spec, StateKind, TerminalKind};
 use crate::store::{EventRecord, RunRecord, StepRecord, Store, StoreError};
+use crate::uncertainty::{binomial_band, posterior, PosteriorOptions, Uncertainty, FEW_EXITS};
+use crate::visits::VisitChain;
 
 /// Why an analysis could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,11 @@ pub struct WorkflowAnalysis {
     pub runs: usize,
     /// Transitions counted.
     pub transitions: u64,
+    /// `exact` (states carry the visit counts of capped states) or `plain`
+    /// (bare state names).
+    pub view: &'static str,
+    /// What expanded state labels mean (exact view of a spec with caps).
+    pub legend: Option<String>,
     /// The initial state (from the latest run's spec).
     pub initial: Option<String>,
     /// States in order (rows and columns of `counts` and `probabilities`).
@@ -55,13 +62,98 @@ pub struct WorkflowAnalysis {
     pub absorption: Absorption,
     /// The condition used to decide whether absorption is certain.
     pub condition: &'static str,
+    /// Intervals for `T`, `B` and `t`, and runs needed to narrow them.
+    pub uncertainty: Uncertainty,
+    /// Warnings for the reader (rows with few observed exits).
+    pub warnings: Vec<String>,
+    /// Exact view of a capped spec: the exact and the plain chain's
+    /// predictions against what the recorded runs did.
+    pub comparison: Option<Comparison>,
+}
+
+/// How well the exact and the plain chain predict where runs ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Why the plain chain differs.
+    pub explanation: String,
+    /// Central probability of the binomial bands.
+    pub level: f64,
+    /// One row per expanded state visited and terminal state.
+    pub predictions: Vec<Prediction>,
+}
+
+impl Comparison {
+    /// Predictions outside their band: of the plain chain, or the exact.
+    pub fn outside(&self, plain: bool) -> usize {
+        self.predictions
+            .iter()
+            .filter(|prediction| {
+                !if plain {
+                    prediction.plain_within
+                } else {
+                    prediction.exact_within
+                }
+            })
+            .count()
+    }
+}
+
+/// After visits to one expanded state, how often runs ended in one
+/// terminal state, and what each chain predicts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    /// The expanded state.
+    pub state: String,
+    /// Its plain state.
+    pub plain: String,
+    /// The terminal state.
+    pub target: String,
+    /// Visits followed by a terminal state.
+    pub visits: u64,
+    /// Of those, how many ended in `target`.
+    pub ended: u64,
+    /// `ended / visits`.
+    pub observed: f64,
+    /// `B` of the exact chain.
+    pub exact: f64,
+    /// The binomial band of `ended` if `exact` were the truth.
+    pub exact_band: [u64; 2],
+    /// Whether `ended` lies in it.
+    pub exact_within: bool,
+    /// `B` of the plain chain at the plain state.
+    pub plain_chain: f64,
+    /// The binomial band of `ended` if `plain_chain` were the truth.
+    pub plain_band: [u64; 2],
+    /// Whether `ended` lies in it.
+    pub plain_within: bool,
+}
+
+/// Settings of [`analyze_with`].
+#[derive(Debug, Clone, Default)]
+pub struct AnalysisOptions {
+    /// Analyse the plain chain over bare state names even when the spec
+    /// caps visits.
+    pub collapse: bool,
+    /// How intervals are made.
+    pub posterior: PosteriorOptions,
 }
 
 /// Analyses the recorded transitions of every workflow in `store` (or of
-/// `workflow` only), one analysis per workflow name.
+/// `workflow` only), one analysis per workflow name, with default options.
 pub fn analyze(
     store: &Store,
     workflow: Option<&str>,
+) -> Result<Vec<WorkflowAnalysis>, AnalysisError> {
+    analyze_with(store, workflow, &AnalysisOptions::default())
+}
+
+/// Analyses the recorded transitions of every workflow in `store` (or of
+/// `workflow` only). A spec that caps visits is analysed on its exact
+/// `(state, visits)` chain unless `options.collapse`.
+pub fn analyze_with(
+    store: &Store,
+    workflow: Option<&str>,
+    options: &AnalysisOptions,
 ) -> Result<Vec<WorkflowAnalysis>, AnalysisError> {
     let transitions = store.transitions(workflow)?;
     if transitions.is_empty() {
@@ -92,60 +184,222 @@ pub fn analyze(
             .rev()
             .filter(|run| run.workflow == name)
             .find_map(|run| Spec::parse(&run.spec_origin, &run.spec_source).ok());
-        let (order, terminal, initial) = match &spec {
-            Some(spec) => (
-                spec.states.iter().map(|state| state.name.clone()).collect(),
-                spec.states
-                    .iter()
-                    .filter(|state| state.terminal().is_some())
-                    .map(|state| state.name.clone())
-                    .collect(),
-                Some(spec.initial.clone()),
-            ),
-            None => (Vec::new(), Vec::new(), None),
+        let run_ids: std::collections::BTreeSet<i64> =
+            records.iter().map(|record| record.run_id).collect();
+        let plain = plain_counts(spec.as_ref(), &records);
+        let exact = match (&spec, options.collapse) {
+            (Some(spec), false) => VisitChain::of(spec),
+            _ => None,
         };
-        let mut counts = TransitionCounts::new(&order, &terminal);
-        let mut run_ids = std::collections::BTreeSet::new();
-        for record in &records {
-            counts.record(&record.from, &record.to);
-            run_ids.insert(record.run_id);
-        }
-        let chain = counts.estimate();
-        let absorption = chain.absorption().map_err(|source| AnalysisError::Chain {
-            workflow: name.to_string(),
-            source,
-        })?;
-        let size = chain.states.len();
-        let observed = chain
-            .counts
-            .clone()
-            .unwrap_or_else(|| nalgebra::DMatrix::zeros(size, size));
-        analyses.push(WorkflowAnalysis {
-            workflow: name.to_string(),
-            runs: run_ids.len(),
-            transitions: counts.total(),
-            initial,
-            states: chain.states.clone(),
-            counts: (0..size)
-                .map(|row| {
-                    (0..size)
-                        .map(|column| observed[(row, column)] as u64)
-                        .collect()
-                })
-                .collect(),
-            probabilities: (0..size)
-                .map(|row| {
-                    (0..size)
-                        .map(|column| chain.probabilities[(row, column)])
-                        .collect()
-                })
-                .collect(),
-            unobserved_exits: chain.unobserved_exits.clone(),
-            absorption,
-            condition: ABSORPTION_CONDITION,
-        });
+        let analysis = match exact {
+            None => build(name, &spec, plain, run_ids.len(), options, None)?,
+            Some(chain) => {
+                let mut paths = Vec::with_capacity(run_ids.len());
+                for &run in &run_ids {
+                    paths.push(chain.replay(&store.steps(run)?));
+                }
+                let mut counts = TransitionCounts::new(&chain.states, &chain.terminal);
+                for (from, targets) in &chain.allowed {
+                    for to in targets {
+                        counts.allow(from, to);
+                    }
+                }
+                for (from, to) in paths.iter().flatten() {
+                    counts.record(from, to);
+                }
+                let plain_absorption =
+                    plain
+                        .estimate()
+                        .absorption()
+                        .map_err(|source| AnalysisError::Chain {
+                            workflow: name.to_string(),
+                            source,
+                        })?;
+                let mut analysis =
+                    build(name, &spec, counts, run_ids.len(), options, Some(&chain))?;
+                analysis.comparison = Some(compare(
+                    &chain,
+                    &paths,
+                    &analysis.absorption,
+                    &plain_absorption,
+                ));
+                analysis
+            }
+        };
+        analyses.push(analysis);
     }
     Ok(analyses)
+}
+
+/// Counts over bare state names, with the spec's transitions allowed.
+fn plain_counts(
+    spec: Option<&Spec>,
+    records: &[&crate::store::TransitionRecord],
+) -> TransitionCounts {
+    let (order, terminal) = match spec {
+        Some(spec) => (
+            spec.states.iter().map(|state| state.name.clone()).collect(),
+            spec.states
+                .iter()
+                .filter(|state| state.terminal().is_some())
+                .map(|state| state.name.clone())
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut counts = TransitionCounts::new(&order, &terminal);
+    if let Some(spec) = spec {
+        for state in &spec.states {
+            if let Some(active) = state.active() {
+                for outcome in Outcome::ALL {
+                    if let Some(next) = active.next_state(outcome) {
+                        counts.allow(&state.name, next);
+                    }
+                }
+            }
+        }
+    }
+    for record in records {
+        counts.record(&record.from, &record.to);
+    }
+    counts
+}
+
+fn build(
+    name: &str,
+    spec: &Option<Spec>,
+    counts: TransitionCounts,
+    runs: usize,
+    options: &AnalysisOptions,
+    exact: Option<&VisitChain>,
+) -> Result<WorkflowAnalysis, AnalysisError> {
+    let chain = counts.estimate();
+    let absorption = chain.absorption().map_err(|source| AnalysisError::Chain {
+        workflow: name.to_string(),
+        source,
+    })?;
+    let uncertainty = posterior(&counts, runs, &options.posterior);
+    let warnings = if uncertainty.few_exits.is_empty() {
+        Vec::new()
+    } else {
+        let rows: Vec<String> = uncertainty
+            .few_exits
+            .iter()
+            .map(|state| format!("{state} ({})", uncertainty.exits[state]))
+            .collect();
+        vec![format!(
+            "fewer than {FEW_EXITS} observed exits from {}: these rows of T, and what follows from them, are rough (see their intervals)",
+            rows.join(", ")
+        )]
+    };
+    let size = chain.states.len();
+    Ok(WorkflowAnalysis {
+        workflow: name.to_string(),
+        runs,
+        transitions: counts.total(),
+        view: if exact.is_some() { "exact" } else { "plain" },
+        legend: exact.map(VisitChain::legend),
+        initial: match exact {
+            Some(chain) => Some(chain.initial.clone()),
+            None => spec.as_ref().map(|spec| spec.initial.clone()),
+        },
+        states: chain.states.clone(),
+        counts: counts.matrix(),
+        probabilities: (0..size)
+            .map(|row| {
+                (0..size)
+                    .map(|column| chain.probabilities[(row, column)])
+                    .collect()
+            })
+            .collect(),
+        unobserved_exits: chain.unobserved_exits.clone(),
+        absorption,
+        condition: ABSORPTION_CONDITION,
+        uncertainty,
+        warnings,
+        comparison: None,
+    })
+}
+
+/// Where runs ended after each expanded state, against both chains.
+fn compare(
+    chain: &VisitChain,
+    paths: &[Vec<(String, String)>],
+    exact: &Absorption,
+    plain: &Absorption,
+) -> Comparison {
+    const LEVEL: f64 = 0.99;
+    let mut tallies: BTreeMap<&str, (u64, BTreeMap<&str, u64>)> = BTreeMap::new();
+    for path in paths {
+        let mut ending: Option<&str> = None;
+        for (from, to) in path.iter().rev() {
+            if chain.terminal.contains(to) {
+                ending = Some(to);
+            }
+            if let Some(end) = ending {
+                let tally = tallies.entry(from).or_default();
+                tally.0 += 1;
+                *tally.1.entry(end).or_default() += 1;
+            }
+        }
+    }
+    let mut predictions = Vec::new();
+    for state in &chain.states {
+        let Some((visits, ends)) = tallies.get(state.as_str()) else {
+            continue;
+        };
+        let plain_state = chain
+            .plain
+            .get(state)
+            .cloned()
+            .unwrap_or_else(|| state.clone());
+        for target in &exact.absorbing {
+            let ended = ends.get(target.as_str()).copied().unwrap_or(0);
+            let probability = |absorption: &Absorption, from: &str| {
+                absorption
+                    .absorption_probabilities
+                    .get(from)
+                    .and_then(|row| row.get(target))
+                    .copied()
+                    .unwrap_or(0.0)
+            };
+            let exact_value = probability(exact, state);
+            let plain_value = probability(plain, &plain_state);
+            let exact_band = binomial_band(*visits, exact_value, LEVEL);
+            let plain_band = binomial_band(*visits, plain_value, LEVEL);
+            predictions.push(Prediction {
+                state: state.clone(),
+                plain: plain_state.clone(),
+                target: target.clone(),
+                visits: *visits,
+                ended,
+                observed: ended as f64 / *visits as f64,
+                exact: exact_value,
+                exact_band,
+                exact_within: (exact_band[0]..=exact_band[1]).contains(&ended),
+                plain_chain: plain_value,
+                plain_band,
+                plain_within: (plain_band[0]..=plain_band[1]).contains(&ended),
+            });
+        }
+    }
+    let capped: Vec<String> = chain
+        .capped
+        .iter()
+        .map(|(name, cap)| format!("`{name}` (max_visits {cap})"))
+        .collect();
+    Comparison {
+        explanation: format!(
+            "{} behaves by how often it was visited: its first {} visits go on, the next takes `exhausted`. \
+             The plain chain over bare state names has one row per state, so it averages over visits: every visit gets the same small chance of giving up \
+             and the same chance of success afterwards, which is right on average from the initial state but wrong after a given number of visits. \
+             The exact chain carries the visits in its states, so each row is again one fixed distribution (the chain is Markov) and its predictions hold visit by visit",
+            capped.join(" and "),
+            chain.capped.first().map_or(0, |(_, cap)| *cap)
+        ),
+        level: LEVEL,
+        predictions,
+    }
 }
 
 /// Renders rows under headers as an aligned plain-text table (first column
@@ -163,6 +417,14 @@ fn number(value: f64) -> String {
     }
 }
 
+fn interval(range: Option<&[f64; 2]>) -> String {
+    match range {
+        Some([low, high]) if high.is_infinite() => format!("[{}, ∞]", number(*low)),
+        Some([low, high]) => format!("[{}, {}]", number(*low), number(*high)),
+        None => String::new(),
+    }
+}
+
 /// Renders an analysis as plain-text tables.
 pub fn render_analysis(analysis: &WorkflowAnalysis) -> String {
     let mut text = String::new();
@@ -171,33 +433,47 @@ pub fn render_analysis(analysis: &WorkflowAnalysis) -> String {
         "workflow `{}`: {} transitions from {} runs",
         analysis.workflow, analysis.transitions, analysis.runs
     );
+    match &analysis.legend {
+        Some(legend) => {
+            let _ = writeln!(
+                text,
+                "view: the exact chain; {legend}. `--collapse` shows the plain chain over bare state names"
+            );
+        }
+        None => {
+            let _ = writeln!(text, "view: the plain chain over state names");
+        }
+    }
+    for warning in &analysis.warnings {
+        let _ = writeln!(text, "warning: {warning}");
+    }
+    let uncertainty = &analysis.uncertainty;
+    let level = format!("{:.0}%", uncertainty.level * 100.0);
     let _ = writeln!(
         text,
-        "\n§5.2 estimated transition probabilities T (row: from, column: to; count in brackets)"
+        "\n§5.2 estimated transition probabilities T with {level} intervals (every transition the spec allows)"
     );
-    let mut headers = vec!["from \\ to".to_string()];
-    headers.extend(analysis.states.iter().cloned());
-    let rows: Vec<Vec<String>> = analysis
-        .states
+    let headers: Vec<String> = ["from", "to", "count", "T_ij", &format!("{level} interval")]
         .iter()
-        .enumerate()
-        .map(|(row, state)| {
-            let mut cells = vec![state.clone()];
-            for column in 0..analysis.states.len() {
-                let count = analysis.counts[row][column];
-                let probability = analysis.probabilities[row][column];
-                cells.push(if count > 0 {
-                    format!("{} ({count})", number(probability))
-                } else if probability > 0.0 {
-                    // An absorbing row with no recorded exits.
-                    number(probability)
-                } else {
-                    ".".to_string()
-                });
-            }
-            cells
-        })
+        .map(|header| header.to_string())
         .collect();
+    let mut rows = Vec::new();
+    for (row, from) in analysis.states.iter().enumerate() {
+        for (column, to) in analysis.states.iter().enumerate() {
+            let range = uncertainty.transitions[row][column];
+            let count = analysis.counts[row][column];
+            if range.is_none() && count == 0 {
+                continue;
+            }
+            rows.push(vec![
+                from.clone(),
+                to.clone(),
+                count.to_string(),
+                number(analysis.probabilities[row][column]),
+                interval(range.as_ref()),
+            ]);
+        }
+    }
     text.push_str(&render_table(&headers, &rows));
 
     let absorption = &analysis.absorption;
@@ -216,15 +492,19 @@ pub fn render_analysis(analysis: &WorkflowAnalysis) -> String {
     }
     let mut headers = vec![
         "from".to_string(),
+        "exits".to_string(),
         "expected steps".to_string(),
+        level.clone(),
         "variance".to_string(),
     ];
-    headers.extend(
-        absorption
-            .absorbing
-            .iter()
-            .map(|state| format!("P(end in {state})")),
-    );
+    for state in &absorption.absorbing {
+        headers.push(format!("P(end in {state})"));
+        headers.push(level.clone());
+    }
+    headers.push(format!(
+        "runs for ±{}",
+        number(uncertainty.target_half_width)
+    ));
     let rows: Vec<Vec<String>> = absorption
         .transient
         .iter()
@@ -232,18 +512,38 @@ pub fn render_analysis(analysis: &WorkflowAnalysis) -> String {
             let finite = |value: Option<f64>| value.map_or("infinite".to_string(), number);
             let mut cells = vec![
                 state.clone(),
+                uncertainty
+                    .exits
+                    .get(state)
+                    .copied()
+                    .unwrap_or(0)
+                    .to_string(),
                 finite(absorption.expected_steps[state]),
+                interval(uncertainty.expected_steps.get(state)),
                 finite(absorption.steps_variance[state]),
             ];
             for target in &absorption.absorbing {
                 cells.push(number(absorption.absorption_probabilities[state][target]));
+                cells.push(interval(
+                    uncertainty
+                        .absorption
+                        .get(state)
+                        .and_then(|row| row.get(target)),
+                ));
             }
+            cells.push(
+                match uncertainty.runs_needed.get(state).copied().flatten() {
+                    Some(needed) if needed <= analysis.runs as u64 => "reached".to_string(),
+                    Some(needed) => format!("{needed} ({} more)", needed - analysis.runs as u64),
+                    None => "no exits yet".to_string(),
+                },
+            );
             cells
         })
         .collect();
     text.push_str(&render_table(&headers, &rows));
 
-    if !absorption.fundamental_states.is_empty() {
+    if !absorption.fundamental_states.is_empty() && absorption.fundamental_states.len() <= 10 {
         let _ = writeln!(
             text,
             "\nfundamental matrix N = (I - Q)^-1 (expected visits to column from row)"
@@ -273,6 +573,63 @@ pub fn render_analysis(analysis: &WorkflowAnalysis) -> String {
         )
     };
     let _ = writeln!(text, "\n{verdict}\n(condition: {})", analysis.condition);
+    let _ = writeln!(text, "\nmethod: {}", uncertainty.method);
+    if let Some(comparison) = &analysis.comparison {
+        text.push_str(&render_comparison(comparison));
+    }
+    text
+}
+
+/// The exact chain's predictions beside the plain chain's.
+pub fn render_comparison(comparison: &Comparison) -> String {
+    let mut text = String::new();
+    let level = format!("{:.0}%", comparison.level * 100.0);
+    let _ = writeln!(
+        text,
+        "\nwhere runs ended after each state: observed, and predicted by the exact and the plain chain (binomial {level} band of the count; `no` = outside)"
+    );
+    let headers: Vec<String> = [
+        "after",
+        "end in",
+        "visits",
+        "observed",
+        "exact B",
+        "in band",
+        "plain B",
+        "plain error",
+        "in band",
+    ]
+    .iter()
+    .map(|header| header.to_string())
+    .collect();
+    let yes_no = |within: bool| if within { "yes" } else { "no" }.to_string();
+    let rows: Vec<Vec<String>> = comparison
+        .predictions
+        .iter()
+        .map(|prediction| {
+            vec![
+                prediction.state.clone(),
+                prediction.target.clone(),
+                prediction.visits.to_string(),
+                number(prediction.observed),
+                number(prediction.exact),
+                yes_no(prediction.exact_within),
+                number(prediction.plain_chain),
+                format!("{:+.3}", prediction.plain_chain - prediction.observed),
+                yes_no(prediction.plain_within),
+            ]
+        })
+        .collect();
+    text.push_str(&render_table(&headers, &rows));
+    let _ = writeln!(
+        text,
+        "outside the {level} band: exact chain {} of {}, plain chain {} of {}\nwhy the plain chain differs: {}",
+        comparison.outside(false),
+        comparison.predictions.len(),
+        comparison.outside(true),
+        comparison.predictions.len(),
+        comparison.explanation
+    );
     text
 }
 
@@ -398,12 +755,32 @@ pub fn render_run(run: &RunRecord, steps: &[StepRecord], events: &[EventRecord])
     text
 }
 
-/// A Mermaid state diagram of the estimated chain, with `T_ij` (and the
-/// count) on each edge.
+/// A Mermaid state diagram of the estimated chain, with `T_ij`, its
+/// interval and the count on each edge.
 pub fn analysis_mermaid(analysis: &WorkflowAnalysis) -> String {
     let mut text = String::from("stateDiagram-v2\n");
+    // Expanded labels such as `Retry[2]` are not Mermaid identifiers.
+    let id = |state: &str| -> String {
+        state
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+            .trim_end_matches('_')
+            .to_string()
+    };
     if let Some(initial) = &analysis.initial {
-        let _ = writeln!(text, "    [*] --> {initial}");
+        let _ = writeln!(text, "    [*] --> {}", id(initial));
+    }
+    for state in &analysis.states {
+        if id(state) != *state {
+            let _ = writeln!(text, "    state \"{state}\" as {}", id(state));
+        }
     }
     for (row, from) in analysis.states.iter().enumerate() {
         for (column, to) in analysis.states.iter().enumerate() {
@@ -411,14 +788,17 @@ pub fn analysis_mermaid(analysis: &WorkflowAnalysis) -> String {
             if count > 0 {
                 let _ = writeln!(
                     text,
-                    "    {from} --> {to} : {:.3} ({count})",
-                    analysis.probabilities[row][column]
+                    "    {} --> {} : {:.3} {} ({count})",
+                    id(from),
+                    id(to),
+                    analysis.probabilities[row][column],
+                    interval(analysis.uncertainty.transitions[row][column].as_ref())
                 );
             }
         }
     }
     for state in &analysis.absorption.absorbing {
-        let _ = writeln!(text, "    {state} --> [*]");
+        let _ = writeln!(text, "    {} --> [*]", id(state));
     }
     text
 }

@@ -86,6 +86,10 @@ pub struct TrainArgs {
     /// Print the report as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Refuse (exit 2) instead of warning when the blueprint's receptive
+    /// field cannot see what the task needs.
+    #[arg(long)]
+    strict: bool,
 }
 
 /// Arguments of `attnflow eval`.
@@ -184,6 +188,7 @@ pub fn train(args: TrainArgs) -> CliResult {
             }
             let trainer =
                 Trainer::resume(directory, Some(source), args.steps).map_err(train_error)?;
+            reach_gate(&trainer, args.strict)?;
             if trainer.config().task != task {
                 return Err(CliError::bad_input(miette!(
                     "{}: the checkpoint trains task `{}`, not `{}`",
@@ -197,6 +202,7 @@ pub fn train(args: TrainArgs) -> CliResult {
         None => {
             let config = config_of(&args, task.clone())?;
             let trainer = Trainer::new(source, config).map_err(train_error)?;
+            reach_gate(&trainer, args.strict)?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let name = trainer.model().blueprint().name.clone();
                 let task_name = match &task {
@@ -239,6 +245,22 @@ pub fn train(args: TrainArgs) -> CliResult {
     }
     print_report(&report);
     Ok(())
+}
+
+/// Warns, before any step, when the blueprint cannot see what the task
+/// needs; refuses under `--strict`.
+fn reach_gate(trainer: &Trainer, strict: bool) -> CliResult {
+    match trainer.reach().filter(|check| !check.fits) {
+        Some(check) if strict => Err(CliError::bad_input(miette!(
+            "{} (--strict: not training)",
+            check.message()
+        ))),
+        Some(check) => {
+            eprintln!("warning: {}", check.message());
+            Ok(())
+        }
+        None => Ok(()),
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) -> CliResult {
@@ -318,6 +340,12 @@ fn print_report(report: &TrainReport) {
             println!(
                 "flag: {:?} gradient of `{}` (first at step {}, {} logged steps, norm {:.3e})",
                 flag.kind, flag.parameter, flag.first_step, flag.count, flag.norm
+            );
+        }
+        for zero in &flow.structural_zeros {
+            println!(
+                "zero by construction: `{}` (largest norm {:.1e}): {}",
+                zero.parameter, zero.largest_norm, zero.reason
             );
         }
     }

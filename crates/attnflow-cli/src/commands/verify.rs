@@ -1,10 +1,12 @@
-//! `attnflow verify`: checks each claim of the paper numerically
-//! (`attnflow_core::claims`) and prints the verdicts.
+//! `attnflow verify`: checks each claim of the paper on the engines
+//! attnflow ships (`attnflow_claims`) and prints the verdicts, each with
+//! the rule that decided it and the numbers it was decided from.
 
-use attnflow_core::claims::{check_claims, ClaimOptions, ClaimStatus};
+use attnflow_claims::{check_claims, tally, ClaimOptions, ClaimStatus};
 use clap::Args;
+use miette::miette;
 
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 
 /// Arguments of `attnflow verify`.
 #[derive(Debug, Args)]
@@ -18,13 +20,14 @@ pub struct VerifyArgs {
     /// Random trials per statistical check.
     #[arg(long, default_value_t = 200)]
     trials: usize,
-    /// Skip timing attention for the complexity exponent (the only check
-    /// whose numbers depend on the machine).
+    /// Skip timing attention (§9 is then decided from counted FLOPs; the
+    /// timing is the only evidence that depends on the machine).
     #[arg(long)]
     no_timing: bool,
 }
 
-/// Runs `attnflow verify`.
+/// Runs `attnflow verify`. Exits 1 when a check is inconclusive: the
+/// shipped engines disagree with exact arithmetic or with a definition.
 pub fn run(args: VerifyArgs) -> CliResult {
     let mut options = ClaimOptions {
         seed: args.seed,
@@ -36,45 +39,41 @@ pub fn run(args: VerifyArgs) -> CliResult {
     }
     let checks = check_claims(&options);
     if args.json {
-        let items: Vec<serde_json::Value> = checks
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "id": c.id,
-                    "section": c.section,
-                    "claim": c.statement,
-                    "status": c.status.label(),
-                    "finding": c.finding,
-                    "evidence": c.evidence,
-                })
-            })
-            .collect();
         println!(
             "{}",
-            serde_json::json!({ "seed": args.seed, "claims": items })
+            serde_json::json!({ "seed": args.seed, "claims": checks })
         );
-        return Ok(());
+    } else {
+        println!("{:<11} {:<6} {:<26} claim", "id", "§", "status");
+        for check in &checks {
+            println!(
+                "{:<11} {:<6} {:<26} {}",
+                check.id,
+                check.section,
+                check.status.label(),
+                check.statement
+            );
+            println!("{:>45} rule:     {}", "", check.rule);
+            println!("{:>45} finding:  {}", "", check.finding);
+            println!("{:>45} evidence: {}", "", check.evidence);
+        }
+        let counts: Vec<String> = tally(&checks)
+            .into_iter()
+            .map(|(status, count)| format!("{} {count}", status.label()))
+            .collect();
+        println!("\n{} claims: {}", checks.len(), counts.join(", "));
     }
-    println!("{:<11} {:<6} {:<26} claim", "id", "§", "status");
-    for check in &checks {
-        println!(
-            "{:<11} {:<6} {:<26} {}",
-            check.id,
-            check.section,
-            check.status.label(),
-            check.statement
-        );
-        println!("{:>45} finding:  {}", "", check.finding);
-        println!("{:>45} evidence: {}", "", check.evidence);
+    let open: Vec<&str> = checks
+        .iter()
+        .filter(|check| check.status == ClaimStatus::Inconclusive)
+        .map(|check| check.id)
+        .collect();
+    if open.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::failed(miette!(
+            "inconclusive: {} (the evidence contradicts attnflow's own finding)",
+            open.join(", ")
+        )))
     }
-    let count = |status: ClaimStatus| checks.iter().filter(|c| c.status == status).count();
-    println!(
-        "\n{} claims: holds {}, false {}, holds under condition {}, definition {}",
-        checks.len(),
-        count(ClaimStatus::Holds),
-        count(ClaimStatus::False),
-        count(ClaimStatus::HoldsUnderCondition),
-        count(ClaimStatus::Definition)
-    );
-    Ok(())
 }

@@ -34,7 +34,9 @@ pub enum WorkflowCommand {
     /// Show one run: its steps and its event log.
     Show(RunIdArgs),
     /// Estimate the transition matrix from recorded runs (§5.2) and analyse
-    /// absorption (§5.3).
+    /// absorption (§5.3), with 95% intervals for every estimate and the
+    /// runs needed to narrow them. A spec that caps visits (`max_visits`)
+    /// is analysed on its exact (state, visits) chain.
     Analyze(AnalyzeArgs),
     /// Print a spec's state diagram (Mermaid); the default spec is figure 2.
     Diagram(SpecArgs),
@@ -106,6 +108,10 @@ pub struct AnalyzeArgs {
     /// of tables.
     #[arg(long, conflicts_with = "json")]
     mermaid: bool,
+    /// Analyse the plain chain over bare state names even when the spec
+    /// caps visits (an approximation: capped states are not Markov).
+    #[arg(long)]
+    collapse: bool,
 }
 
 /// Arguments naming a spec.
@@ -375,10 +381,16 @@ fn show(args: &RunIdArgs) -> CliResult {
 
 fn analyze(args: &AnalyzeArgs) -> CliResult {
     let store = open_existing(&args.store)?;
+    let options = report::AnalysisOptions {
+        collapse: args.collapse,
+        ..report::AnalysisOptions::default()
+    };
     let analyses =
-        report::analyze(&store, args.workflow.as_deref()).map_err(|error| match error {
-            AnalysisError::Empty(message) => CliError::bad_input(miette!("{message}")),
-            other => CliError::failed(miette!("{other}")),
+        report::analyze_with(&store, args.workflow.as_deref(), &options).map_err(|error| {
+            match error {
+                AnalysisError::Empty(message) => CliError::bad_input(miette!("{message}")),
+                other => CliError::failed(miette!("{other}")),
+            }
         })?;
     if args.store.json {
         println!(

@@ -13,7 +13,7 @@ mod error;
 mod flow;
 mod heatmap;
 mod map;
-pub(crate) mod random;
+pub mod random;
 mod rollout;
 mod seeded;
 mod statistics;

@@ -154,37 +154,31 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
-/// `(offset, count)` over `len` elements in steps of 16: `count` is 16
-/// except for a last, shorter step. Bodies load a short step with
-/// `load_partial` and store it with `store_partial`, so the tail goes
-/// through the same vector operations as the rest. An iterator, not a
-/// closure: the loop body must compile inside the path's
+/// Runs `$body` with `offset`, `count` over `$len` elements in steps of
+/// 16: first every whole step (`count` the constant 16, so `load_at` and
+/// `store_at` compile to plain vector moves), then one shorter step if
+/// anything is left, through the same vector operations on a padded copy.
+/// A macro, not a closure: the body must compile inside the path's
 /// `#[target_feature]` function, which a closure (a function of its own,
-/// without those features) would not.
-#[inline(always)]
-pub(crate) fn steps(len: usize) -> Steps {
-    Steps { offset: 0, len }
-}
-
-/// See [`steps`].
-pub(crate) struct Steps {
-    offset: usize,
-    len: usize,
-}
-
-impl Iterator for Steps {
-    type Item = (usize, usize);
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<(usize, usize)> {
-        if self.offset >= self.len {
-            return None;
+/// without those features) would not be.
+macro_rules! each_step {
+    ($len:expr, |$offset:ident, $count:ident| $body:block) => {{
+        let len: usize = $len;
+        let whole = len - len % 16;
+        let mut $offset = 0usize;
+        while $offset < whole {
+            let $count = 16usize;
+            $body
+            $offset += 16;
         }
-        let step = (self.offset, (self.len - self.offset).min(16));
-        self.offset += 16;
-        Some(step)
-    }
+        if whole < len {
+            let $offset = whole;
+            let $count = len - whole;
+            $body
+        }
+    }};
 }
+pub(crate) use each_step;
 
 /// Sixteen lanes from `values[offset..]`: a whole step, or a short one
 /// filled with `fill`.

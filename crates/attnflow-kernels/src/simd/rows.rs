@@ -2,14 +2,14 @@
 //! with its sum, scaling, a key bias) and its backward `P ∘ (dP − D)`.
 
 use super::math::exp;
-use super::{dispatch, load_at, steps, store_at, Lanes};
+use super::{dispatch, each_step, load_at, store_at, Lanes};
 
 #[inline(always)]
 unsafe fn row_max_body<V: Lanes>(row: &[f32]) -> f32 {
     let mut best = V::splat(f32::NEG_INFINITY);
-    for (offset, count) in steps(row.len()) {
+    each_step!(row.len(), |offset, count| {
         best = best.max(load_at::<V>(row, offset, count, f32::NEG_INFINITY));
-    }
+    });
     best.max_lane()
 }
 
@@ -24,13 +24,13 @@ unsafe fn exp_shift_sum_body<V: Lanes>(row: &mut [f32], shift: f32) -> f32 {
     let shift = V::splat(shift);
     let mut sum = V::splat(0.0);
     let target = row.as_mut_ptr();
-    for (offset, count) in steps(row.len()) {
+    each_step!(row.len(), |offset, count| {
         // The short step's fill gives exp(-inf) = 0, adding nothing.
         let x = load_at::<V>(row, offset, count, f32::NEG_INFINITY);
         let e = exp(x.sub(shift));
         sum = sum.add(e);
         store_at(e, target, offset, count);
-    }
+    });
     sum.sum()
 }
 
@@ -45,10 +45,10 @@ dispatch!(
 unsafe fn scale_body<V: Lanes>(row: &mut [f32], factor: f32) {
     let factor = V::splat(factor);
     let target = row.as_mut_ptr();
-    for (offset, count) in steps(row.len()) {
+    each_step!(row.len(), |offset, count| {
         let x = load_at::<V>(row, offset, count, 0.0);
         store_at(x.mul(factor), target, offset, count);
-    }
+    });
 }
 
 dispatch!(
@@ -60,11 +60,11 @@ dispatch!(
 unsafe fn add_body<V: Lanes>(row: &mut [f32], bias: &[f32]) {
     assert_eq!(row.len(), bias.len(), "add: lengths");
     let target = row.as_mut_ptr();
-    for (offset, count) in steps(row.len()) {
+    each_step!(row.len(), |offset, count| {
         let x = load_at::<V>(row, offset, count, 0.0);
         let b = load_at::<V>(bias, offset, count, 0.0);
         store_at(x.add(b), target, offset, count);
-    }
+    });
 }
 
 dispatch!(
@@ -77,11 +77,11 @@ unsafe fn softmax_grad_body<V: Lanes>(p: &[f32], dp: &mut [f32], delta: f32) {
     assert_eq!(p.len(), dp.len(), "softmax_grad: lengths");
     let delta = V::splat(delta);
     let target = dp.as_mut_ptr();
-    for (offset, count) in steps(p.len()) {
+    each_step!(p.len(), |offset, count| {
         let weight = load_at::<V>(p, offset, count, 0.0);
         let gradient = load_at::<V>(dp, offset, count, 0.0);
         store_at(weight.mul(gradient.sub(delta)), target, offset, count);
-    }
+    });
 }
 
 dispatch!(
@@ -97,14 +97,14 @@ unsafe fn online_softmax_body<V: Lanes>(
 ) -> (f32, f32, f32) {
     let target = row.as_mut_ptr();
     let mut best = V::splat(f32::NEG_INFINITY);
-    for (offset, count) in steps(row.len()) {
+    each_step!(row.len(), |offset, count| {
         let mut x = load_at::<V>(row, offset, count, f32::NEG_INFINITY);
         if let Some(bias) = bias {
             x = x.add(load_at::<V>(bias, offset, count, 0.0));
             store_at(x, target, offset, count);
         }
         best = best.max(x);
-    }
+    });
     let tile_max = best.max_lane();
     let new_max = if running_max > tile_max {
         running_max
@@ -134,10 +134,10 @@ dispatch!(
 unsafe fn dot_body<V: Lanes>(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot: lengths");
     let mut sum = V::splat(0.0);
-    for (offset, count) in steps(a.len()) {
+    each_step!(a.len(), |offset, count| {
         let x = load_at::<V>(a, offset, count, 0.0);
         sum = x.mul_add(load_at::<V>(b, offset, count, 0.0), sum);
-    }
+    });
     sum.sum()
 }
 
