@@ -137,9 +137,11 @@ fn inspects_smollm2_with_kv_groups_and_saves_the_weights() {
     let heads = statistics["heads"].as_array().unwrap();
     assert_eq!(heads.len(), 30 * 9);
     // 9 query heads share 3 key/value heads, three each.
-    let groups: Vec<u64> = heads[..9]
+    let groups: Vec<u64> = statistics["kv_groups"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|h| h["kv_group"].as_u64().unwrap())
+        .map(|group| group.as_u64().unwrap())
         .collect();
     assert_eq!(groups, [0, 0, 0, 1, 1, 1, 2, 2, 2]);
     let report = std::fs::read_to_string(out.path().join("report.html")).unwrap();
