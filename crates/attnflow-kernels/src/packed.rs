@@ -139,7 +139,7 @@ impl PackedMatrix {
         packing: Packing,
         bytes: Vec<u8>,
     ) -> Result<Self, String> {
-        if packing.is_blocked() && columns % BLOCK != 0 {
+        if packing.is_blocked() && !columns.is_multiple_of(BLOCK) {
             return Err(format!(
                 "{} rows of {columns} values do not split into blocks of {BLOCK}",
                 packing.name()
