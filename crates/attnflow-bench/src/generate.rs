@@ -200,19 +200,7 @@ pub fn spread(values: &[f64]) -> Option<Spread> {
 }
 
 fn load_average() -> f64 {
-    crate::workflow::load_average().unwrap_or(f64::NAN)
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("model name"))
-                .and_then(|line| line.split_once(':'))
-                .map(|(_, name)| name.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".to_string())
+    crate::protocol::load_average().unwrap_or(f64::NAN)
 }
 
 /// The transformers process, driven one JSON line at a time.
@@ -442,7 +430,7 @@ pub fn bench_generate(
     Ok(GenerateBenchReport {
         config: config.clone(),
         machine: Machine {
-            cpu: cpu_model(),
+            cpu: crate::protocol::cpu_model(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             simd: attnflow_kernels::SimdPath::detect().to_string(),
             load_before,
