@@ -15,7 +15,7 @@ use attnflow_data::{DataError, DataResult, Schema};
 
 use crate::protocol::{run_rounds, Protocol, Rounds};
 
-/// The bench schema (`examples/data/bench.toml`); `tools/bench_data_pandera.py`
+/// The bench schema (`examples/data/bench.toml`); `peers/data_pandera.py`
 /// declares the same rules.
 pub const BENCH_SCHEMA: &str = include_str!("../../../examples/data/bench.toml");
 
