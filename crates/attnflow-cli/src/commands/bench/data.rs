@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use attnflow_bench::data::{run_bench, BenchOptions};
 use clap::Args;
+use miette::miette;
 
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use crate::output::print_json;
 
 /// Arguments of `attnflow bench data`.
@@ -17,6 +18,10 @@ pub struct BenchDataArgs {
     /// Skip the run that writes the SQLite queue.
     #[arg(long)]
     no_store: bool,
+    /// Also time a run into this PostgreSQL database (postgres://...); the
+    /// bench removes its rows afterwards.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// Skip pandera even when installed.
     #[arg(long)]
     no_pandera: bool,
@@ -31,11 +36,18 @@ pub struct BenchDataArgs {
 
 /// Runs `attnflow bench data`.
 pub fn run(args: BenchDataArgs) -> CliResult {
+    let postgres = args
+        .postgres
+        .as_deref()
+        .map(attnflow_store::Location::parse)
+        .transpose()
+        .map_err(|error| CliError::bad_input(miette!("--postgres: {error}")))?;
     let report = run_bench(&BenchOptions {
         rows: args.rows,
         with_store: !args.no_store,
         pandera: !args.no_pandera,
         directory: args.keep.clone(),
+        postgres,
         progress: !args.json,
     })
     .map_err(crate::commands::data::data_error)?;
