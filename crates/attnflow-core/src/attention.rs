@@ -223,19 +223,3 @@ fn repeat_heads(t: &Tensor, group: usize) -> Result<Tensor> {
         .broadcast_as((batch, heads, group, m, d))?
         .reshape((batch, heads * group, m, d))?)
 }
-
-/// Splits `(batch, n, heads · head_dim)` into `(batch, heads, n, head_dim)`.
-pub(crate) fn split_heads(t: &Tensor, heads: usize) -> Result<Tensor> {
-    let (batch, n, width) = t.dims3()?;
-    Ok(t.reshape((batch, n, heads, width / heads))?
-        .transpose(1, 2)?
-        .contiguous()?)
-}
-
-/// Merges `(batch, heads, n, head_dim)` back into `(batch, n, heads · head_dim)`.
-pub(crate) fn merge_heads(t: &Tensor) -> Result<Tensor> {
-    let (batch, heads, n, head_dim) = t.dims4()?;
-    Ok(t.transpose(1, 2)?
-        .contiguous()?
-        .reshape((batch, n, heads * head_dim))?)
-}

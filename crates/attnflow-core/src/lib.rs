@@ -22,8 +22,8 @@ mod softmax;
 pub use attention::{attention_matrix, scaled_dot_product_attention, AttentionOutput, SdpaOptions};
 pub use error::{CoreError, Result};
 pub use fused::{
-    attend, exp_shift_sum, fused_attention, fused_attention_weights, fused_unsupported_reason,
-    FusedOptions, FusedOutput, SimdPath, Tiling, FUSED_MIN_SCORES,
+    attend, fused_attention, fused_attention_weights, fused_unsupported_reason, FusedOptions,
+    FusedOutput, SimdPath, Tiling, FUSED_MIN_SCORES,
 };
 pub use mask::AttentionMask;
 pub use multi_head::{MultiHeadAttention, MultiHeadAttentionConfig};

@@ -1,9 +1,9 @@
 //! §2.2: multi-head attention with learned projections.
 
-use candle_core::{Module, Tensor};
+use attnflow_kernels::{linear_from_heads, linear_to_heads};
+use candle_core::Tensor;
 use candle_nn::{linear_b, Linear, VarBuilder};
 
-use crate::attention::{merge_heads, split_heads};
 use crate::{attend, scaled_dot_product_attention, AttentionMask, CoreError, Result, SdpaOptions};
 
 /// The shape of a [`MultiHeadAttention`] block.
@@ -166,9 +166,15 @@ impl MultiHeadAttention {
             ));
         }
 
-        let q = split_heads(&self.q_proj.forward(&query)?, self.num_heads)?;
-        let k = split_heads(&self.k_proj.forward(&key)?, self.num_heads)?;
-        let v = split_heads(&self.v_proj.forward(&value)?, self.num_heads)?;
+        // The projections write the (batch, heads, n, head_dim) layout
+        // attention reads, and the output projection reads it back: one
+        // kernel each (attnflow-kernels), with a backward.
+        let to_heads = |projection: &Linear, x: &Tensor| {
+            linear_to_heads(x, projection.weight(), projection.bias(), self.num_heads)
+        };
+        let q = to_heads(&self.q_proj, &query)?;
+        let k = to_heads(&self.k_proj, &key)?;
+        let v = to_heads(&self.v_proj, &value)?;
         // Without weights to return, the fused kernel can run (when the
         // input and mask allow); it never materialises the n × m weights.
         let (attended, weights) = if need_weights {
@@ -177,7 +183,7 @@ impl MultiHeadAttention {
         } else {
             (attend(&q, &k, &v, mask, &SdpaOptions::default())?, None)
         };
-        let output = self.out_proj.forward(&merge_heads(&attended)?)?;
+        let output = linear_from_heads(&attended, self.out_proj.weight(), self.out_proj.bias())?;
 
         if unbatched {
             Ok((

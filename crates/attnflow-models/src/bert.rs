@@ -1,14 +1,21 @@
-//! The BERT encoder (Devlin et al. 2019) on candle tensors, built on
-//! attnflow-core's exact attention so that every layer hands back its
-//! attention weights per head.
+//! The BERT encoder (Devlin et al. 2019) on attnflow-kernels: one packed
+//! QKV product per layer, fused attention reading Q, K and V straight out
+//! of it with the key-padding mask, the output projection, `LN(x + h)`,
+//! the feed-forward product with its exact (erf) GELU in the product's
+//! epilogue, and `LN(x + h)` again. Every intermediate lives in a
+//! [`Workspace`] the caller keeps, so a run of batches allocates nothing
+//! per layer once the largest batch has been seen.
 //!
-//! Inference only: the LayerNorms use candle-nn's fused kernel, which
-//! records no backward (ARCHITECTURE.md, "Known traps in candle"). A path that
-//! trains through this encoder must swap in a differentiable norm first.
+//! Asked for attention weights, a layer materialises them (the same
+//! softmax, written out) instead of running the fused kernel. Inference
+//! only: nothing records a backward.
 
-use attnflow_core::{scaled_dot_product_attention, AttentionMask, SdpaOptions};
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::Linear;
+use attnflow_kernels::{
+    add_in_place, add_layer_norm_in_place, attention_forward, attention_weights_forward,
+    concat_rows, embed_into, layer_norm_into, linear_into, scratch, threads, Activation,
+    AttentionProblem, HeadsLayout, Weight,
+};
+use candle_core::{DType, Device, Tensor};
 
 use crate::config::BertConfig;
 use crate::error::{ModelError, Result};
@@ -17,83 +24,143 @@ use crate::weights::Weights;
 /// The tensor every BERT checkpoint has; its location picks the prefix.
 pub(crate) const PROBE_TENSOR: &str = "embeddings.word_embeddings.weight";
 
-/// A LayerNorm over the last axis with learned scale and shift.
+/// A tensor's values, shown by size only (a weight has millions).
+#[derive(Clone)]
+struct Values(Vec<f32>);
+
+impl std::fmt::Debug for Values {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "[{} f32]", self.0.len())
+    }
+}
+
+fn values_of(tensor: &Tensor) -> Result<Values> {
+    Ok(Values(tensor.flatten_all()?.to_vec1::<f32>()?))
+}
+
+/// A LayerNorm's learned scale and shift.
 #[derive(Clone, Debug)]
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
+struct Norm {
+    gain: Values,
+    shift: Values,
     eps: f32,
 }
 
-impl LayerNorm {
+impl Norm {
     fn load(weights: &Weights, module: &str, width: usize, eps: f64) -> Result<Self> {
-        let (weight, bias) = weights.get_norm(module, &[width])?;
+        let (gain, shift) = weights.get_norm(module, &[width])?;
         Ok(Self {
-            weight,
-            bias,
+            gain: values_of(&gain)?,
+            shift: values_of(&shift)?,
             eps: eps as f32,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Fused kernel, no backward: this encoder is for inference only.
-        Ok(candle_nn::ops::layer_norm(
-            &x.contiguous()?,
-            &self.weight,
-            &self.bias,
-            self.eps,
-        )?)
+    /// `x ← LN(x + residual)`.
+    fn add_in_place(&self, x: &mut [f32], residual: &[f32]) {
+        add_layer_norm_in_place(x, residual, &self.gain.0, Some(&self.shift.0), self.eps);
     }
 }
 
-/// A dense layer `x Wᵀ + b` read from `{module}.weight` `(out, in)` and
-/// `{module}.bias` `(out)`.
-fn load_linear(weights: &Weights, module: &str, input: usize, output: usize) -> Result<Linear> {
-    let weight = weights.get(&format!("{module}.weight"), &[output, input])?;
-    let bias = weights.get(&format!("{module}.bias"), &[output])?;
-    Ok(Linear::new(weight, Some(bias)))
+/// A dense layer `x Wᵀ + b`, `W` `(outputs, inputs)`.
+#[derive(Clone, Debug)]
+struct Dense {
+    weight: Values,
+    bias: Values,
+    outputs: usize,
+    inputs: usize,
+}
+
+impl Dense {
+    /// `{module}.weight` `(output, input)` and `{module}.bias` `(output)`.
+    fn load(weights: &Weights, module: &str, input: usize, output: usize) -> Result<Self> {
+        Ok(Self {
+            weight: values_of(&weights.get(&format!("{module}.weight"), &[output, input])?)?,
+            bias: values_of(&weights.get(&format!("{module}.bias"), &[output])?)?,
+            outputs: output,
+            inputs: input,
+        })
+    }
+
+    /// Several layers over the same input as one, their outputs side by
+    /// side (a fused QKV projection).
+    fn packed(parts: &[Dense]) -> Self {
+        let weights: Vec<&[f32]> = parts.iter().map(|p| p.weight.0.as_slice()).collect();
+        let biases: Vec<&[f32]> = parts.iter().map(|p| p.bias.0.as_slice()).collect();
+        Self {
+            weight: Values(concat_rows(&weights)),
+            bias: Values(concat_rows(&biases)),
+            outputs: parts.iter().map(|p| p.outputs).sum(),
+            inputs: parts.first().map_or(0, |p| p.inputs),
+        }
+    }
+
+    /// `out = f(x Wᵀ + b)` for `x` `(tokens, inputs)`.
+    fn forward_into(&self, out: &mut [f32], x: &[f32], activation: Activation) {
+        linear_into(
+            out,
+            x,
+            Weight::new(&self.weight.0, self.outputs, self.inputs),
+            Some(&self.bias.0),
+            activation,
+        );
+    }
 }
 
 /// Word, position and segment embeddings, summed and normalised.
 #[derive(Clone, Debug)]
 struct Embeddings {
-    word: Tensor,
-    position: Tensor,
-    token_type: Tensor,
-    norm: LayerNorm,
+    word: Values,
+    position: Values,
+    token_type: Values,
+    norm: Norm,
+    width: usize,
 }
 
 impl Embeddings {
     fn load(weights: &Weights, config: &BertConfig) -> Result<Self> {
         let d = config.hidden_size;
         Ok(Self {
-            word: weights.get(PROBE_TENSOR, &[config.vocab_size, d])?,
-            position: weights.get(
+            word: values_of(&weights.get(PROBE_TENSOR, &[config.vocab_size, d])?)?,
+            position: values_of(&weights.get(
                 "embeddings.position_embeddings.weight",
                 &[config.max_position_embeddings, d],
-            )?,
-            token_type: weights.get(
+            )?)?,
+            token_type: values_of(&weights.get(
                 "embeddings.token_type_embeddings.weight",
                 &[config.type_vocab_size, d],
-            )?,
-            norm: LayerNorm::load(weights, "embeddings.LayerNorm", d, config.layer_norm_eps)?,
+            )?)?,
+            norm: Norm::load(weights, "embeddings.LayerNorm", d, config.layer_norm_eps)?,
+            width: d,
         })
     }
 
-    /// `(batch, n)` ids -> `(batch, n, d)`: `LN(E_word[id] + E_pos[i] + E_type[t])`.
-    fn forward(&self, input_ids: &Tensor, token_type_ids: &Tensor) -> Result<Tensor> {
-        let (batch, n) = input_ids.dims2()?;
-        let d = self.word.dim(1)?;
-        let lookup = |table: &Tensor, ids: &Tensor| -> Result<Tensor> {
-            Ok(table
-                .index_select(&ids.flatten_all()?, 0)?
-                .reshape((batch, n, d))?)
-        };
-        let words = lookup(&self.word, input_ids)?;
-        let types = lookup(&self.token_type, token_type_ids)?;
-        let positions = self.position.narrow(0, 0, n)?.unsqueeze(0)?;
-        let sum = (words + types)?.broadcast_add(&positions)?;
-        self.norm.forward(&sum)
+    /// `out = LN(E_word[id] + E_type[t] + E_pos[i])` for `(batch, n)` ids,
+    /// summed in transformers' order; `spare` is scratch of the same size.
+    fn forward_into(
+        &self,
+        out: &mut [f32],
+        spare: &mut [f32],
+        ids: &[u32],
+        type_ids: &[u32],
+        n: usize,
+    ) -> Result<()> {
+        let d = self.width;
+        embed_into(spare, &self.word.0, d, ids)?;
+        embed_into(out, &self.token_type.0, d, type_ids)?;
+        add_in_place(spare, out);
+        let positions = &self.position.0[..n * d];
+        for sequence in spare.chunks_exact_mut(n * d) {
+            add_in_place(sequence, positions);
+        }
+        layer_norm_into(
+            out,
+            spare,
+            &self.norm.gain.0,
+            Some(&self.norm.shift.0),
+            self.norm.eps,
+        );
+        Ok(())
     }
 }
 
@@ -101,15 +168,13 @@ impl Embeddings {
 /// followed by a residual sum and a LayerNorm (post-norm, as BERT).
 #[derive(Clone, Debug)]
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_output: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
-    heads: usize,
+    /// `[W_q; W_k; W_v]`: one product makes the three projections.
+    qkv: Dense,
+    attention_output: Dense,
+    attention_norm: Norm,
+    intermediate: Dense,
+    output: Dense,
+    output_norm: Norm,
 }
 
 impl Layer {
@@ -118,48 +183,17 @@ impl Layer {
         let ff = config.intermediate_size;
         let eps = config.layer_norm_eps;
         let name = |local: &str| format!("encoder.layer.{index}.{local}");
+        let projections = ["query", "key", "value"]
+            .map(|part| Dense::load(weights, &name(&format!("attention.self.{part}")), d, d));
+        let [query, key, value] = projections;
         Ok(Self {
-            query: load_linear(weights, &name("attention.self.query"), d, d)?,
-            key: load_linear(weights, &name("attention.self.key"), d, d)?,
-            value: load_linear(weights, &name("attention.self.value"), d, d)?,
-            attention_output: load_linear(weights, &name("attention.output.dense"), d, d)?,
-            attention_norm: LayerNorm::load(weights, &name("attention.output.LayerNorm"), d, eps)?,
-            intermediate: load_linear(weights, &name("intermediate.dense"), d, ff)?,
-            output: load_linear(weights, &name("output.dense"), ff, d)?,
-            output_norm: LayerNorm::load(weights, &name("output.LayerNorm"), d, eps)?,
-            heads: config.num_attention_heads,
+            qkv: Dense::packed(&[query?, key?, value?]),
+            attention_output: Dense::load(weights, &name("attention.output.dense"), d, d)?,
+            attention_norm: Norm::load(weights, &name("attention.output.LayerNorm"), d, eps)?,
+            intermediate: Dense::load(weights, &name("intermediate.dense"), d, ff)?,
+            output: Dense::load(weights, &name("output.dense"), ff, d)?,
+            output_norm: Norm::load(weights, &name("output.LayerNorm"), d, eps)?,
         })
-    }
-
-    /// `(batch, n, d)` -> `((batch, n, d), weights (batch, heads, n, n))`.
-    fn forward(&self, x: &Tensor, mask: &AttentionMask) -> Result<(Tensor, Tensor)> {
-        let (batch, n, d) = x.dims3()?;
-        let head_dim = d / self.heads;
-        let split = |t: Tensor| -> Result<Tensor> {
-            Ok(t.reshape((batch, n, self.heads, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = split(self.query.forward(x)?)?;
-        let k = split(self.key.forward(x)?)?;
-        let v = split(self.value.forward(x)?)?;
-        // §3.2: softmax(QKᵀ/√d_k) V per head, padding keys masked out.
-        let attended = scaled_dot_product_attention(&q, &k, &v, mask, &SdpaOptions::default())?;
-        let merged = attended
-            .output
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch, n, d))?;
-        let attention = self
-            .attention_norm
-            .forward(&(self.attention_output.forward(&merged)? + x)?)?;
-        // HF's "gelu" is the exact form x/2 · (1 + erf(x/√2)), not the tanh
-        // approximation.
-        let hidden = self.intermediate.forward(&attention)?.gelu_erf()?;
-        let output = self
-            .output_norm
-            .forward(&(self.output.forward(&hidden)? + &attention)?)?;
-        Ok((output, attended.weights))
     }
 }
 
@@ -200,13 +234,68 @@ pub struct BertOutput {
     pub pooled: Option<Tensor>,
 }
 
+/// The buffers of a forward pass, kept between batches: each grows to the
+/// largest batch seen and is never shrunk, so a steady stream of batches
+/// allocates nothing per layer.
+#[derive(Default)]
+pub struct Workspace {
+    hidden: Vec<f32>,
+    spare: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    intermediate: Vec<f32>,
+    weights: Vec<f32>,
+}
+
+impl Workspace {
+    /// Bytes the buffers hold: constant once the largest batch has been
+    /// seen.
+    pub fn reserved_bytes(&self) -> usize {
+        [
+            &self.hidden,
+            &self.spare,
+            &self.qkv,
+            &self.context,
+            &self.intermediate,
+            &self.weights,
+        ]
+        .iter()
+        .map(|buffer| buffer.capacity() * std::mem::size_of::<f32>())
+        .sum()
+    }
+}
+
+/// A padded batch of token ids, row-major `(batch, n)`.
+#[derive(Clone, Copy, Debug)]
+pub struct TokenBatch<'a> {
+    /// Token ids.
+    pub ids: &'a [u32],
+    /// Segment ids.
+    pub type_ids: &'a [u32],
+    /// 0 for a real key, `-inf` for padding (for right-padded rows,
+    /// `attnflow_kernels::key_bias_from_lengths` makes it).
+    pub key_bias: &'a [f32],
+    /// Rows.
+    pub batch: usize,
+    /// Positions per row.
+    pub n: usize,
+}
+
+/// What a forward pass reports as it goes, when asked.
+pub enum Observed<'a> {
+    /// A hidden state `(batch, n, d)`: the embeddings', then each layer's.
+    Hidden(&'a [f32]),
+    /// A layer's attention weights `(batch, heads, n, n)`.
+    Attention(&'a [f32]),
+}
+
 /// A BERT encoder with its weights.
 #[derive(Clone, Debug)]
 pub struct BertModel {
     config: BertConfig,
     embeddings: Embeddings,
     layers: Vec<Layer>,
-    pooler: Option<Linear>,
+    pooler: Option<Dense>,
     parameter_count: usize,
     device: Device,
 }
@@ -221,10 +310,12 @@ impl BertModel {
             .collect::<Result<Vec<_>>>()?;
         let d = config.hidden_size;
         let pooler = match weights.find("pooler.dense.weight", &[d, d])? {
-            Some(weight) => {
-                let bias = weights.get("pooler.dense.bias", &[d])?;
-                Some(Linear::new(weight, Some(bias)))
-            }
+            Some(weight) => Some(Dense {
+                weight: values_of(&weight)?,
+                bias: values_of(&weights.get("pooler.dense.bias", &[d])?)?,
+                outputs: d,
+                inputs: d,
+            }),
             None => None,
         };
         Ok(Self {
@@ -242,7 +333,7 @@ impl BertModel {
         &self.config
     }
 
-    /// The device the weights live on.
+    /// The device the outputs are put on.
     pub fn device(&self) -> &Device {
         &self.device
     }
@@ -295,6 +386,96 @@ impl BertModel {
                 ));
             }
         }
+        let flat = |tensor: &Tensor| -> Result<Vec<u32>> {
+            Ok(tensor
+                .to_dtype(DType::U32)?
+                .flatten_all()?
+                .to_vec1::<u32>()?)
+        };
+        let ids = flat(input_ids)?;
+        let type_ids = flat(token_type_ids)?;
+        let key_bias: Vec<f32> = attention_mask
+            .ne(0f64)?
+            .to_dtype(DType::U8)?
+            .flatten_all()?
+            .to_vec1::<u8>()?
+            .into_iter()
+            .map(|real| if real != 0 { 0.0 } else { f32::NEG_INFINITY })
+            .collect();
+        let tokens = TokenBatch {
+            ids: &ids,
+            type_ids: &type_ids,
+            key_bias: &key_bias,
+            batch,
+            n,
+        };
+        let d = self.config.hidden_size;
+        let heads = self.config.num_attention_heads;
+        let to_tensor = |values: &[f32], shape: &[usize]| -> Result<Tensor> {
+            Ok(Tensor::from_slice(values, shape, &Device::Cpu)?.to_device(&self.device)?)
+        };
+        let mut hidden_states = Vec::new();
+        let mut attentions = Vec::new();
+        let mut failure = None;
+        let mut workspace = Workspace::default();
+        let last = self.encode(&tokens, &mut workspace, options, &mut |observed| {
+            let kept = match observed {
+                Observed::Hidden(values) => {
+                    to_tensor(values, &[batch, n, d]).map(|t| hidden_states.push(t))
+                }
+                Observed::Attention(values) => {
+                    to_tensor(values, &[batch, heads, n, n]).map(|t| attentions.push(t))
+                }
+            };
+            if let Err(error) = kept {
+                failure.get_or_insert(error);
+            }
+        })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let last_hidden_state = to_tensor(last, &[batch, n, d])?;
+        let pooled = match &self.pooler {
+            Some(pooler) => {
+                let mut first = vec![0f32; batch * d];
+                for (row, sequence) in first.chunks_exact_mut(d).zip(last.chunks_exact(n * d)) {
+                    row.copy_from_slice(&sequence[..d]);
+                }
+                let mut pooled = vec![0f32; batch * d];
+                pooler.forward_into(&mut pooled, &first, Activation::Identity);
+                for value in &mut pooled {
+                    *value = value.tanh();
+                }
+                Some(to_tensor(&pooled, &[batch, d])?)
+            }
+            None => None,
+        };
+        Ok(BertOutput {
+            last_hidden_state,
+            hidden_states,
+            attentions,
+            pooled,
+        })
+    }
+
+    /// Runs the encoder on a padded batch in `workspace` and returns the
+    /// last hidden state `(batch, n, d)`, a view into the workspace.
+    /// `observe` sees the hidden states and attention weights `options`
+    /// asks for, as they are made.
+    pub fn encode<'w>(
+        &self,
+        tokens: &TokenBatch<'_>,
+        workspace: &'w mut Workspace,
+        options: ForwardOptions,
+        observe: &mut (dyn FnMut(Observed<'_>) + Send),
+    ) -> Result<&'w [f32]> {
+        self.check(tokens)?;
+        threads::install(|| self.encode_on_pool(tokens, workspace, options, observe))?;
+        Ok(&workspace.hidden[..tokens.batch * tokens.n * self.config.hidden_size])
+    }
+
+    fn check(&self, tokens: &TokenBatch<'_>) -> Result<()> {
+        let TokenBatch { batch, n, .. } = *tokens;
         if n == 0 || batch == 0 {
             return Err(ModelError::input("input_ids", "is empty"));
         }
@@ -307,65 +488,119 @@ impl BertModel {
                 ),
             ));
         }
-        let input_ids = input_ids.to_dtype(DType::U32)?;
-        let token_type_ids = token_type_ids.to_dtype(DType::U32)?;
+        let sizes = [
+            tokens.ids.len(),
+            tokens.type_ids.len(),
+            tokens.key_bias.len(),
+        ];
+        if sizes.iter().any(|&size| size != batch * n) {
+            return Err(ModelError::input(
+                "input_ids",
+                format!("{sizes:?} ids, segment ids and mask entries for ({batch}, {n})"),
+            ));
+        }
         check_below(
-            &input_ids,
+            tokens.ids,
             self.config.vocab_size,
             "input_ids",
             "vocab_size",
         )?;
         check_below(
-            &token_type_ids,
+            tokens.type_ids,
             self.config.type_vocab_size,
             "token_type_ids",
             "type_vocab_size",
-        )?;
-        let padding = attention_mask.eq(0f64)?.to_dtype(DType::U8)?;
-        let mask = AttentionMask::none().with_key_padding(padding);
+        )
+    }
 
-        let mut hidden = self.embeddings.forward(&input_ids, &token_type_ids)?;
-        let mut hidden_states = Vec::new();
-        let mut attentions = Vec::new();
-        for layer in &self.layers {
-            if options.hidden_states {
-                hidden_states.push(hidden.clone());
-            }
-            let (next, weights) = layer.forward(&hidden, &mask)?;
-            if options.attentions {
-                attentions.push(weights);
-            }
-            hidden = next;
-        }
+    fn encode_on_pool(
+        &self,
+        tokens: &TokenBatch<'_>,
+        workspace: &mut Workspace,
+        options: ForwardOptions,
+        observe: &mut (dyn FnMut(Observed<'_>) + Send),
+    ) -> Result<()> {
+        let TokenBatch { batch, n, .. } = *tokens;
+        let d = self.config.hidden_size;
+        let heads = self.config.num_attention_heads;
+        let head_dim = d / heads;
+        let rows = batch * n;
+        let Workspace {
+            hidden,
+            spare,
+            qkv,
+            context,
+            intermediate,
+            weights,
+        } = workspace;
+        let mut hidden = scratch(hidden, rows * d);
+        let mut spare = scratch(spare, rows * d);
+        self.embeddings
+            .forward_into(hidden, spare, tokens.ids, tokens.type_ids, n)?;
         if options.hidden_states {
-            hidden_states.push(hidden.clone());
+            observe(Observed::Hidden(hidden));
         }
-        let pooled = match &self.pooler {
-            Some(pooler) => Some(
-                pooler
-                    .forward(&hidden.narrow(1, 0, 1)?.squeeze(1)?)?
-                    .tanh()?,
-            ),
-            None => None,
-        };
-        Ok(BertOutput {
-            last_hidden_state: hidden,
-            hidden_states,
-            attentions,
-            pooled,
-        })
+        let qkv = scratch(qkv, rows * 3 * d);
+        let context = scratch(context, rows * d);
+        let intermediate = scratch(intermediate, rows * self.config.intermediate_size);
+        let mut problem = AttentionProblem::new(batch, heads, n, head_dim);
+        problem.key_bias = Some(tokens.key_bias);
+        let q = HeadsLayout::token_rows(n, 3 * d, head_dim, 0);
+        let k = HeadsLayout::token_rows(n, 3 * d, head_dim, d);
+        let v = HeadsLayout::token_rows(n, 3 * d, head_dim, 2 * d);
+        let out = HeadsLayout::token_rows(n, d, head_dim, 0);
+        for layer in &self.layers {
+            layer.qkv.forward_into(qkv, hidden, Activation::Identity);
+            if options.attentions {
+                // §3.2 with the weights written out, for inspection.
+                let weights = scratch(weights, batch * heads * n * n);
+                attention_weights_forward(
+                    &problem,
+                    (qkv, q),
+                    (qkv, k),
+                    (qkv, v),
+                    (context, out),
+                    weights,
+                );
+                observe(Observed::Attention(weights));
+            } else {
+                // §3.2: softmax(QKᵀ/√d_k) V per head, padding keys masked,
+                // never forming the weights.
+                attention_forward(&problem, (qkv, q), (qkv, k), (qkv, v), (context, out), None);
+            }
+            layer
+                .attention_output
+                .forward_into(spare, context, Activation::Identity);
+            layer.attention_norm.add_in_place(spare, hidden);
+            std::mem::swap(&mut hidden, &mut spare);
+            // HF's "gelu" is the exact form x/2 · (1 + erf(x/√2)), not the
+            // tanh approximation; it runs in the product's epilogue.
+            layer
+                .intermediate
+                .forward_into(intermediate, hidden, Activation::GeluErf);
+            layer
+                .output
+                .forward_into(spare, intermediate, Activation::Identity);
+            layer.output_norm.add_in_place(spare, hidden);
+            std::mem::swap(&mut hidden, &mut spare);
+            if options.hidden_states {
+                observe(Observed::Hidden(hidden));
+            }
+        }
+        // Two swaps a layer: the last state is back in `workspace.hidden`,
+        // where `encode` returns it from.
+        Ok(())
     }
 }
 
 /// Refuses ids at or above `limit` (an embedding lookup would fail on them
 /// with no hint of which input was at fault).
-fn check_below(ids: &Tensor, limit: usize, input: &str, field: &str) -> Result<()> {
-    let largest = ids.flatten_all()?.max(0)?.to_scalar::<u32>()?;
-    if largest as usize >= limit {
-        return Err(ModelError::input(
+fn check_below(ids: &[u32], limit: usize, input: &str, field: &str) -> Result<()> {
+    match ids.iter().max() {
+        Some(&largest) if largest as usize >= limit => Err(ModelError::input(
             input,
             format!("holds id {largest}, but config.json's {field} is {limit}"),
-        ));
+        )),
+        _ => Ok(()),
     }
-    Ok(())
 }

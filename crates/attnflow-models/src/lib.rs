@@ -2,16 +2,17 @@
 //!
 //! A model directory (`config.json`, `model.safetensors`, `tokenizer.json`,
 //! and optionally the sentence-transformers files) becomes a
-//! [`PretrainedBert`]: a checked configuration, an encoder whose attention
-//! is attnflow-core's exact attention (§3.2) so every layer returns its
-//! weights per head `(batch, heads, n, n)`, the word-piece tokenizer (ids
+//! [`PretrainedBert`]: a checked configuration, an encoder that returns
+//! every layer's attention weights per head `(batch, heads, n, n)` (§3.2)
+//! when asked and runs the fused kernel otherwise, the word-piece tokenizer (ids
 //! identical to Python's), and the sentence-embedding recipe (mean pooling
 //! over real tokens, unit length). [`blueprint_of_directory`] derives the
 //! model's blueprint from its configuration, so its cost can be accounted
 //! without reading the weights.
 //!
-//! Inference only: the encoder's LayerNorms use candle-nn's fused kernel,
-//! which records no backward.
+//! Inference only, on attnflow-kernels (packed QKV products, fused
+//! attention with the key-padding mask, erf GELU in the product's
+//! epilogue, reusable buffers): nothing records a backward.
 //!
 //! ```no_run
 //! use attnflow_models::PretrainedBert;
@@ -37,7 +38,7 @@ mod sentence;
 mod tokenizer;
 mod weights;
 
-pub use bert::{BertModel, BertOutput, ForwardOptions};
+pub use bert::{BertModel, BertOutput, ForwardOptions, Observed, TokenBatch, Workspace};
 pub use blueprint::{blueprint_of_directory, blueprint_spec_of_directory, blueprint_text};
 pub use config::BertConfig;
 pub use error::{ModelError, Result};

@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-use crate::bert::{BertModel, BertOutput, ForwardOptions, PROBE_TENSOR};
+use attnflow_kernels::key_bias_from_lengths;
+
+use crate::bert::{BertModel, BertOutput, ForwardOptions, TokenBatch, Workspace, PROBE_TENSOR};
 use crate::config::BertConfig;
 use crate::error::{read_json, ModelError, Result};
-use crate::sentence::{normalize, pool, SentenceConfig};
+use crate::sentence::{normalize_row, pool_sequence, SentenceConfig};
 use crate::tokenizer::{BertTokenizer, Encoding};
 use crate::weights::Weights;
 
@@ -143,11 +145,14 @@ impl PretrainedBert {
     /// [`PretrainedBert::sentence`]. `progress` is called with the number
     /// of texts done after each batch.
     ///
-    /// Texts are batched in order of length so that little compute goes to
-    /// padding (as sentence-transformers does); the result is in the order
-    /// given. Padding never changes a text's embedding beyond float
-    /// rounding, since padded keys get zero attention and are left out of
-    /// the pooling.
+    /// As sentence-transformers does: texts are batched longest first (by
+    /// characters) so that little compute goes to padding, each batch is
+    /// padded to its longest text, and the result is in the order given.
+    /// Padding never changes a text's embedding beyond float rounding,
+    /// since padded keys get zero attention and are left out of the
+    /// pooling. A second thread tokenizes the next batches while the
+    /// encoder runs, and the encoder's buffers are reused from batch to
+    /// batch.
     pub fn embed(
         &self,
         texts: &[&str],
@@ -167,48 +172,119 @@ impl PretrainedBert {
             });
         }
         let tokenizer = self.tokenizer.with_max_length(self.sentence.max_length)?;
-        let encodings = tokenizer.encode(texts, 1)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&index| std::cmp::Reverse(encodings[index].ids.len()));
-
-        let mut rows: Vec<Option<Tensor>> = vec![None; texts.len()];
-        let mut done = 0;
-        for chunk in order.chunks(batch_size) {
-            let batch_encodings: Vec<Encoding> = chunk
-                .iter()
-                .map(|&index| encodings[index].clone())
-                .collect();
-            let batch = tokenizer.batch(&batch_encodings, device)?;
-            let output = self.model.forward(
-                &batch.input_ids,
-                &batch.token_type_ids,
-                &batch.attention_mask,
-                ForwardOptions::default(),
-            )?;
-            let mut pooled = pool(
-                &output.last_hidden_state,
-                &batch.attention_mask,
-                self.sentence.pooling,
-            )?;
-            if self.sentence.normalize {
-                pooled = normalize(&pooled)?;
+        order.sort_by_key(|&index| std::cmp::Reverse(texts[index].chars().count()));
+        let mut embedded = EmbeddedTexts {
+            values: vec![0f32; texts.len() * d],
+            token_counts: vec![0; texts.len()],
+            truncated: vec![false; texts.len()],
+        };
+        std::thread::scope(|scope| -> Result<()> {
+            // Two batches ahead at most: bounded memory, and the encoder
+            // never waits on the tokenizer after the first batch.
+            let (sender, batches) = std::sync::mpsc::sync_channel(2);
+            let order = &order;
+            let tokenizer = &tokenizer;
+            scope.spawn(move || {
+                for chunk in order.chunks(batch_size) {
+                    let encoded: Result<Vec<Encoding>> = chunk
+                        .iter()
+                        .map(|&index| {
+                            // Numbered from 1 in messages, as input lines.
+                            let mut one = tokenizer.encode(&[texts[index]], index + 1)?;
+                            Ok(one.remove(0))
+                        })
+                        .collect();
+                    let failed = encoded.is_err();
+                    if sender.send(encoded).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            let mut buffers = BatchBuffers::default();
+            let mut done = 0;
+            for chunk in order.chunks(batch_size) {
+                let encodings = batches.recv().map_err(|_| {
+                    ModelError::input("texts", "the tokenizer thread stopped early")
+                })??;
+                self.embed_batch(chunk, &encodings, &mut buffers, &mut embedded)?;
+                done += chunk.len();
+                progress(done);
             }
-            for (row, &index) in chunk.iter().enumerate() {
-                rows[index] = Some(pooled.get(row)?);
-            }
-            done += chunk.len();
-            progress(done);
-        }
-        let rows: Vec<Tensor> = rows
-            .into_iter()
-            .map(|row| row.expect("every text is in exactly one batch"))
-            .collect();
+            Ok(())
+        })?;
         Ok(Embeddings {
-            embeddings: Tensor::stack(&rows, 0)?,
-            token_counts: encodings.iter().map(|e| e.ids.len()).collect(),
-            truncated: encodings.iter().map(|e| e.truncated).collect(),
+            embeddings: Tensor::from_vec(embedded.values, (texts.len(), d), &Device::Cpu)?
+                .to_device(device)?,
+            token_counts: embedded.token_counts,
+            truncated: embedded.truncated,
         })
     }
+
+    /// Encodes one batch of tokenized texts (`chunk` their indices in the
+    /// input) and writes their pooled embeddings in place.
+    fn embed_batch(
+        &self,
+        chunk: &[usize],
+        encodings: &[Encoding],
+        buffers: &mut BatchBuffers,
+        embedded: &mut EmbeddedTexts,
+    ) -> Result<()> {
+        let d = self.config.hidden_size;
+        let n = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
+        let lengths: Vec<usize> = encodings.iter().map(|e| e.ids.len()).collect();
+        self.tokenizer
+            .pad_into(encodings, n, &mut buffers.ids, &mut buffers.type_ids);
+        key_bias_from_lengths(&mut buffers.key_bias, &lengths, n);
+        let tokens = TokenBatch {
+            ids: &buffers.ids,
+            type_ids: &buffers.type_ids,
+            key_bias: &buffers.key_bias,
+            batch: encodings.len(),
+            n,
+        };
+        let last = self.model.encode(
+            &tokens,
+            &mut buffers.workspace,
+            ForwardOptions::default(),
+            &mut |_| {},
+        )?;
+        for ((&index, encoding), sequence) in
+            chunk.iter().zip(encodings).zip(last.chunks_exact(n * d))
+        {
+            let length = encoding.ids.len();
+            buffers.real.clear();
+            buffers
+                .real
+                .extend((0..n).map(|position| position < length));
+            let row = &mut embedded.values[index * d..(index + 1) * d];
+            pool_sequence(row, sequence, &buffers.real, self.sentence.pooling);
+            if self.sentence.normalize {
+                normalize_row(row);
+            }
+            embedded.token_counts[index] = length;
+            embedded.truncated[index] = encoding.truncated;
+        }
+        Ok(())
+    }
+}
+
+/// Embeddings being filled in, in input order.
+struct EmbeddedTexts {
+    values: Vec<f32>,
+    token_counts: Vec<usize>,
+    truncated: Vec<bool>,
+}
+
+/// What one batch needs besides the encoder's workspace, reused across
+/// batches.
+#[derive(Default)]
+struct BatchBuffers {
+    ids: Vec<u32>,
+    type_ids: Vec<u32>,
+    key_bias: Vec<f32>,
+    real: Vec<bool>,
+    workspace: Workspace,
 }
 
 /// The longest input: `max_position_embeddings`, lowered to

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use serde::Serialize;
 
 use crate::error::{read_json, ModelError, Result};
@@ -156,40 +156,95 @@ impl SentenceConfig {
     }
 }
 
-/// Pools `(batch, n, d)` hidden states over the rows' real tokens
-/// (`attention_mask` `(batch, n)`, non-zero = real) into `(batch, d)`.
-///
-/// Mean pooling divides by the token count clamped at 1e-9, and max pooling
-/// gives padding -1e9, both exactly as sentence-transformers.
+/// Pools `(batch, n, d)` hidden states over the tokens `attention_mask`
+/// `(batch, n)` marks as real (non-zero) into `(batch, d)`, as
+/// sentence-transformers' `Pooling` module.
 pub fn pool(hidden: &Tensor, attention_mask: &Tensor, pooling: Pooling) -> Result<Tensor> {
-    let mask = attention_mask
+    let (batch, n, d) = hidden.dims3()?;
+    let values = hidden
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let real: Vec<bool> = attention_mask
         .ne(0f64)?
-        .to_dtype(hidden.dtype())?
-        .unsqueeze(D::Minus1)?;
-    Ok(match pooling {
+        .to_dtype(DType::U8)?
+        .flatten_all()?
+        .to_vec1::<u8>()?
+        .into_iter()
+        .map(|flag| flag != 0)
+        .collect();
+    let mut pooled = vec![0f32; batch * d];
+    for ((out, sequence), real) in pooled
+        .chunks_exact_mut(d.max(1))
+        .zip(values.chunks_exact((n * d).max(1)))
+        .zip(real.chunks_exact(n.max(1)))
+    {
+        pool_sequence(out, sequence, real, pooling);
+    }
+    Ok(Tensor::from_vec(pooled, (batch, d), hidden.device())?.to_dtype(hidden.dtype())?)
+}
+
+/// Pools one sequence's `(n, d)` hidden rows into `out` (`d` values):
+/// `real[i]` says whether token `i` is real (not padding).
+///
+/// Mean: the sum over real tokens divided by their count (at least 1e-9);
+/// max: the maximum over tokens with padding lowered by 1e9; CLS: the first
+/// row. These are sentence-transformers' formulas.
+pub(crate) fn pool_sequence(out: &mut [f32], hidden: &[f32], real: &[bool], pooling: Pooling) {
+    let d = out.len();
+    match pooling {
+        Pooling::Cls => out.copy_from_slice(&hidden[..d]),
         Pooling::Mean => {
-            let sums = hidden.broadcast_mul(&mask)?.sum(1)?;
-            let counts = mask.sum(1)?.clamp(1e-9, f64::INFINITY)?;
-            sums.broadcast_div(&counts)?
+            out.fill(0.0);
+            let mut count = 0f32;
+            for (row, &real) in hidden.chunks_exact(d).zip(real) {
+                if real {
+                    count += 1.0;
+                    for (sum, value) in out.iter_mut().zip(row) {
+                        *sum += value;
+                    }
+                }
+            }
+            let count = count.max(1e-9);
+            for value in out.iter_mut() {
+                *value /= count;
+            }
         }
-        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
         Pooling::Max => {
-            let blocked = ((mask.ones_like()? - &mask)? * -1e9)?;
-            hidden.broadcast_add(&blocked)?.max(1)?
+            out.fill(f32::NEG_INFINITY);
+            for (row, &real) in hidden.chunks_exact(d).zip(real) {
+                let offset = if real { 0.0 } else { -1e9 };
+                for (best, value) in out.iter_mut().zip(row) {
+                    *best = best.max(value + offset);
+                }
+            }
         }
-    })
+    }
 }
 
 /// Scales each row of `(batch, d)` to unit L2 norm, dividing by the norm
 /// clamped at 1e-12 (PyTorch's `F.normalize`), so a zero row stays zero.
 pub fn normalize(embeddings: &Tensor) -> Result<Tensor> {
-    let norms = embeddings
+    let (_, d) = embeddings.dims2()?;
+    let mut values = embeddings
         .to_dtype(DType::F32)?
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-12, f64::INFINITY)?;
-    Ok(embeddings.broadcast_div(&norms)?)
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    for row in values.chunks_exact_mut(d.max(1)) {
+        normalize_row(row);
+    }
+    Ok(
+        Tensor::from_vec(values, embeddings.dims(), embeddings.device())?
+            .to_dtype(embeddings.dtype())?,
+    )
+}
+
+/// Scales `row` to unit L2 norm (the norm clamped at 1e-12).
+pub(crate) fn normalize_row(row: &mut [f32]) {
+    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    for value in row.iter_mut() {
+        *value /= norm;
+    }
 }
 
 #[cfg(test)]

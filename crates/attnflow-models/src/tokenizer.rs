@@ -147,17 +147,12 @@ impl BertTokenizer {
         }
         let n = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
         let rows = encodings.len();
-        let mut ids = Vec::with_capacity(rows * n);
-        let mut types = Vec::with_capacity(rows * n);
+        let (mut ids, mut types) = (Vec::new(), Vec::new());
+        self.pad_into(encodings, n, &mut ids, &mut types);
         let mut mask = Vec::with_capacity(rows * n);
         for encoding in encodings {
-            let pad = n - encoding.ids.len();
-            ids.extend_from_slice(&encoding.ids);
-            ids.extend(std::iter::repeat_n(self.pad_id, pad));
-            types.extend_from_slice(&encoding.type_ids);
-            types.extend(std::iter::repeat_n(0, pad));
             mask.extend(std::iter::repeat_n(1u32, encoding.ids.len()));
-            mask.extend(std::iter::repeat_n(0u32, pad));
+            mask.extend(std::iter::repeat_n(0u32, n - encoding.ids.len()));
         }
         Ok(Batch {
             input_ids: Tensor::from_vec(ids, (rows, n), device)?,
@@ -165,5 +160,26 @@ impl BertTokenizer {
             attention_mask: Tensor::from_vec(mask, (rows, n), device)?,
             lengths: encodings.iter().map(|e| e.ids.len()).collect(),
         })
+    }
+
+    /// Token and segment ids of `encodings`, each padded on the right to
+    /// `n` (at least the longest) with the pad id and segment 0, into
+    /// buffers the caller reuses.
+    pub fn pad_into(
+        &self,
+        encodings: &[Encoding],
+        n: usize,
+        ids: &mut Vec<u32>,
+        type_ids: &mut Vec<u32>,
+    ) {
+        ids.clear();
+        type_ids.clear();
+        for encoding in encodings {
+            let pad = n.saturating_sub(encoding.ids.len());
+            ids.extend_from_slice(&encoding.ids);
+            ids.extend(std::iter::repeat_n(self.pad_id, pad));
+            type_ids.extend_from_slice(&encoding.type_ids);
+            type_ids.extend(std::iter::repeat_n(0, pad));
+        }
     }
 }

@@ -5,8 +5,7 @@
 
 use std::time::Instant;
 
-use attnflow_train::kernels::linear;
-use attnflow_train::threads;
+use attnflow_kernels::{linear, threads};
 use candle_core::{DType, Device, Tensor, Var};
 
 fn main() {

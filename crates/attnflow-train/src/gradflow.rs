@@ -10,8 +10,8 @@ use candle_core::{DType, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::kernels::{sum_of_squares, with_values};
 use crate::Result;
+use attnflow_kernels::{sum_of_squares, with_values};
 
 /// A gradient norm below this is flagged as vanishing.
 pub const VANISHING: f64 = 1e-7;

@@ -30,10 +30,10 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use serde::Serialize;
 
-use crate::kernels;
 use crate::rng::Rng;
 use crate::store::ParameterStore;
 use crate::{Result, TrainError};
+use attnflow_kernels as kernels;
 
 /// Whether the forward pass trains (dropout active, drawing its masks from
 /// the given generator) or evaluates (dropout is the identity).

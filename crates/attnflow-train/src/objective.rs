@@ -114,7 +114,7 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> Res
         .sum_all()?
         .to_scalar::<f32>()?
         .max(1.0);
-    Ok(crate::kernels::cross_entropy(
+    Ok(attnflow_kernels::cross_entropy(
         logits,
         targets,
         weights,

@@ -8,7 +8,7 @@
 use candle_core::{Tensor, Var};
 use rayon::prelude::*;
 
-use crate::kernels::{adamw_update, with_values, AdamWStep};
+use attnflow_kernels::{adamw_update, with_values, AdamWStep};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;

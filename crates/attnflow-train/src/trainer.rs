@@ -426,7 +426,7 @@ impl Trainer {
     /// clipping, AdamW. Fails without updating when the loss, objective or
     /// a gradient is not finite.
     pub fn step(&mut self) -> Result<StepOutcome> {
-        crate::threads::install(|| self.step_on_pool())
+        attnflow_kernels::threads::install(|| self.step_on_pool())
     }
 
     fn step_on_pool(&mut self) -> Result<StepOutcome> {

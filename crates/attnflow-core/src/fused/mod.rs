@@ -17,8 +17,6 @@
 //!   rows from that log-sum-exp, for visualisation, without materialising
 //!   the rest.
 
-mod kernel;
-mod simd;
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -28,8 +26,10 @@ use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Shape, Tensor};
 use crate::attention::{prepare, Prepared};
 use crate::{scaled_dot_product_attention, AttentionMask, CoreError, Result, SdpaOptions};
 
-pub use kernel::Tiling;
-pub use simd::SimdPath;
+use attnflow_kernels::attention::{
+    attention_backward, attention_forward, AttentionProblem, HeadsLayout,
+};
+pub use attnflow_kernels::{SimdPath, Tiling};
 
 /// Below this many scores per head (`n · m`) [`attend`] takes the exact
 /// path. It is 1 because the fused kernel was measured faster at every size
@@ -104,15 +104,6 @@ pub fn fused_unsupported_reason(
         }
     }
     None
-}
-
-/// Replaces each entry of `row` by `exp(entry − shift)` and returns their
-/// sum: the fused kernel's softmax step (AVX-512, AVX2+FMA or portable, the
-/// widest this machine has; relative error of `exp` under 5e-7, and
-/// `exp(-inf) = 0`). For other kernels that need a stable softmax, such as
-/// attnflow-train's cross-entropy.
-pub fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
-    simd::exp_shift_sum(SimdPath::detect(), row, shift)
 }
 
 /// Scaled dot-product attention's output, by the fastest path that applies.
@@ -404,7 +395,9 @@ struct FusedAttentionOp {
 }
 
 impl FusedAttentionOp {
-    fn problem(&self) -> kernel::Problem<'_> {
+    /// The kernel's problem: grouped key/value heads arrive expanded
+    /// (`prepare`), and causal masks are top-left aligned (SDPA's).
+    fn problem(&self) -> AttentionProblem<'_> {
         let OpShape {
             batch,
             heads,
@@ -413,15 +406,16 @@ impl FusedAttentionOp {
             d,
             dv,
         } = self.shape;
-        kernel::Problem {
+        AttentionProblem {
             batch,
             heads,
+            kv_heads: heads,
             n,
             m,
             d,
             dv,
             scale: self.scale,
-            causal: self.causal,
+            causal: self.causal.then_some(0),
             key_bias: self.key_bias.as_deref().map(Vec::as_slice),
             tiling: self.tiling,
             path: self.path,
@@ -470,12 +464,20 @@ impl CustomOp3 for FusedAttentionOp {
             batch,
             heads,
             n,
+            m,
+            d,
             dv,
-            ..
         } = self.shape;
         let mut out = vec![0f32; batch * heads * n * dv];
         let mut lse = vec![0f32; batch * heads * n];
-        kernel::forward(&self.problem(), q, k, v, &mut out, &mut lse);
+        attention_forward(
+            &self.problem(),
+            (q, HeadsLayout::contiguous(heads, n, d)),
+            (k, HeadsLayout::contiguous(heads, m, d)),
+            (v, HeadsLayout::contiguous(heads, m, dv)),
+            (&mut out, HeadsLayout::contiguous(heads, n, dv)),
+            Some(&mut lse),
+        );
         *self
             .log_sum_exp
             .lock()
@@ -500,7 +502,7 @@ impl CustomOp3 for FusedAttentionOp {
             .ok_or_else(|| candle_core::Error::Msg("fused attention: no forward ran".into()))?;
         // The incoming gradient may be a stride-0 broadcast (for example of
         // a `sum_all`); `to_f32_vec` makes it contiguous.
-        let grads = kernel::backward(
+        let grads = attention_backward(
             &self.problem(),
             &to_f32_vec(q)?,
             &to_f32_vec(k)?,

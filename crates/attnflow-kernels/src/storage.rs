@@ -3,7 +3,7 @@
 use candle_core::{bail, CpuStorage, Device, Layout, Result, Shape, Storage, Tensor};
 
 /// The contiguous f32 slice a custom op's forward reads.
-pub(super) fn cpu_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+pub(crate) fn cpu_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
@@ -13,7 +13,7 @@ pub(super) fn cpu_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<
 
 /// Runs `f` on the f32 values of `tensor` (made contiguous first: the
 /// incoming gradient may be a stride-0 broadcast).
-pub(crate) fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let tensor = tensor.contiguous()?;
     let (storage, layout) = tensor.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
@@ -24,12 +24,12 @@ pub(crate) fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Re
 }
 
 /// An f32 tensor on the CPU from computed values.
-pub(super) fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+pub(crate) fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
     Tensor::from_vec(values, shape.into(), &Device::Cpu)
 }
 
 /// Whether `tensors` can take the fused kernels: f32 on the CPU.
-pub(super) fn fusable(tensors: &[&Tensor]) -> bool {
+pub(crate) fn fusable(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.dtype() == candle_core::DType::F32 && t.device().is_cpu())
