@@ -132,3 +132,22 @@ impl Inspection {
         })
     }
 }
+
+/// One head's statistics in the report's plain-number form.
+pub fn summary_of(statistics: &HeadStatistics) -> attnflow_report::HeadSummary {
+    attnflow_report::HeadSummary {
+        layer: statistics.layer,
+        head: statistics.head,
+        mean_entropy: statistics.mean_entropy,
+        mean_distance: statistics.mean_distance,
+        first_token_share: statistics.first_token_share,
+        diagonal_share: statistics.diagonal_share,
+    }
+}
+
+impl Analysis {
+    /// Every head's statistics in the report's plain-number form.
+    pub fn head_summaries(&self) -> Vec<attnflow_report::HeadSummary> {
+        self.statistics.iter().map(summary_of).collect()
+    }
+}

@@ -10,7 +10,7 @@ use attnflow_core::analysis::HeadStatistics;
 use attnflow_report::{HeadSummary, InspectionReport};
 use serde::{Deserialize, Serialize};
 
-use crate::analysis::Analysis;
+use crate::analysis::{summary_of, Analysis};
 use crate::error::{InspectError, Result};
 use crate::source::Inspection;
 
@@ -135,18 +135,7 @@ fn report(inspection: &Inspection, analysis: &Analysis) -> InspectionReport {
         rollout_settings: analysis.settings(),
         target,
         flow: analysis.flow.clone(),
-        statistics: analysis
-            .statistics
-            .iter()
-            .map(|s| HeadSummary {
-                layer: s.layer,
-                head: s.head,
-                mean_entropy: s.mean_entropy,
-                mean_distance: s.mean_distance,
-                first_token_share: s.first_token_share,
-                diagonal_share: s.diagonal_share,
-            })
-            .collect(),
+        statistics: analysis.head_summaries(),
         summary: vec![
             ("source".into(), inspection.description.clone()),
             ("tokens".into(), n.to_string()),
@@ -260,19 +249,10 @@ impl Summary {
         let rows: Vec<Vec<String>> = self
             .statistics
             .iter()
-            .map(|s| {
-                vec![
-                    s.layer.to_string(),
-                    s.head.to_string(),
-                    format!("{:.4}", s.mean_entropy),
-                    format!("{:.3}", s.mean_distance),
-                    format!("{:.4}", s.first_token_share),
-                    format!("{:.4}", s.diagonal_share),
-                ]
-            })
+            .map(|s| summary_of(s).cells())
             .collect();
         out.push_str(&attnflow_base::table::table(
-            &["layer", "head", "entropy", "distance", "first", "diagonal"],
+            &HeadSummary::HEADERS,
             &rows,
             0,
             attnflow_base::table::Style::Text,

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use attnflow_blueprint::render::Style;
 use attnflow_blueprint::{account, Blueprint, CostOptions};
 use attnflow_claims::{check_claims, ClaimOptions};
-use attnflow_core::analysis::{heatmap, HeadStatistics};
+use attnflow_core::analysis::heatmap;
 use attnflow_data::profile::ProfileReport;
 use attnflow_data::run::CheckReport;
 use attnflow_inspect::{AnalysisOptions, AttentionSource, Inspector};
 use attnflow_report::{
-    AttentionExplorer, Figure, Group, Heatmap, InlineSvg, KeyValues, LineChart, Preformatted,
-    Report, Series, Table, TrustedSvg,
+    head_table, AttentionExplorer, Figure, Group, Heatmap, InlineSvg, KeyValues, LineChart,
+    Preformatted, Report, Series, Table, TrustedSvg,
 };
 use attnflow_train::{StepMetrics, TrainReport};
 use attnflow_workflow::report::analyze;
@@ -425,33 +425,14 @@ fn attention_section(context: &Context) -> Result<Group> {
             &figure,
         )?));
         if index == 0 {
-            group
-                .parts
-                .push(Box::new(statistics_table(&analysis.statistics)));
+            group.parts.push(Box::new(head_table(
+                "Per-head statistics, example 1",
+                "Mean row entropy (nats), mean attention distance (tokens), weight on the first token and on the diagonal.",
+                &analysis.head_summaries(),
+            )));
         }
     }
     Ok(group)
-}
-
-fn statistics_table(statistics: &[HeadStatistics]) -> Table {
-    Table {
-        title: "Per-head statistics, example 1".into(),
-        caption: "Mean row entropy (nats), mean attention distance (tokens), weight on the first token and on the diagonal.".into(),
-        headers: vec!["layer".into(), "head".into(), "entropy".into(), "distance".into(), "first token".into(), "diagonal".into()],
-        rows: statistics
-            .iter()
-            .map(|s| {
-                vec![
-                    s.layer.to_string(),
-                    s.head.to_string(),
-                    format!("{:.3}", s.mean_entropy),
-                    format!("{:.2}", s.mean_distance),
-                    format!("{:.3}", s.first_token_share),
-                    format!("{:.3}", s.diagonal_share),
-                ]
-            })
-            .collect(),
-    }
 }
 
 /// §5.2 and §5.3: transition probabilities estimated from every recorded

@@ -26,6 +26,41 @@ pub struct HeadSummary {
     pub diagonal_share: f64,
 }
 
+impl HeadSummary {
+    /// Column names of [`HeadSummary::cells`].
+    pub const HEADERS: [&'static str; 6] = [
+        "layer",
+        "head",
+        "entropy",
+        "distance",
+        "first token",
+        "diagonal",
+    ];
+
+    /// The statistics as table cells, in the order of
+    /// [`HeadSummary::HEADERS`]: the one rounding every table uses.
+    pub fn cells(&self) -> Vec<String> {
+        vec![
+            self.layer.to_string(),
+            self.head.to_string(),
+            format!("{:.4}", self.mean_entropy),
+            format!("{:.3}", self.mean_distance),
+            format!("{:.4}", self.first_token_share),
+            format!("{:.4}", self.diagonal_share),
+        ]
+    }
+}
+
+/// A report table of per-head statistics.
+pub fn head_table(title: &str, caption: &str, heads: &[HeadSummary]) -> Table {
+    Table {
+        title: title.into(),
+        caption: caption.into(),
+        headers: HeadSummary::HEADERS.iter().map(|h| h.to_string()).collect(),
+        rows: heads.iter().map(HeadSummary::cells).collect(),
+    }
+}
+
 /// One inspected input: the maps of every head and what was derived from
 /// them.
 #[derive(Clone, Debug)]
@@ -260,28 +295,11 @@ impl InspectionReport {
             headers,
             rows,
         });
-        report.push(Table {
-            title: "Head statistics".into(),
-            caption: "Averages over queries with any weight: row entropy (nats), attention distance (tokens), weight on the first token and on the query's own position.".into(),
-            headers: ["layer", "head", "entropy", "distance", "first token", "diagonal"]
-                .iter()
-                .map(|h| h.to_string())
-                .collect(),
-            rows: self
-                .statistics
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.layer.to_string(),
-                        s.head.to_string(),
-                        format!("{:.4}", s.mean_entropy),
-                        format!("{:.3}", s.mean_distance),
-                        format!("{:.4}", s.first_token_share),
-                        format!("{:.4}", s.diagonal_share),
-                    ]
-                })
-                .collect(),
-        });
+        report.push(head_table(
+            "Head statistics",
+            "Averages over queries with any weight: row entropy (nats), attention distance (tokens), weight on the first token and on the query's own position.",
+            &self.statistics,
+        ));
         report.push(Paragraphs {
             title: "Reading this report".into(),
             paragraphs: vec![

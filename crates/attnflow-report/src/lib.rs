@@ -28,5 +28,5 @@ pub use html::{
     escape_html, script_json, AttentionExplorer, InlineSvg, KeyValues, Paragraphs, RenderContext,
     Report, Section, Table,
 };
-pub use inspection::{blend_figure, HeadSummary, InspectionReport, OutputFile};
+pub use inspection::{blend_figure, head_table, HeadSummary, InspectionReport, OutputFile};
 pub use sections::{Group, LineChart, Preformatted, Series, TrustedSvg};

@@ -16,7 +16,7 @@ use attnflow_blueprint::{Blueprint, Op};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
+use crate::config::{BlueprintSource, TrainConfig};
 use crate::rng::{fnv1a64, Rng};
 use crate::tasks::DataPosition;
 use crate::{Result, TrainError};
@@ -275,4 +275,29 @@ pub fn take_tensors(
         ));
     }
     Ok(ordered)
+}
+
+/// The blueprint spec saved beside the checkpoint in `directory`.
+pub(crate) fn saved_source(directory: &Path) -> Result<BlueprintSource> {
+    BlueprintSource::from_file(&directory.join(SPEC_FILE))
+}
+
+/// Refuses a blueprint (`name`, hashing to `hash`) other than the one the
+/// checkpoint described by `meta` in `directory` was written for.
+pub(crate) fn check_blueprint(
+    directory: &Path,
+    meta: &CheckpointMeta,
+    name: &str,
+    hash: &str,
+) -> Result<()> {
+    if meta.blueprint_hash == hash {
+        return Ok(());
+    }
+    Err(TrainError::checkpoint(
+        directory.join(META_FILE),
+        format!(
+            "was written for blueprint `{}` (hash {}), but `{name}` has hash {hash}: another blueprint or other dims",
+            meta.blueprint, meta.blueprint_hash
+        ),
+    ))
 }

@@ -18,6 +18,7 @@ pub mod model;
 pub mod objective;
 pub mod optim;
 pub mod reach;
+mod render;
 pub mod rng;
 mod setup;
 pub mod store;

@@ -7,8 +7,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use crate::checkpoint::{self, CheckpointMeta, META_FILE, SPEC_FILE};
-use crate::config::BlueprintSource;
+use crate::checkpoint::{self, CheckpointMeta};
 use crate::model::{Capture, Mode, Model};
 use crate::setup::Setup;
 use crate::tasks::Example;
@@ -30,25 +29,14 @@ impl TrainedModel {
     /// against their recorded size and checksum).
     pub fn open(directory: &Path) -> Result<Self> {
         let meta = checkpoint::read_meta(directory)?;
-        let path = directory.join(SPEC_FILE);
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| TrainError::io(&path, source))?;
-        let source = BlueprintSource {
-            file: path.display().to_string(),
-            text,
-        };
+        let source = checkpoint::saved_source(directory)?;
         let setup = Setup::build(&source, &meta.config)?;
-        if setup.blueprint_hash != meta.blueprint_hash {
-            return Err(TrainError::checkpoint(
-                directory.join(META_FILE),
-                format!(
-                    "was written for blueprint hash {}, but {} has hash {}",
-                    meta.blueprint_hash,
-                    path.display(),
-                    setup.blueprint_hash
-                ),
-            ));
-        }
+        checkpoint::check_blueprint(
+            directory,
+            &meta,
+            &setup.blueprint.name,
+            &setup.blueprint_hash,
+        )?;
         let weights_path = directory.join(&meta.weights.file);
         let weights = checkpoint::load_weights(directory, &meta, setup.model.device())?;
         let weights = checkpoint::take_tensors(&weights_path, weights, &setup.parameter_shapes)?;

@@ -278,34 +278,21 @@ impl Trainer {
         steps: Option<u64>,
     ) -> Result<Self> {
         let meta = checkpoint::read_meta(directory)?;
-        let saved_source = || -> Result<BlueprintSource> {
-            let path = directory.join(SPEC_FILE);
-            let text =
-                std::fs::read_to_string(&path).map_err(|source| TrainError::io(&path, source))?;
-            Ok(BlueprintSource {
-                file: path.display().to_string(),
-                text,
-            })
-        };
         let source = match source {
             Some(source) => source,
-            None => saved_source()?,
+            None => checkpoint::saved_source(directory)?,
         };
         let mut config = meta.config.clone();
         if let Some(steps) = steps {
             config.steps = steps;
         }
         let mut trainer = Self::new(source, config)?;
-        let meta_path = directory.join(META_FILE);
-        if trainer.blueprint_hash != meta.blueprint_hash {
-            return Err(TrainError::checkpoint(
-                &meta_path,
-                format!(
-                    "was written for blueprint `{}` (hash {}), but `{}` has hash {}: another blueprint or other dims",
-                    meta.blueprint, meta.blueprint_hash, trainer.blueprint.name, trainer.blueprint_hash
-                ),
-            ));
-        }
+        checkpoint::check_blueprint(
+            directory,
+            &meta,
+            &trainer.blueprint.name,
+            &trainer.blueprint_hash,
+        )?;
         trainer.load_checkpoint(directory)?;
         // Drop log lines of steps after the checkpoint: they will be redone.
         for file in [METRICS_FILE, EVAL_FILE, GRADIENTS_FILE] {
@@ -769,25 +756,13 @@ pub fn evaluate_checkpoint(directory: &Path) -> Result<(CheckpointMeta, Evaluati
 impl Trainer {
     fn resume_read_only(directory: &Path) -> Result<Self> {
         let meta = checkpoint::read_meta(directory)?;
-        let path = directory.join(SPEC_FILE);
-        let text =
-            std::fs::read_to_string(&path).map_err(|source| TrainError::io(&path, source))?;
-        let source = BlueprintSource {
-            file: path.display().to_string(),
-            text,
-        };
-        let mut trainer = Self::new(source, meta.config.clone())?;
-        if trainer.blueprint_hash != meta.blueprint_hash {
-            return Err(TrainError::checkpoint(
-                directory.join(META_FILE),
-                format!(
-                    "was written for blueprint hash {}, but {} has hash {}",
-                    meta.blueprint_hash,
-                    path.display(),
-                    trainer.blueprint_hash
-                ),
-            ));
-        }
+        let mut trainer = Self::new(checkpoint::saved_source(directory)?, meta.config.clone())?;
+        checkpoint::check_blueprint(
+            directory,
+            &meta,
+            &trainer.blueprint.name,
+            &trainer.blueprint_hash,
+        )?;
         trainer.load_checkpoint(directory)?;
         Ok(trainer)
     }

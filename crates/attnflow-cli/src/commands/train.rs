@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use attnflow_train::tasks::Task;
 use attnflow_train::trainer::BlueprintSource;
-use attnflow_train::{Regulariser, TrainConfig, TrainError, TrainReport, Trainer};
+use attnflow_train::{Regulariser, TrainConfig, TrainError, Trainer};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use miette::miette;
 
 use crate::error::{CliError, CliResult};
+use crate::output::{print_json, progress_bar};
 
 /// Arguments of `attnflow train`.
 #[derive(Debug, Args)]
@@ -164,75 +164,19 @@ pub fn train(args: TrainArgs) -> CliResult {
     let source = BlueprintSource::from_file(&args.spec)
         .map_err(|error| CliError::bad_input(miette!("{error}")))?;
     let mut trainer = match &args.resume {
-        Some(directory) => {
-            let changed: Vec<&str> = [
-                ("--lambda", args.lambda.is_some()),
-                ("--regulariser", args.regulariser.is_some()),
-                ("--set", !args.overrides.is_empty()),
-                ("--length", args.length.is_some()),
-                ("--symbols", args.symbols.is_some()),
-                ("--seed", args.seed.is_some()),
-                ("--batch-size", args.batch_size.is_some()),
-                ("--learning-rate", args.learning_rate.is_some()),
-                ("--warmup", args.warmup.is_some()),
-                ("--out", args.out.is_some()),
-            ]
-            .into_iter()
-            .filter_map(|(flag, given)| given.then_some(flag))
-            .collect();
-            if !changed.is_empty() {
-                return Err(CliError::bad_input(miette!(
-                    "--resume continues the checkpoint's configuration; {} cannot change (only --steps may)",
-                    changed.join(", ")
-                )));
-            }
-            let trainer =
-                Trainer::resume(directory, Some(source), args.steps).map_err(train_error)?;
-            reach_gate(&trainer, args.strict)?;
-            if trainer.config().task != task {
-                return Err(CliError::bad_input(miette!(
-                    "{}: the checkpoint trains task `{}`, not `{}`",
-                    directory.display(),
-                    trainer.config().task.name(),
-                    task.name()
-                )));
-            }
-            trainer
-        }
-        None => {
-            let config = config_of(&args, task.clone())?;
-            let trainer = Trainer::new(source, config).map_err(train_error)?;
-            reach_gate(&trainer, args.strict)?;
-            let out = args.out.clone().unwrap_or_else(|| {
-                let name = trainer.model().blueprint().name.clone();
-                let task_name = match &task {
-                    Task::Text { .. } => "text".to_string(),
-                    other => other.name(),
-                };
-                PathBuf::from("runs").join(format!("{name}-{task_name}"))
-            });
-            trainer.with_output(&out).map_err(train_error)?
-        }
+        Some(directory) => resumed(&args, directory, source, &task)?,
+        None => started(&args, source, task)?,
     };
-    let bar = ProgressBar::new(trainer.config().steps);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise}]")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = progress_bar(
+        trainer.config().steps,
+        "{bar:30} {pos}/{len} {msg} [{elapsed_precise}]",
+        args.json,
     );
     bar.set_position(trainer.step_count());
     let report = trainer
         .run(|progress| {
-            let metrics = progress.metrics;
-            let mut message = format!("L {:.4}", metrics.loss);
-            if let Some(value) = metrics.regulariser {
-                message.push_str(&format!(" R {value:.4} J {:.4}", metrics.objective));
-            }
-            message.push_str(&format!(" {:.0} tok/s", metrics.tokens_per_second));
-            if let Some(evaluation) = progress.evaluation {
-                message.push_str(&format!(" | val acc {:.3}", evaluation.sequence_accuracy));
-            }
             bar.set_position(progress.step);
-            bar.set_message(message);
+            bar.set_message(progress.status_line());
             ControlFlow::Continue(())
         })
         .map_err(|error| {
@@ -243,8 +187,66 @@ pub fn train(args: TrainArgs) -> CliResult {
     if args.json {
         return print_json(&report);
     }
-    print_report(&report);
+    print!("{}", report.to_text());
     Ok(())
+}
+
+/// A trainer that continues the checkpoint in `directory`; flags that
+/// would change its configuration are refused.
+fn resumed(
+    args: &TrainArgs,
+    directory: &Path,
+    source: BlueprintSource,
+    task: &Task,
+) -> Result<Trainer, CliError> {
+    let changed: Vec<&str> = [
+        ("--lambda", args.lambda.is_some()),
+        ("--regulariser", args.regulariser.is_some()),
+        ("--set", !args.overrides.is_empty()),
+        ("--length", args.length.is_some()),
+        ("--symbols", args.symbols.is_some()),
+        ("--seed", args.seed.is_some()),
+        ("--batch-size", args.batch_size.is_some()),
+        ("--learning-rate", args.learning_rate.is_some()),
+        ("--warmup", args.warmup.is_some()),
+        ("--out", args.out.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect();
+    if !changed.is_empty() {
+        return Err(CliError::bad_input(miette!(
+            "--resume continues the checkpoint's configuration; {} cannot change (only --steps may)",
+            changed.join(", ")
+        )));
+    }
+    let trainer = Trainer::resume(directory, Some(source), args.steps).map_err(train_error)?;
+    reach_gate(&trainer, args.strict)?;
+    if &trainer.config().task != task {
+        return Err(CliError::bad_input(miette!(
+            "{}: the checkpoint trains task `{}`, not `{}`",
+            directory.display(),
+            trainer.config().task.name(),
+            task.name()
+        )));
+    }
+    Ok(trainer)
+}
+
+/// A new trainer writing to `--out`, by default `runs/<blueprint>-<task>`.
+fn started(args: &TrainArgs, source: BlueprintSource, task: Task) -> Result<Trainer, CliError> {
+    let config = config_of(args, task.clone())?;
+    let trainer = Trainer::new(source, config).map_err(train_error)?;
+    reach_gate(&trainer, args.strict)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        let name = trainer.model().blueprint().name.clone();
+        let task_name = match &task {
+            Task::Text { .. } => "text".to_string(),
+            other => other.name(),
+        };
+        PathBuf::from("runs").join(format!("{name}-{task_name}"))
+    });
+    trainer.with_output(&out).map_err(train_error)
 }
 
 /// Warns, before any step, when the blueprint cannot see what the task
@@ -263,98 +265,6 @@ fn reach_gate(trainer: &Trainer, strict: bool) -> CliResult {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> CliResult {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|error| CliError::failed(miette!("cannot write JSON: {error}")))?;
-    println!("{text}");
-    Ok(())
-}
-
-fn optional(value: Option<f64>) -> String {
-    value.map_or("-".to_string(), |value| format!("{value:.4}"))
-}
-
-fn print_report(report: &TrainReport) {
-    println!(
-        "blueprint {} ({} parameters), task {} ({:?} layout, length {}, {} token ids)",
-        report.blueprint,
-        report.parameters,
-        report.task,
-        report.format,
-        report.sequence_length,
-        report.task_vocab
-    );
-    println!(
-        "step {} ({} this run, stopped: {:?}) in {:.1} s, {:.0} tokens/s",
-        report.step,
-        report.steps_this_run,
-        report.stop_reason,
-        report.elapsed_seconds,
-        report.tokens_per_second
-    );
-    if let Some(last) = &report.last_step {
-        println!(
-            "last step: L {:.4}  R {}  J {:.4}  lr {:.2e}  |g| {:.3}",
-            last.loss,
-            optional(last.regulariser),
-            last.objective,
-            last.learning_rate,
-            last.gradient_norm
-        );
-    }
-    if !report.evaluations.is_empty() {
-        println!();
-        println!(
-            "{:>8}  {:>9}  {:>9}  {:>9}  {:>9}",
-            "step", "val loss", "token acc", "seq acc", "entropy"
-        );
-        for evaluation in &report.evaluations {
-            println!(
-                "{:>8}  {:>9.4}  {:>9.4}  {:>9.4}  {:>9}",
-                evaluation.step,
-                evaluation.loss,
-                evaluation.token_accuracy,
-                evaluation.sequence_accuracy,
-                optional(evaluation.attention_entropy)
-            );
-        }
-    }
-    let flow = &report.gradient_flow;
-    if !flow.layers.is_empty() {
-        println!();
-        println!(
-            "gradient flow over {} logged steps (L2 norm per parameter)",
-            flow.logged_steps
-        );
-        println!(
-            "{:<24}  {:>10}  {:>10}  {:>10}",
-            "layer", "min", "median", "max"
-        );
-        for layer in &flow.layers {
-            println!(
-                "{:<24}  {:>10.3e}  {:>10.3e}  {:>10.3e}",
-                layer.layer, layer.min, layer.median, layer.max
-            );
-        }
-        for flag in &flow.flags {
-            println!(
-                "flag: {:?} gradient of `{}` (first at step {}, {} logged steps, norm {:.3e})",
-                flag.kind, flag.parameter, flag.first_step, flag.count, flag.norm
-            );
-        }
-        for zero in &flow.structural_zeros {
-            println!(
-                "zero by construction: `{}` (largest norm {:.1e}): {}",
-                zero.parameter, zero.largest_norm, zero.reason
-            );
-        }
-    }
-    if let Some(output) = &report.output {
-        println!();
-        println!("checkpoint, logs and report.json in {}", output.display());
-    }
-}
-
 /// Runs `attnflow eval`.
 pub fn eval(args: EvalArgs) -> CliResult {
     let (meta, evaluation) =
@@ -366,19 +276,6 @@ pub fn eval(args: EvalArgs) -> CliResult {
             "evaluation": evaluation,
         }));
     }
-    println!(
-        "{} at step {} on {} ({} validation examples)",
-        meta.blueprint,
-        meta.step,
-        meta.config.task.name(),
-        evaluation.examples
-    );
-    println!("loss            {:.4}", evaluation.loss);
-    println!("token accuracy  {:.4}", evaluation.token_accuracy);
-    println!("seq accuracy    {:.4}", evaluation.sequence_accuracy);
-    println!(
-        "attention entropy {}",
-        optional(evaluation.attention_entropy)
-    );
+    print!("{}", evaluation.to_text(&meta));
     Ok(())
 }

@@ -17,7 +17,6 @@
 //!   rows from that log-sum-exp, for visualisation, without materialising
 //!   the rest.
 
-
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 

@@ -5,18 +5,19 @@
 use std::path::{Path, PathBuf};
 
 use attnflow_data::profile::profile_files;
-use attnflow_data::render::{selection_csv, QuarantineListing, SelectionText};
+use attnflow_data::render::QuarantineListing;
 use attnflow_data::run::{check_files, recheck, CheckOptions};
-use attnflow_data::select::{
-    load_items, select_cover, select_within_budget, Item, MethodChoice, SelectOptions,
-};
 use attnflow_data::store::Store;
 use attnflow_data::{DataError, Schema};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use miette::miette;
 
 use crate::error::{CliError, CliResult};
 use crate::output::print_json;
+
+mod select;
+
+use select::{select, SelectArgs};
 
 /// Subcommands of `attnflow data`.
 #[derive(Debug, Subcommand)]
@@ -118,50 +119,6 @@ pub struct QuarantineArgs {
 }
 
 /// Selection methods.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum MethodArg {
-    /// Exact where feasible, greedy with a proven gap beyond.
-    Auto,
-    /// Exact only (may be slow on large inputs).
-    Exact,
-    /// Greedy with the LP bound.
-    Greedy,
-}
-
-/// Arguments of `attnflow data select`.
-#[derive(Debug, Args)]
-pub struct SelectArgs {
-    /// Items file (.csv with header, .jsonl, .parquet).
-    file: PathBuf,
-    /// Column holding each item's weight (its cost with --cover).
-    #[arg(long)]
-    weight: String,
-    /// Column holding each item's value (the amount it covers with --cover).
-    #[arg(long)]
-    value: String,
-    /// Weight budget; with --cover, the value to reach.
-    #[arg(long, allow_negative_numbers = true)]
-    budget: f64,
-    /// Cover --budget of value at least total weight instead.
-    #[arg(long)]
-    cover: bool,
-    /// Column naming the items (default: the record number).
-    #[arg(long)]
-    id: Option<String>,
-    /// Solution method.
-    #[arg(long, value_enum, default_value_t = MethodArg::Auto)]
-    method: MethodArg,
-    /// Write the chosen items as CSV (id,weight,value) to this file.
-    #[arg(long)]
-    output: Option<PathBuf>,
-    /// Chosen items to list in the table.
-    #[arg(long, default_value_t = 20)]
-    show: usize,
-    /// Print JSON instead of tables.
-    #[arg(long)]
-    json: bool,
-}
-
 /// Runs a `data` subcommand.
 pub fn run(command: DataCommand) -> CliResult {
     match command {
@@ -173,8 +130,6 @@ pub fn run(command: DataCommand) -> CliResult {
     }
 }
 
-/// Turns a library error into a diagnostic (with a source snippet for
-/// schema errors) and the right exit code.
 /// Opens the data store `--db` names: an SQLite file or a PostgreSQL URL.
 fn open_store(db: &std::path::Path) -> Result<Store, CliError> {
     let location = attnflow_store::Location::parse(&db.to_string_lossy())
@@ -190,6 +145,8 @@ fn missing_file(db: &std::path::Path) -> bool {
     )
 }
 
+/// Turns a library error into a diagnostic (with a source snippet for
+/// schema errors) and the right exit code.
 pub fn data_error(error: DataError) -> CliError {
     let bad_input = error.is_bad_input();
     let report = match error {
@@ -300,52 +257,5 @@ fn quarantine(args: QuarantineArgs) -> CliResult {
         return print_json(&listing);
     }
     print!("{}", listing.to_text());
-    Ok(())
-}
-
-fn select(args: SelectArgs) -> CliResult {
-    let items = load_items(&args.file, &args.weight, &args.value, args.id.as_deref())
-        .map_err(data_error)?;
-    let options = SelectOptions {
-        method: match args.method {
-            MethodArg::Auto => MethodChoice::Auto,
-            MethodArg::Exact => MethodChoice::Exact,
-            MethodArg::Greedy => MethodChoice::Greedy,
-        },
-        ..SelectOptions::default()
-    };
-    let selection = if args.cover {
-        select_cover(&items, args.budget, &options)
-    } else {
-        select_within_budget(&items, args.budget, &options)
-    }
-    .map_err(data_error)?;
-    if let Some(path) = &args.output {
-        attnflow_base::write_atomically(path, selection_csv(&items, &selection).as_bytes())
-            .map_err(|error| CliError::failed(miette!("{}: {error}", path.display())))?;
-    }
-    if args.json {
-        let chosen: Vec<&Item> = selection
-            .chosen
-            .iter()
-            .map(|&index| &items[index])
-            .collect();
-        return print_json(
-            &serde_json::json!({ "items": items.len(), "selection": selection, "chosen_items": chosen }),
-        );
-    }
-    let text = SelectionText {
-        items: &items,
-        selection: &selection,
-        cover: args.cover,
-        budget: args.budget,
-        weight: &args.weight,
-        value: &args.value,
-        show: args.show,
-    };
-    print!("{}", text.render());
-    if let Some(path) = &args.output {
-        println!("wrote {}", path.display());
-    }
     Ok(())
 }

@@ -6,15 +6,18 @@ use std::path::{Path, PathBuf};
 
 use attnflow_workflow::Location;
 
-use attnflow_workflow::report::{self, AnalysisError};
-use attnflow_workflow::runner::Progress;
-use attnflow_workflow::{
-    RunError, RunRecord, RunStatus, Runner, Spec, SpecError, Store, StoreError, TaskRegistry,
-};
+use attnflow_workflow::report;
+use attnflow_workflow::{RunError, Spec, SpecError, Store, StoreError, TaskRegistry};
 use clap::{Args, Subcommand};
 use miette::miette;
 
 use crate::error::{CliError, CliResult};
+
+mod history;
+mod runs;
+
+use history::{analyze, list, show};
+use runs::{continue_run, start};
 
 /// Subcommands of `attnflow workflow`.
 #[derive(Debug, Subcommand)]
@@ -157,7 +160,7 @@ pub fn run(command: WorkflowCommand) -> CliResult {
 }
 
 /// A spec error as a diagnostic with the offending span labelled.
-fn spec_report(error: SpecError) -> miette::Report {
+pub(super) fn spec_report(error: SpecError) -> miette::Report {
     let message = format!(
         "{}:{}:{}: {}",
         error.origin, error.line, error.column, error.message
@@ -195,7 +198,7 @@ pub(crate) fn store_error(error: StoreError) -> CliError {
     }
 }
 
-fn run_error(error: RunError) -> CliError {
+pub(super) fn run_error(error: RunError) -> CliError {
     match error {
         RunError::Spec(error) => CliError::bad_input(spec_report(*error)),
         RunError::Store(error) => store_error(error),
@@ -216,195 +219,4 @@ pub(crate) fn open_existing(args: &StoreArgs) -> Result<Store, CliError> {
         }
     }
     Store::connect(&location).map_err(store_error)
-}
-
-/// Prints progress lines to stderr as the run moves.
-fn progress_printer(quiet: bool) -> impl FnMut(&Progress) {
-    move |progress: &Progress| {
-        if quiet {
-            return;
-        }
-        match progress {
-            Progress::AttemptStarted {
-                state,
-                attempt,
-                key,
-                rerun,
-            } => {
-                let note = if *rerun {
-                    " (re-executed after a crash)"
-                } else {
-                    ""
-                };
-                eprintln!("  {state}: attempt {attempt} [{key}]{note}");
-            }
-            Progress::AttemptFinished {
-                state,
-                attempt,
-                output,
-            } if output.outcome != attnflow_workflow::Outcome::Ok => {
-                let detail: String = output.detail.chars().take(200).collect();
-                eprintln!("  {state}: attempt {attempt} {}: {detail}", output.outcome);
-            }
-            Progress::Backoff { state, delay } => {
-                eprintln!("  {state}: retrying in {} ms", delay.as_millis());
-            }
-            Progress::Transition { from, to, outcome } => {
-                eprintln!("{from} --{outcome}--> {to}");
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Reports a finished run and turns its status into the exit code.
-fn finish(run: &RunRecord, json: bool) -> CliResult {
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(run)
-                .map_err(|error| CliError::failed(miette!("{error}")))?
-        );
-    } else {
-        println!(
-            "run {}: {} in state `{}` (see `attnflow workflow show {}`)",
-            run.id, run.status, run.current_state, run.id
-        );
-    }
-    match run.status {
-        RunStatus::Succeeded => Ok(()),
-        RunStatus::Failed => Err(CliError::failed(miette!(
-            "run {} ended in failure state `{}`; `attnflow workflow restart {}` retries it from the failed step",
-            run.id,
-            run.current_state,
-            run.id
-        ))),
-        RunStatus::Crashed => Err(CliError::failed(miette!(
-            "run {} is marked crashed; `attnflow workflow restart {}` restarts it",
-            run.id,
-            run.id
-        ))),
-        RunStatus::Running => Err(CliError::failed(miette!(
-            "run {} stopped while still running; `attnflow workflow resume {}` continues it",
-            run.id,
-            run.id
-        ))),
-    }
-}
-
-fn start(args: &RunArgs) -> CliResult {
-    let spec = load_spec(args.spec.as_deref())?;
-    let registry = TaskRegistry::with_builtins();
-    spec.check_tasks(&registry)
-        .map_err(|error| CliError::bad_input(spec_report(error)))?;
-    let location = args.store.location()?;
-    let mut store = Store::connect(&location).map_err(store_error)?;
-    let mut runner = Runner::new(&mut store, &registry).with_observer(progress_printer(args.quiet));
-    let run_id = runner.create(&spec).map_err(run_error)?;
-    if !args.quiet {
-        eprintln!(
-            "run {run_id} of workflow `{}` in {location} (resume with `attnflow workflow resume {run_id} --db {location}`)",
-            spec.name,
-        );
-    }
-    let run = runner.resume(run_id).map_err(run_error)?;
-    finish(&run, args.store.json)
-}
-
-fn continue_run(args: &RunIdArgs, restart: bool) -> CliResult {
-    let mut store = open_existing(&args.store)?;
-    let registry = TaskRegistry::with_builtins();
-    let result = {
-        let mut runner =
-            Runner::new(&mut store, &registry).with_observer(progress_printer(args.quiet));
-        if restart {
-            runner.restart(args.run)
-        } else {
-            runner.resume(args.run)
-        }
-    };
-    let run = match result {
-        Ok(run) => run,
-        // Resuming a finished run is not an error: it reports the outcome,
-        // so a resume after a kill that came too late is harmless.
-        Err(RunError::Store(StoreError::Finished { .. })) if !restart => {
-            store.run(args.run).map_err(store_error)?
-        }
-        Err(error) => return Err(run_error(error)),
-    };
-    finish(&run, args.store.json)
-}
-
-fn list(args: &StoreArgs) -> CliResult {
-    let store = open_existing(args)?;
-    let runs = store.runs().map_err(store_error)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&runs)
-                .map_err(|error| CliError::failed(miette!("{error}")))?
-        );
-    } else if runs.is_empty() {
-        println!("{}: no runs yet", store.path());
-    } else {
-        print!("{}", report::render_runs(&runs));
-    }
-    Ok(())
-}
-
-fn show(args: &RunIdArgs) -> CliResult {
-    let store = open_existing(&args.store)?;
-    let run = store.run(args.run).map_err(store_error)?;
-    let steps = store.steps(args.run).map_err(store_error)?;
-    let events = store.events(args.run).map_err(store_error)?;
-    let superseded = store.superseded(Some(args.run)).map_err(store_error)?;
-    if args.store.json {
-        let value = serde_json::json!({
-            "run": run, "steps": steps, "events": events, "superseded": superseded
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value)
-                .map_err(|error| CliError::failed(miette!("{error}")))?
-        );
-    } else {
-        print!("{}", report::render_run(&run, &steps, &events));
-        for attempt in &superseded {
-            println!(
-                "superseded: {} by {} (token {}): {}",
-                attempt.idempotency_key, attempt.owner, attempt.lease_token, attempt.detail
-            );
-        }
-    }
-    Ok(())
-}
-
-fn analyze(args: &AnalyzeArgs) -> CliResult {
-    let store = open_existing(&args.store)?;
-    let options = report::AnalysisOptions {
-        collapse: args.collapse,
-        ..report::AnalysisOptions::default()
-    };
-    let analyses =
-        report::analyze_with(&store, args.workflow.as_deref(), &options).map_err(|error| {
-            match error {
-                AnalysisError::Empty(message) => CliError::bad_input(miette!("{message}")),
-                other => CliError::failed(miette!("{other}")),
-            }
-        })?;
-    if args.store.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&analyses)
-                .map_err(|error| CliError::failed(miette!("{error}")))?
-        );
-    } else if args.mermaid {
-        for analysis in &analyses {
-            print!("{}", report::analysis_mermaid(analysis));
-        }
-    } else {
-        let texts: Vec<String> = analyses.iter().map(report::render_analysis).collect();
-        print!("{}", texts.join("\n"));
-    }
-    Ok(())
 }
