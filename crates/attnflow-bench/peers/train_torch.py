@@ -6,11 +6,13 @@ Trains the same small causal transformer as attnflow's benchmark model
 causal attention through F.scaled_dot_product_attention, GELU(tanh) MLP,
 final LayerNorm, head tied to the embedding; no dropout) with AdamW and
 global-norm clipping at 1.0, on the copy task attnflow trains (random
-prompts, scored on the copied half), on the CPU.
+prompts, scored on the copied half), on the CPU. Every weight matrix keeps
+nn.Linear's initialisation, which attnflow's trainer also uses.
 
-Prints one JSON object: tokens per second over the timed steps.
+Prints one JSON object: tokens per second over the timed steps, and each
+timed step's loss with the seconds elapsed when it ended.
 
-    python3 tools/bench_train_torch.py --steps 60 --threads 2
+    python3 crates/attnflow-bench/peers/train_torch.py --steps 60 --threads 2
 """
 
 import argparse
@@ -122,9 +124,12 @@ def main():
     for _ in range(args.warmup_steps):
         step()
     started = time.perf_counter()
+    losses, elapsed = [], []
     for _ in range(args.steps):
         loss = step()
-    seconds = time.perf_counter() - started
+        losses.append(loss)
+        elapsed.append(time.perf_counter() - started)
+    seconds = elapsed[-1]
     tokens = args.batch * args.seq * args.steps
     print(
         json.dumps(
@@ -137,6 +142,8 @@ def main():
                 "seconds": seconds,
                 "tokens_per_second": tokens / seconds,
                 "last_loss": loss,
+                "losses": losses,
+                "elapsed": elapsed,
             }
         )
     )

@@ -496,6 +496,28 @@ pub struct BenchReport {
     pub rows: Vec<BenchRow>,
 }
 
+/// [`run_bench`] under the measurement protocol: `protocol.rounds`
+/// interleaved rounds, each timing every case on every engine once.
+pub fn run_bench_rounds(
+    config: &BenchConfig,
+    protocol: &crate::protocol::Protocol,
+    isolated: &dyn Fn(&Case) -> Result<Measurement, BenchError>,
+    progress: &mut dyn FnMut(BenchProgress),
+) -> Result<crate::protocol::Rounds<BenchReport>, BenchError> {
+    let rounds = protocol.rounds.max(1) as u64;
+    crate::protocol::run_rounds(protocol, |round| {
+        // The progress counts every round's cases once, up front.
+        let mut each = |event: BenchProgress| match event {
+            BenchProgress::Total(total) if round == 0 => {
+                progress(BenchProgress::Total(total * rounds))
+            }
+            BenchProgress::Total(_) => {}
+            BenchProgress::Case(label) => progress(BenchProgress::Case(label)),
+        };
+        run_bench(config, isolated, &mut each)
+    })
+}
+
 /// Runs every case of `config`. `isolated` runs a fused or exact case in a
 /// fresh process; `progress` hears each case's label before it starts and
 /// the number of cases in all first.
@@ -631,6 +653,29 @@ pub fn run_isolated(executable: &std::path::Path, case: &Case) -> Result<Measure
     let stdout = String::from_utf8_lossy(&output.stdout);
     serde_json::from_str(stdout.trim())
         .map_err(|e| failed(format!("unexpected output {:?}: {e}", stdout.trim())))
+}
+
+impl crate::protocol::Round for BenchReport {
+    /// The fused kernel over PyTorch, one figure per n and pass.
+    fn ratios(&self) -> Vec<(String, Option<f64>)> {
+        self.rows
+            .iter()
+            .map(|row| {
+                let pass = match row.pass {
+                    Pass::Forward => "fwd",
+                    Pass::ForwardBackward => "fwd+bwd",
+                };
+                (
+                    format!("n={} {pass} fused/torch GFLOP/s", row.n),
+                    row.fused_over_torch,
+                )
+            })
+            .collect()
+    }
+
+    fn to_text(&self) -> String {
+        BenchReport::to_text(self)
+    }
 }
 
 impl BenchReport {

@@ -1,5 +1,6 @@
 //! `attnflow bench data`: attnflow's check against pandas + pandera on the
-//! same generated CSV, run side by side so the ratio comes from one run.
+//! same generated CSV, the sides interleaved over rounds
+//! ([`crate::protocol`]).
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use attnflow_data::run::{check_files, CheckOptions};
 use attnflow_data::store::Store;
 use attnflow_data::{DataError, DataResult, Schema};
 use attnflow_store::Location;
+
+use crate::protocol::{run_rounds, Protocol, Rounds};
 
 /// The bench schema (`examples/data/bench.toml`); `tools/bench_data_pandera.py`
 /// declares the same rules.
@@ -191,6 +194,15 @@ fn run_pandera(directory: &Path, csv: &Path, rows: u64) -> Result<EngineResult, 
     })
 }
 
+/// [`run_bench`] under the measurement protocol: `protocol.rounds`
+/// interleaved rounds, each checking with attnflow then pandera.
+pub fn run_rounds_of(
+    options: &BenchOptions,
+    protocol: &Protocol,
+) -> DataResult<Rounds<BenchReport>> {
+    run_rounds(protocol, |_| run_bench(options))
+}
+
 /// Generates the CSV, checks it with attnflow (and pandera when possible)
 /// and reports rows/s and the ratio. Fails if attnflow's verdict differs
 /// from the invalid rows planted by the generator.
@@ -322,6 +334,16 @@ fn into_postgres(
         rows_per_second: options.rows as f64 / seconds,
         invalid_rows: stored.quarantined,
     })
+}
+
+impl crate::protocol::Round for BenchReport {
+    fn ratios(&self) -> Vec<(String, Option<f64>)> {
+        vec![("rows/s, check only".to_string(), self.ratio)]
+    }
+
+    fn to_text(&self) -> String {
+        BenchReport::to_text(self)
+    }
 }
 
 impl BenchReport {

@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use attnflow_models::{ModelError, PretrainedBert, Result};
 
+use crate::protocol::{run_rounds, Protocol, Rounds};
+
 /// Settings of one embedding benchmark.
 #[derive(Clone, Debug)]
 pub struct EmbedBenchConfig {
@@ -246,6 +248,17 @@ pub fn bench_embed(directory: &Path, config: &EmbedBenchConfig) -> Result<EmbedB
     })
 }
 
+/// [`bench_embed`] under the measurement protocol: `protocol.rounds`
+/// interleaved rounds, each embedding the texts with attnflow then the
+/// peer.
+pub fn bench_embed_rounds(
+    directory: &Path,
+    config: &EmbedBenchConfig,
+    protocol: &Protocol,
+) -> Result<Rounds<EmbedBenchReport>> {
+    run_rounds(protocol, |_| bench_embed(directory, config))
+}
+
 fn run_peer(
     python: &Path,
     directory: &Path,
@@ -346,6 +359,16 @@ fn run_peer(
         })
     })();
     result.unwrap_or_else(|outcome| outcome)
+}
+
+impl crate::protocol::Round for EmbedBenchReport {
+    fn ratios(&self) -> Vec<(String, Option<f64>)> {
+        vec![("texts/s".to_string(), self.ratio)]
+    }
+
+    fn to_text(&self) -> String {
+        EmbedBenchReport::to_text(self)
+    }
 }
 
 impl EmbedBenchReport {

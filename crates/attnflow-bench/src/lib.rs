@@ -9,6 +9,10 @@
 //! | [`data`] | the quality check with quarantine | pandas + pandera |
 //! | [`workflow`] | durable transitions of the workflow engine with workers | `pgbench -N` on the same PostgreSQL server |
 //!
+//! Every bench runs under one [`protocol`]: the sides interleaved over
+//! several rounds, each ratio reported as its median with the range, beside
+//! a description of the machine and its load.
+//!
 //! The libraries keep only their criterion benches; the peers' scripts are
 //! fed to the interpreter on standard input or with `-c`, so the binary needs
 //! no file beside it.
@@ -16,5 +20,6 @@
 pub mod attention;
 pub mod data;
 pub mod embed;
+pub mod protocol;
 pub mod train;
 pub mod workflow;

@@ -19,6 +19,8 @@ use serde::Serialize;
 use attnflow_workflow::worker::{run_worker, WorkerError, WorkerEvent, WorkerOptions};
 use attnflow_workflow::{Spec, Store, StoreError, TaskRegistry};
 
+use crate::protocol::{run_rounds, Protocol, Rounds};
+
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct WorkflowBenchOptions {
@@ -81,16 +83,6 @@ pub struct WorkflowBenchReport {
     pub load_after: Option<f64>,
 }
 
-/// The 1-minute load average (Linux).
-pub fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn chain_spec(name: &str, steps: usize) -> Result<Spec, StoreError> {
     let mut text = format!("[workflow]\nname = \"{name}\"\ninitial = \"S0\"\n");
     for index in 0..steps {
@@ -118,12 +110,22 @@ fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
     sorted[index].as_secs_f64() * 1000.0
 }
 
+/// [`bench_workflow`] under the measurement protocol: `protocol.rounds`
+/// interleaved rounds, each driving the workers then running pgbench.
+pub fn bench_workflow_rounds(
+    location: &Location,
+    options: &WorkflowBenchOptions,
+    protocol: &Protocol,
+) -> Result<Rounds<WorkflowBenchReport>, WorkerError> {
+    run_rounds(protocol, |_| bench_workflow(location, options))
+}
+
 /// Runs the bench on the store at `location`.
 pub fn bench_workflow(
     location: &Location,
     options: &WorkflowBenchOptions,
 ) -> Result<WorkflowBenchReport, WorkerError> {
-    let load_before = load_average();
+    let load_before = crate::protocol::load_average();
     let mut store = Store::connect(location)?;
     let registry = TaskRegistry::with_builtins();
     let mut rows = Vec::new();
@@ -206,7 +208,7 @@ pub fn bench_workflow(
         pgbench_note,
         ratio,
         load_before,
-        load_after: load_average(),
+        load_after: crate::protocol::load_average(),
     })
 }
 
@@ -289,4 +291,66 @@ fn pgbench(url: &PostgresUrl, seconds: u32) -> Result<f64, String> {
                 String::from_utf8_lossy(&output.stderr).trim()
             )
         })
+}
+
+impl crate::protocol::Round for WorkflowBenchReport {
+    fn ratios(&self) -> Vec<(String, Option<f64>)> {
+        vec![(
+            "transitions/s at the most workers over pgbench -N TPS".to_string(),
+            self.ratio,
+        )]
+    }
+
+    fn to_text(&self) -> String {
+        WorkflowBenchReport::to_text(self)
+    }
+}
+
+impl WorkflowBenchReport {
+    /// The report as people read it.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!(
+            "attnflow bench workflow: {} ({})\n",
+            self.store, self.backend
+        );
+        let rows: Vec<Vec<String>> = self
+            .rows
+            .iter()
+            .map(|row| {
+                vec![
+                    row.workers.to_string(),
+                    row.transitions.to_string(),
+                    format!("{:.2}", row.seconds),
+                    format!("{:.0}", row.transitions_per_second),
+                    format!("{:.1}", row.claim_p50_ms),
+                    format!("{:.1}", row.claim_p99_ms),
+                ]
+            })
+            .collect();
+        out.push_str(&attnflow_base::table::table(
+            &[
+                "workers",
+                "transitions",
+                "seconds",
+                "transitions/s",
+                "claim p50 ms",
+                "claim p99 ms",
+            ],
+            &rows,
+            1,
+            attnflow_base::table::Style::Text,
+        ));
+        let _ = match (self.pgbench_tps_16, &self.pgbench_note) {
+            (Some(tps), _) => writeln!(
+                out,
+                "pgbench -N, 16 clients, same server: {tps:.0} TPS; ratio {}",
+                self.ratio
+                    .map_or("-".to_string(), |ratio| format!("{ratio:.2}"))
+            ),
+            (None, Some(note)) => writeln!(out, "pgbench: {note}"),
+            (None, None) => Ok(()),
+        };
+        out
+    }
 }

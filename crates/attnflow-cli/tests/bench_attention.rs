@@ -18,6 +18,8 @@ fn quick_run_prints_a_table_with_every_engine() {
             "--sizes",
             "64",
             "--quick",
+            "--rounds",
+            "1",
             "--heads",
             "2",
             "--python",
@@ -44,6 +46,8 @@ fn json_holds_measured_rows_and_skips_the_exact_path_over_its_memory_limit() {
             "--quick",
             "--no-torch",
             "--json",
+            "--rounds",
+            "1",
             "--exact-limit-gb",
             "0.0001",
         ])
@@ -51,6 +55,8 @@ fn json_holds_measured_rows_and_skips_the_exact_path_over_its_memory_limit() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ratios"].as_array().unwrap().len(), 4);
+    let report = &report["rounds"][0];
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     for row in rows {

@@ -384,7 +384,16 @@ fn select_rejects_bad_columns_values_and_budgets() {
 #[test]
 fn bench_data_checks_the_generated_file() {
     let output = attnflow()
-        .args(["bench", "data", "--rows", "3000", "--no-pandera", "--json"])
+        .args([
+            "bench",
+            "data",
+            "--rows",
+            "3000",
+            "--no-pandera",
+            "--json",
+            "--rounds",
+            "1",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -393,6 +402,9 @@ fn bench_data_checks_the_generated_file() {
         String::from_utf8_lossy(&output.stderr)
     );
     let report = json(&output.stdout);
+    assert_eq!(report["rounds"].as_array().unwrap().len(), 1);
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    let report = &report["rounds"][0];
     assert_eq!(report["rows"], 3000);
     // 3 rows over 997, 2 over 1009, 2 over 1013: planted, and all found.
     assert_eq!(report["expected_invalid"], 7);
@@ -416,6 +428,8 @@ fn bench_keep_leaves_a_file_the_bench_schema_checks() {
             "1000",
             "--no-pandera",
             "--no-store",
+            "--rounds",
+            "1",
             "--keep",
         ])
         .arg(&kept)

@@ -307,12 +307,17 @@ fn bench_embed_reports_throughput_and_a_missing_peer() {
             "--batch-size",
             "5",
             "--json",
+            "--rounds",
+            "2",
         ])
         .args(["--python", "/nonexistent/python3", "--model"])
         .arg(&model)
         .assert()
         .success();
     let report: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(report["rounds"].as_array().unwrap().len(), 2);
+    assert!(report["ratios"][0]["ratio"].is_null());
+    let report = &report["rounds"][1];
     assert_eq!(report["texts"], 12);
     assert!(report["attnflow_texts_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(report["peer"]["status"], "skipped");
@@ -322,7 +327,16 @@ fn bench_embed_reports_throughput_and_a_missing_peer() {
         .contains("cannot start /nonexistent/python3"));
     assert!(report["ratio"].is_null());
     attnflow()
-        .args(["bench", "embed", "--texts", "3", "--no-python", "--model"])
+        .args([
+            "bench",
+            "embed",
+            "--texts",
+            "3",
+            "--no-python",
+            "--rounds",
+            "1",
+        ])
+        .arg("--model")
         .arg(&model)
         .assert()
         .success()

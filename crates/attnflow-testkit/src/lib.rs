@@ -8,7 +8,7 @@
 //! throwaway PostgreSQL cluster, so under it nothing is missing.
 //!
 //! The only way to run without one of them is to opt out by name:
-//! `tools/test --skip models,browser,postgres` sets `ATTNFLOW_TEST_SKIP`.
+//! `tools/test --skip models,browser,postgres,torch` sets `ATTNFLOW_TEST_SKIP`.
 //! An opted-out test records its skip in the file named by
 //! `ATTNFLOW_SKIP_LOG` (one line per skip; `tools/test` counts them and says
 //! how many were skipped) and returns early.
@@ -114,6 +114,35 @@ pub fn chromium() -> Option<Browser> {
         None => missing(
             "browser",
             "no Chromium on the PATH; `tools/test` installs Debian's chromium (or set ATTNFLOW_CHROMIUM)",
+        ),
+    }
+}
+
+/// A Python interpreter that imports PyTorch, for the peer side of
+/// `attnflow bench`: the one `ATTNFLOW_TEST_PYTHON` names, else `python3`
+/// on the PATH when it can `import torch`. Panics when neither can, unless
+/// the run opted out of `torch`.
+pub fn torch_python() -> Option<PathBuf> {
+    let imports_torch = |python: &Path| {
+        Command::new(python)
+            .args(["-c", "import torch"])
+            .output()
+            .is_ok_and(|output| output.status.success())
+    };
+    if let Some(path) = std::env::var_os("ATTNFLOW_TEST_PYTHON").filter(|value| !value.is_empty()) {
+        let path = PathBuf::from(path);
+        assert!(
+            imports_torch(&path),
+            "ATTNFLOW_TEST_PYTHON names {}, which cannot `import torch`",
+            path.display()
+        );
+        return Some(path);
+    }
+    match on_path("python3").filter(|python| imports_torch(python)) {
+        Some(python) => Some(python),
+        None => missing(
+            "torch",
+            "no Python with PyTorch: `python3` cannot `import torch`; set ATTNFLOW_TEST_PYTHON to an interpreter that can (pip install torch)",
         ),
     }
 }

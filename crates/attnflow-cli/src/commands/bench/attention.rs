@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use attnflow_bench::attention::{
-    run_bench, run_case_in_process, run_isolated, BenchConfig, BenchProgress, Case,
+    run_bench_rounds, run_case_in_process, run_isolated, BenchConfig, BenchProgress, Case,
 };
+use attnflow_bench::protocol::{Protocol, DEFAULT_ROUNDS};
 use clap::Args;
 use miette::miette;
 
@@ -40,6 +41,10 @@ pub struct BenchAttentionArgs {
     /// Skip the exact path where it would need more memory than this, GB.
     #[arg(long, default_value_t = 4.0)]
     exact_limit_gb: f64,
+    /// Interleaved rounds (attnflow, peer, attnflow, ...); each ratio is
+    /// reported as the median over the rounds with its range.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = super::rounds)]
+    rounds: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -86,7 +91,11 @@ pub fn run(args: BenchAttentionArgs) -> CliResult {
         }
     };
     let isolated = |case: &Case| run_isolated(&executable, case);
-    let report = run_bench(&config, &isolated, &mut progress)
+    let protocol = Protocol {
+        rounds: args.rounds,
+        python: config.python.clone(),
+    };
+    let report = run_bench_rounds(&config, &protocol, &isolated, &mut progress)
         .map_err(|e| CliError::failed(miette!("{e}")))?;
     bar.finish_and_clear();
     if args.json {

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use attnflow_bench::data::{run_bench, BenchOptions};
+use attnflow_bench::data::{run_rounds_of, BenchOptions};
+use attnflow_bench::protocol::{Protocol, DEFAULT_ROUNDS};
 use clap::Args;
 use miette::miette;
 
@@ -29,6 +30,10 @@ pub struct BenchDataArgs {
     /// instead of a temporary directory.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Interleaved rounds (attnflow, peer, attnflow, ...); each ratio is
+    /// reported as the median over the rounds with its range.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = super::rounds)]
+    rounds: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -42,15 +47,20 @@ pub fn run(args: BenchDataArgs) -> CliResult {
         .map(attnflow_store::Location::parse)
         .transpose()
         .map_err(|error| CliError::bad_input(miette!("--postgres: {error}")))?;
-    let report = run_bench(&BenchOptions {
+    let options = BenchOptions {
         rows: args.rows,
         with_store: !args.no_store,
         pandera: !args.no_pandera,
         directory: args.keep.clone(),
         postgres,
         progress: !args.json,
-    })
-    .map_err(crate::commands::data::data_error)?;
+    };
+    // The peer runs with `python3`; its PyTorch gives the second ceiling.
+    let protocol = Protocol {
+        rounds: args.rounds,
+        ..Protocol::default()
+    };
+    let report = run_rounds_of(&options, &protocol).map_err(crate::commands::data::data_error)?;
     if args.json {
         return print_json(&report);
     }

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use attnflow_bench::embed::{bench_embed, EmbedBenchConfig};
+use attnflow_bench::embed::{bench_embed_rounds, EmbedBenchConfig};
+use attnflow_bench::protocol::{Protocol, DEFAULT_ROUNDS};
 use clap::Args;
 
 use crate::commands::embed::model_error;
@@ -30,6 +31,10 @@ pub struct BenchEmbedArgs {
     /// Skip sentence-transformers even when installed.
     #[arg(long)]
     no_python: bool,
+    /// Interleaved rounds (attnflow, peer, attnflow, ...); each ratio is
+    /// reported as the median over the rounds with its range.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = super::rounds)]
+    rounds: usize,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -46,12 +51,16 @@ pub fn run(args: BenchEmbedArgs) -> CliResult {
     };
     let waiting = spinner(
         format!(
-            "embedding {} texts with attnflow, then the peer",
-            args.texts
+            "embedding {} texts with attnflow, then the peer, {} rounds",
+            args.texts, args.rounds
         ),
         args.json,
     );
-    let report = bench_embed(&args.model, &config).map_err(model_error)?;
+    let protocol = Protocol {
+        rounds: args.rounds,
+        python: config.python.clone(),
+    };
+    let report = bench_embed_rounds(&args.model, &config, &protocol).map_err(model_error)?;
     waiting.finish_and_clear();
     if args.json {
         return print_json(&report);

@@ -41,6 +41,14 @@ impl BenchCommand {
     }
 }
 
+/// `--rounds`: a count of at least 1.
+fn rounds(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err(format!("`{text}` is not a count of rounds (1 or more)")),
+    }
+}
+
 /// Runs a `bench` subcommand.
 pub fn run(command: BenchCommand) -> CliResult {
     match command {

@@ -2,11 +2,13 @@
 //! latency for 1, 4 and 16 workers, beside `pgbench -N` on PostgreSQL.
 //! The logic lives in `attnflow_bench::workflow`.
 
-use attnflow_bench::workflow::{bench_workflow, WorkflowBenchOptions};
+use attnflow_bench::protocol::{Protocol, DEFAULT_ROUNDS};
+use attnflow_bench::workflow::{bench_workflow_rounds, WorkflowBenchOptions};
 use clap::Args;
 use miette::miette;
 
 use crate::error::{CliError, CliResult};
+use crate::output::print_json;
 
 /// Arguments of `attnflow bench workflow`.
 #[derive(Debug, Args)]
@@ -27,6 +29,10 @@ pub struct BenchWorkflowArgs {
     /// Seconds of `pgbench -N -c 16` (PostgreSQL; 0 skips it).
     #[arg(long, default_value_t = 10)]
     pgbench_seconds: u32,
+    /// Interleaved rounds (attnflow, peer, attnflow, ...); each ratio is
+    /// reported as the median over the rounds with its range.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = super::rounds)]
+    rounds: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -47,7 +53,13 @@ pub fn run(args: BenchWorkflowArgs) -> CliResult {
         runs_per_worker: args.runs_per_worker.max(1),
         pgbench_seconds: args.pgbench_seconds,
     };
-    let report = bench_workflow(&location, &options).map_err(|error| {
+    // pgbench is the peer here; PyTorch (if `python3` has it) still gives
+    // the second matrix product ceiling of the machine report.
+    let protocol = Protocol {
+        rounds: args.rounds,
+        ..Protocol::default()
+    };
+    let report = bench_workflow_rounds(&location, &options, &protocol).map_err(|error| {
         if error.is_bad_input() {
             CliError::bad_input(miette!("{error}"))
         } else {
@@ -55,46 +67,8 @@ pub fn run(args: BenchWorkflowArgs) -> CliResult {
         }
     })?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report)
-                .map_err(|error| CliError::failed(miette!("{error}")))?
-        );
-        return Ok(());
+        return print_json(&report);
     }
-    let load = |value: Option<f64>| value.map_or("?".to_string(), |load| format!("{load:.2}"));
-    println!(
-        "attnflow bench workflow: {} ({}), load average {} before, {} after",
-        report.store,
-        report.backend,
-        load(report.load_before),
-        load(report.load_after)
-    );
-    println!(
-        "{:>8} {:>12} {:>10} {:>14} {:>12} {:>12}",
-        "workers", "transitions", "seconds", "transitions/s", "claim p50 ms", "claim p99 ms"
-    );
-    for row in &report.rows {
-        println!(
-            "{:>8} {:>12} {:>10.2} {:>14.0} {:>12.1} {:>12.1}",
-            row.workers,
-            row.transitions,
-            row.seconds,
-            row.transitions_per_second,
-            row.claim_p50_ms,
-            row.claim_p99_ms
-        );
-    }
-    match (report.pgbench_tps_16, &report.pgbench_note) {
-        (Some(tps), _) => println!(
-            "pgbench -N, 16 clients, same server: {tps:.0} TPS; ratio {:.2}",
-            report.ratio.unwrap_or(0.0)
-        ),
-        (None, Some(note)) => println!("pgbench: {note}"),
-        (None, None) => {}
-    }
-    if report.load_before.is_some_and(|load| load > 0.5) {
-        println!("\x1b[1mwarning: the machine is busy (load average above 0.25 per core); figures are not comparable\x1b[0m");
-    }
+    print!("{}", report.to_text());
     Ok(())
 }
