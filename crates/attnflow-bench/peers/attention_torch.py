@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Times PyTorch's CPU scaled_dot_product_attention for `attnflow bench attention`.
 
-Usage: bench_attention_torch.py --n N [--heads 8] [--d 64] [--batch 1]
+Usage: attention_torch.py --n N [--heads 8] [--d 64] [--batch 1]
            [--causal] [--repeats R] [--min-seconds S] [--mode forward|backward|matmul]
 
 Prints one JSON object on stdout:

@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """Checks a CSV written by `attnflow bench data` with pandas + pandera.
 
-The schema is the same as attnflow's bench schema (crates/attnflow-data/src/
-bench.rs, BENCH_SCHEMA): six columns, with unique ids, a category from a set,
+The schema is the same as attnflow's bench schema (crates/attnflow-bench/src/
+data.rs, BENCH_SCHEMA): six columns, with unique ids, a category from a set,
 bounded numbers, a bool and an anchored pattern. Validation is lazy so every
 failing row is found, as attnflow does. Prints one JSON object:
 {"rows": N, "invalid_rows": K, "seconds": T} where T covers reading and
 validating (not Python start-up or imports).
 
-Usage: python3 tools/bench_data_pandera.py FILE.csv
+Usage: python3 data_pandera.py FILE.csv
 """
 
 import json

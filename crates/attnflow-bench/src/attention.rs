@@ -23,7 +23,7 @@ use attnflow_core::{
     fused_attention, scaled_dot_product_attention, AttentionMask, FusedOptions, SdpaOptions,
 };
 
-/// The committed PyTorch script (`tools/bench_attention_torch.py`), fed to
+/// The committed PyTorch script (`peers/attention_torch.py`), fed to
 /// the interpreter on standard input so the binary needs no file beside it.
 pub const TORCH_SCRIPT: &str = include_str!("../peers/attention_torch.py");
 

@@ -12,10 +12,11 @@ use serde::Serialize;
 use attnflow_data::run::{check_files, CheckOptions};
 use attnflow_data::store::Store;
 use attnflow_data::{DataError, DataResult, Schema};
+use attnflow_store::Location;
 
 use crate::protocol::{run_rounds, Protocol, Rounds};
 
-/// The bench schema (`examples/data/bench.toml`); `tools/bench_data_pandera.py`
+/// The bench schema (`examples/data/bench.toml`); `peers/data_pandera.py`
 /// declares the same rules.
 pub const BENCH_SCHEMA: &str = include_str!("../../../examples/data/bench.toml");
 
@@ -119,6 +120,8 @@ pub struct BenchReport {
     pub attnflow: EngineResult,
     /// attnflow writing the queue and quarantine to SQLite.
     pub attnflow_with_store: Option<EngineResult>,
+    /// attnflow writing the queue (COPY) and quarantine to PostgreSQL.
+    pub attnflow_with_postgres: Option<EngineResult>,
     /// pandas + pandera, when installed.
     pub pandera: Option<EngineResult>,
     /// Why pandera did not run, when it did not.
@@ -140,6 +143,9 @@ pub struct BenchOptions {
     pub pandera: bool,
     /// Working directory for the CSV and store (a temp dir when `None`).
     pub directory: Option<PathBuf>,
+    /// Also time a run into this PostgreSQL database (its rows are removed
+    /// afterwards).
+    pub postgres: Option<Location>,
     /// Progress bars.
     pub progress: bool,
 }
@@ -259,6 +265,10 @@ pub fn run_bench(options: &BenchOptions) -> DataResult<BenchReport> {
     } else {
         None
     };
+    let attnflow_with_postgres = match &options.postgres {
+        Some(location) => Some(into_postgres(location, &csv, options, &check_options)?),
+        None => None,
+    };
     let peak = attnflow_base::peak_rss_bytes();
     let (pandera, pandera_note) = if options.pandera {
         match run_pandera(&directory, &csv, options.rows) {
@@ -277,10 +287,52 @@ pub fn run_bench(options: &BenchOptions) -> DataResult<BenchReport> {
         expected_invalid: expected,
         attnflow,
         attnflow_with_store,
+        attnflow_with_postgres,
         pandera,
         pandera_note,
         ratio,
         peak_rss_bytes: peak,
+    })
+}
+
+/// Checks the CSV into the PostgreSQL queue (COPY), verifies every
+/// accepted row arrived, then removes the run's rows. The schema gets a
+/// name of its own, so earlier runs' ids do not count as duplicates.
+fn into_postgres(
+    location: &Location,
+    csv: &Path,
+    options: &BenchOptions,
+    check_options: &CheckOptions,
+) -> DataResult<EngineResult> {
+    let name = format!("bench-{}", attnflow_base::time::now_milliseconds());
+    let text = BENCH_SCHEMA.replacen("name = \"bench\"", &format!("name = \"{name}\""), 1);
+    let schema = Schema::parse(Path::new("bench-schema.toml"), &text)?;
+    let mut store = Store::connect(location)?;
+    let started = Instant::now();
+    let stored = check_files(
+        &schema,
+        std::slice::from_ref(&csv.to_path_buf()),
+        Some(&mut store),
+        check_options,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(run_id) = stored.run_id {
+        store.remove_run(run_id)?;
+    }
+    if stored.read != options.rows {
+        return Err(DataError::Invalid {
+            what: "bench".to_owned(),
+            message: format!(
+                "PostgreSQL run read {} rows of {}",
+                stored.read, options.rows
+            ),
+        });
+    }
+    Ok(EngineResult {
+        engine: "attnflow check + PostgreSQL queue (COPY)".to_owned(),
+        seconds,
+        rows_per_second: options.rows as f64 / seconds,
+        invalid_rows: stored.quarantined,
     })
 }
 
@@ -306,6 +358,7 @@ impl BenchReport {
         );
         let engines = std::iter::once(&self.attnflow)
             .chain(self.attnflow_with_store.as_ref())
+            .chain(self.attnflow_with_postgres.as_ref())
             .chain(self.pandera.as_ref());
         let rows: Vec<Vec<String>> = engines
             .map(|engine| {
@@ -353,6 +406,7 @@ mod tests {
             with_store: true,
             pandera: false,
             directory: None,
+            postgres: None,
             progress: false,
         })
         .unwrap();

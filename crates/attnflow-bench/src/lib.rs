@@ -6,6 +6,7 @@
 //! | [`attention`] | the fused kernel and the exact path | PyTorch's `scaled_dot_product_attention` |
 //! | [`train`] | training a small decoder | the same model in PyTorch |
 //! | [`embed`] | sentence embeddings with a BERT-family model | sentence-transformers |
+//! | [`generate`] | a decoder's prefill with every attention map kept, and greedy decode | transformers (float32) |
 //! | [`data`] | the quality check with quarantine | pandas + pandera |
 //! | [`workflow`] | durable transitions of the workflow engine with workers | `pgbench -N` on the same PostgreSQL server |
 //!
@@ -20,6 +21,7 @@
 pub mod attention;
 pub mod data;
 pub mod embed;
+pub mod generate;
 pub mod protocol;
 pub mod train;
 pub mod workflow;

@@ -262,7 +262,7 @@ pub fn account(blueprint: &Blueprint, options: CostOptions) -> Account {
 
 /// What one node does, before a convention chooses what counts.
 #[derive(Debug, Default)]
-struct Work {
+pub(crate) struct Work {
     params: u128,
     macs: u128,
     granular: Flops,
@@ -389,17 +389,61 @@ fn attention_work(
         .node(node.inputs.get(1).unwrap_or(&node.inputs[0]))
         .expect("checked input");
     let rank = query.shape.len();
-    let batch = product(&query.shape[..rank - 2]);
-    let (queries, keys) = (query.shape[rank - 2], memory.shape[rank - 2]);
-    let (query_width, memory_width) = (
-        u128::from(query.shape[rank - 1]),
-        u128::from(memory.shape[rank - 1]),
-    );
+    let sizes = AttentionSizes {
+        batch: product(&query.shape[..rank - 2]),
+        queries: query.shape[rank - 2],
+        keys: memory.shape[rank - 2],
+        projected_keys: memory.shape[rank - 2],
+        query_width: u128::from(query.shape[rank - 1]),
+        memory_width: u128::from(memory.shape[rank - 1]),
+    };
+    let entries = match counting {
+        Counting::Dense => u128::from(sizes.queries) * u128::from(sizes.keys),
+        Counting::Exact => visible_entries(sizes.queries, sizes.keys, attention.mask),
+    };
+    sized_attention_work(attention, &sizes, entries, counting == Counting::Dense)
+}
+
+/// The sizes one attention call works on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AttentionSizes {
+    /// Product of the leading (batch) axes.
+    pub batch: u128,
+    /// Query positions.
+    pub queries: u64,
+    /// Key positions attended over.
+    pub keys: u64,
+    /// Key positions projected by this call (fewer than `keys` when the
+    /// rest come from a cache).
+    pub projected_keys: u64,
+    /// Width of the query input.
+    pub query_width: u128,
+    /// Width of the key/value input.
+    pub memory_width: u128,
+}
+
+/// Attention's work on `sizes` with `entries` score entries per head;
+/// `dense_mask` adds the comparisons that build a dense mask.
+pub(crate) fn sized_attention_work(
+    attention: &AttentionOp,
+    sizes: &AttentionSizes,
+    entries: u128,
+    dense_mask: bool,
+) -> Work {
+    let AttentionSizes {
+        batch,
+        queries: _,
+        keys: _,
+        projected_keys,
+        query_width,
+        memory_width,
+    } = *sizes;
     let heads = u128::from(attention.heads);
     let kv_heads = u128::from(attention.kv_heads);
     let head_dim = u128::from(attention.head_dim);
     let out = u128::from(attention.out);
-    let (n, m) = (u128::from(queries), u128::from(keys));
+    let (n, m) = (u128::from(sizes.queries), u128::from(sizes.keys));
+    let projected = u128::from(projected_keys);
     let bias = attention.bias;
 
     let mut work = Work {
@@ -409,13 +453,13 @@ fn attention_work(
     let projections = [
         (batch * n, query_width, heads * head_dim, bias),
         (
-            batch * m,
+            batch * projected,
             memory_width,
             kv_heads * head_dim,
             attention.key_bias,
         ),
-        (batch * m, memory_width, kv_heads * head_dim, bias),
-        (batch * n, heads * head_dim, out, bias),
+        (batch * projected, memory_width, kv_heads * head_dim, bias),
+        (batch * n, heads * head_dim, out, attention.output_bias),
     ];
     for (rows, inner, columns, bias) in projections {
         let (macs, flops) = dense(rows, inner, columns, bias);
@@ -425,7 +469,7 @@ fn attention_work(
     }
     if attention.rotary {
         // x·cos + rotate(x)·sin on every query and key feature.
-        let rotated = batch * (n * heads + m * kv_heads) * head_dim;
+        let rotated = batch * (n * heads + projected * kv_heads) * head_dim;
         work.granular += Flops {
             mul: 2 * rotated,
             add: rotated,
@@ -433,10 +477,6 @@ fn attention_work(
         };
     }
     let dense_entries = n * m;
-    let entries = match counting {
-        Counting::Dense => dense_entries,
-        Counting::Exact => visible_entries(queries, keys, attention.mask),
-    };
     let per_head = batch * heads;
     // §3.2: scores QKᵀ, scaled by 1/√d_k, softmax, then weights × V.
     let score_macs = entries * head_dim;
@@ -449,7 +489,7 @@ fn attention_work(
         ..Flops::default()
     };
     core += softmax_flops(n, entries);
-    if counting == Counting::Dense && attention.mask != Mask::None {
+    if dense_mask && attention.mask != Mask::None {
         // Building the mask compares a query and a key index per entry.
         core.compare += dense_entries;
     }
@@ -459,7 +499,7 @@ fn attention_work(
     work.kaplan_attention = 2 * work.rows * m * heads * head_dim;
     work.activation_elements = batch
         * (n * heads * head_dim // queries
-            + 2 * m * kv_heads * head_dim // keys and values
+            + 2 * projected * kv_heads * head_dim // keys and values
             + 2 * heads * n * m // scores and weights (§9: O(n²) space)
             + n * heads * head_dim // weighted values
             + n * out); // output projection
@@ -628,7 +668,12 @@ fn work(blueprint: &Blueprint, node: &Node, options: CostOptions) -> Work {
 
 /// One node's cost under `options`.
 pub fn node_cost(blueprint: &Blueprint, node: &Node, options: CostOptions) -> Cost {
-    let work = work(blueprint, node, options);
+    cost_of_work(work(blueprint, node, options), node.element, options)
+}
+
+/// A node's work priced under `options`; `element` sets the activation
+/// bytes per element.
+pub(crate) fn cost_of_work(work: Work, element: Element, options: CostOptions) -> Cost {
     let flops = match options.convention {
         Convention::Granular => work.granular,
         Convention::Matmul => Flops {
@@ -650,7 +695,7 @@ pub fn node_cost(blueprint: &Blueprint, node: &Node, options: CostOptions) -> Co
         Convention::Kaplan => flops.mul,
         _ => work.macs,
     };
-    let bytes_per_element = if node.element == Element::Index {
+    let bytes_per_element = if element == Element::Index {
         8
     } else {
         options.dtype.bytes()

@@ -113,12 +113,15 @@ pub struct AttentionOp {
     pub head_dim: u64,
     /// Which entries of the score matrix are used.
     pub mask: Mask,
-    /// Whether the four projections carry biases.
+    /// Whether the query, key and value projections carry biases.
     pub bias: bool,
     /// Whether the key projection carries one (default: `bias`). Its
     /// gradient is zero by construction without rotary embedding (softmax
     /// ignores a constant per row), so Llama-style blueprints leave it out.
     pub key_bias: bool,
+    /// Whether the output projection carries a bias (Qwen2 biases only
+    /// q, k and v); `bias` unless the spec says otherwise.
+    pub output_bias: bool,
     /// Output features (the output projection's width).
     pub out: u64,
     /// Whether queries and keys are rotated (rotary position embedding).
@@ -293,7 +296,16 @@ pub fn allowed_attributes(op: &str) -> &'static [&'static str] {
         "positional" => &["kind", "max_len"],
         "linear" | "head" => &["out", "bias", "tie"],
         "attention" => &[
-            "heads", "kv_heads", "head_dim", "mask", "window", "bias", "key_bias", "out", "rotary",
+            "heads",
+            "kv_heads",
+            "head_dim",
+            "mask",
+            "window",
+            "bias",
+            "key_bias",
+            "output_bias",
+            "out",
+            "rotary",
         ],
         "layer_norm" => &["eps", "bias"],
         "rms_norm" => &["eps"],
@@ -883,6 +895,7 @@ pub fn resolve(
                 mask,
                 bias,
                 key_bias: attributes.flag("key_bias", bias)?,
+                output_bias: attributes.flag("output_bias", bias)?,
                 out,
                 rotary,
                 cross: inputs.len() == 2,

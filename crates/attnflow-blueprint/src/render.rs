@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::cost::{Account, Cost};
+use crate::inference::Inference;
 use crate::receptive::Summary;
 use crate::scale::{Fit, ScaleReport};
 
@@ -203,6 +204,49 @@ pub fn account_table(account: &Account, expand: bool, style: Style) -> String {
         Style::Text => format!("{title}\n{body}\n{footer}"),
         Style::Markdown => format!("{}\n{body}\n{footer}", title.replace('\n', "  \n")),
     }
+}
+
+/// The inference arithmetic as a two-column table.
+pub fn inference_table(inference: &Inference, style: Style) -> String {
+    let dtype = match inference.options.dtype {
+        crate::cost::Dtype::F64 => "f64",
+        crate::cost::Dtype::F32 => "f32",
+        crate::cost::Dtype::F16 => "f16",
+        crate::cost::Dtype::Bf16 => "bf16",
+    };
+    let rows = vec![
+        vec!["parameters".to_string(), grouped(inference.params)],
+        vec![
+            format!("prefill FLOPs per token ({} tokens)", inference.prompt),
+            si(inference.prefill_flops_per_token),
+        ],
+        vec![
+            format!("decode FLOPs per token (context {})", inference.context),
+            si(inference.decode_flops_per_token),
+        ],
+        vec![
+            format!(
+                "KV cache per token ({} layers, {dtype})",
+                inference.cached_layers
+            ),
+            bytes(inference.kv_cache_bytes_per_token),
+        ],
+        vec![
+            format!("KV cache at context {}", inference.context),
+            bytes(inference.kv_cache_bytes),
+        ],
+        vec![format!("weights ({dtype})"), bytes(inference.weight_bytes)],
+        vec![
+            format!("memory at context {}", inference.context),
+            bytes(inference.memory_bytes),
+        ],
+    ];
+    format!(
+        "inference ({}, {} convention, per sequence)\n{}",
+        inference.model,
+        inference.options.convention.name(),
+        table(&["quantity", "value"], &rows, 1, style)
+    )
 }
 
 /// `M = (I, O, F, R)` as text.

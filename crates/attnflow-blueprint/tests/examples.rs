@@ -24,6 +24,8 @@ fn published_parameter_counts() {
     assert_eq!(params("all-MiniLM-L6-v2.toml"), 22_713_216);
     // TinyLlama-1.1B's config.
     assert_eq!(params("llama-style.toml"), 1_100_048_384);
+    // SmolLM2-135M, derived from its GGUF metadata.
+    assert_eq!(params("SmolLM2-135M.toml"), 134_515_008);
     // timm vit_base_patch16_224.
     assert_eq!(params("vit-b16.toml"), 86_567_656);
     assert!(params("tiny.toml") > 0);

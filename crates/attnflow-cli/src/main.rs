@@ -36,6 +36,11 @@ enum Command {
     Attention(commands::attention::AttentionCommand),
     /// Sentence embeddings of a text file with a pretrained BERT-family model.
     Embed(commands::embed::EmbedArgs),
+    /// Continue a prompt with a decoder (Hugging Face directory or GGUF file).
+    Generate(commands::generate::GenerateArgs),
+    /// Perplexity of a text file under a decoder, with a sliding window.
+    #[command(name = "eval-lm")]
+    EvalLm(commands::eval_lm::EvalLmArgs),
     /// Run durable workflows and analyse their history as a Markov chain (§5).
     #[command(subcommand)]
     Workflow(commands::workflow::WorkflowCommand),
@@ -93,6 +98,8 @@ fn main() -> ExitCode {
         Command::Blueprint(command) => commands::blueprint::run(command),
         Command::Attention(command) => commands::attention::run(command),
         Command::Embed(args) => commands::embed::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::EvalLm(args) => commands::eval_lm::run(args),
         Command::Workflow(command) => commands::workflow::run(command),
         Command::Verify(args) => commands::verify::run(args),
         Command::Worker(args) => commands::worker::run(args),

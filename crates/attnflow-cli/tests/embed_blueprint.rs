@@ -109,7 +109,7 @@ fn cost_of_a_model_directory_counts_its_tensors() {
 fn refuses_broken_model_directories() {
     let dir = tempfile::tempdir().unwrap();
     let (model, _) = tiny_model(dir.path(), true);
-    std::fs::write(model.join("config.json"), r#"{"model_type": "llama"}"#).unwrap();
+    std::fs::write(model.join("config.json"), r#"{"model_type": "mamba"}"#).unwrap();
     attnflow()
         .args(["blueprint", "cost"])
         .arg(&model)

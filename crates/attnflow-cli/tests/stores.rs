@@ -38,7 +38,10 @@ fn bad_store_locations_exit_2_with_the_reason() {
         .success());
     let mut client = postgres::Client::connect(&newer, postgres::NoTls).unwrap();
     client
-        .batch_execute("UPDATE wf_schema_version SET version = 99")
+        .batch_execute(
+            "UPDATE wf_schema_version SET version = 99; \
+             UPDATE data_schema_version SET version = 99",
+        )
         .unwrap();
     let cases = [
         (
@@ -63,10 +66,23 @@ fn bad_store_locations_exit_2_with_the_reason() {
         ),
         (newer.clone(), "newer than this attnflow supports"),
     ];
-    for (db, expected) in &cases {
+    let runs = tempfile::tempdir().unwrap();
+    for (index, (db, expected)) in cases.iter().enumerate() {
+        // Every command that opens a store says the same, with exit 2:
+        // the main job (here or on workers) and the workers themselves.
+        let run_dir = runs.path().join(format!("run-{index}"));
+        let run_dir = run_dir.to_str().unwrap();
         for arguments in [
             vec!["workflow", "runs", "--db", db],
             vec!["workflow", "run", "--default", "--quiet", "--db", db],
+            vec!["workflow", "submit", "--db", db],
+            vec!["worker", "--exit-when-idle", "0", "--quiet", "--db", db],
+            vec![
+                "run", "--rows", "50", "--json", "--out", run_dir, "--db", db,
+            ],
+            vec![
+                "run", "--rows", "50", "--submit", "--out", run_dir, "--db", db,
+            ],
         ] {
             let output = attnflow(&arguments);
             assert_eq!(
@@ -84,14 +100,15 @@ fn bad_store_locations_exit_2_with_the_reason() {
     }
     let schema = examples("data/orders.toml");
     let data = examples("data/orders.csv");
-    let missing = attnflow_testkit::with_database(&server, "no_such_database");
-    let output = attnflow(&["data", "check", &schema, &data, "--db", &missing]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("does not exist"),
-        "{}",
-        stderr(&output)
-    );
+    for (db, expected) in &cases {
+        let output = attnflow(&["data", "check", &schema, &data, "--db", db]);
+        assert_eq!(output.status.code(), Some(2), "{db}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(expected),
+            "{db}: {}",
+            stderr(&output)
+        );
+    }
 }
 
 #[test]

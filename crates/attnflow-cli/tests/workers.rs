@@ -376,3 +376,109 @@ fn workers_ride_out_an_immediate_postgres_restart() {
     }
     check_runs(&database, runs as i64, &journal);
 }
+
+/// `attnflow run --submit` leaves the pipeline to the workers: nothing runs
+/// until they come; the Training step goes to the `gpu` worker the spec's
+/// `train.queue` names, every other step to the `default` one, and the run
+/// folder ends complete with its report and manifest.
+#[test]
+fn a_submitted_pipeline_is_completed_by_workers_with_training_on_its_queue() {
+    let _shared = SERVER
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let Some(database) = attnflow_testkit::postgres_database() else {
+        return;
+    };
+    let directory = tempfile::tempdir().unwrap();
+    let inputs = directory.path().join("inputs");
+    let written = attnflow(&[
+        "run",
+        "--rows",
+        "300",
+        "--write-default",
+        inputs.to_str().unwrap(),
+    ]);
+    assert!(written.status.success());
+    let spec_path = inputs.join("pipeline.toml");
+    let spec = std::fs::read_to_string(&spec_path)
+        .unwrap()
+        .replace("steps = 1500", "steps = 20\nqueue = \"gpu\"")
+        .replace("target_accuracy = 0.99\n", "")
+        .replace("eval_every = 20", "eval_every = 10")
+        .replace("checkpoint_every = 50", "checkpoint_every = 10")
+        .replace(
+            "min_sequence_accuracy = 0.95",
+            "min_sequence_accuracy = 0.0",
+        );
+    std::fs::write(&spec_path, spec).unwrap();
+    let run_dir = directory.path().join("run");
+    let submitted = attnflow(&[
+        "run",
+        spec_path.to_str().unwrap(),
+        "--out",
+        run_dir.to_str().unwrap(),
+        "--db",
+        &database,
+        "--submit",
+        "--json",
+    ]);
+    assert!(
+        submitted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&submitted.stderr)
+    );
+    let submitted: serde_json::Value = serde_json::from_slice(&submitted.stdout).unwrap();
+    assert_eq!(submitted["queues"], serde_json::json!(["default", "gpu"]));
+    let run_id = submitted["workflow_run"].as_i64().unwrap();
+    let waiting = show(&database, run_id);
+    assert_eq!(waiting["run"]["status"], "running", "{waiting:#}");
+    assert_eq!(waiting["run"]["current_state"], "Ingestion");
+    assert!(
+        !run_dir.join("quality.json").exists(),
+        "submitting ran nothing"
+    );
+
+    let mut cpu = worker(&database, "cpu", &["default"], "600");
+    let mut gpu = worker(&database, "gpu", &["gpu"], "600");
+    wait_for(
+        "the workers to finish the run",
+        Duration::from_secs(600),
+        || show(&database, run_id)["run"]["status"] != "running",
+    );
+    for child in [&mut cpu, &mut gpu] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let value = show(&database, run_id);
+    assert_eq!(value["run"]["status"], "succeeded", "{value:#}");
+    assert_eq!(value["run"]["current_state"], "Completed");
+    let mut trained_on = Vec::new();
+    for event in value["events"].as_array().unwrap() {
+        if event["kind"] == "lease_acquired" {
+            let owner = event["detail"].as_str().unwrap();
+            let state = event["state"].as_str().unwrap();
+            let expected = if state == "Training" {
+                ":gpu#"
+            } else {
+                ":cpu#"
+            };
+            assert!(owner.contains(expected), "{state} ran on {owner}");
+            if state == "Training" {
+                trained_on.push(owner.to_string());
+            }
+        }
+    }
+    assert!(!trained_on.is_empty(), "Training never changed hands");
+    let quality: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("quality.json")).unwrap())
+            .unwrap();
+    assert_eq!(quality["accepted"], 300);
+    for file in [
+        "training.json",
+        "validation.json",
+        "report.html",
+        "manifest.json",
+    ] {
+        assert!(run_dir.join(file).is_file(), "the workers left no {file}");
+    }
+}

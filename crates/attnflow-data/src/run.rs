@@ -19,7 +19,7 @@ use crate::source::{
     self, record_from_line, BlockLayout, Body, CsvSource, JsonlSource, Malformed, MalformedKind,
     Record, RecordSource,
 };
-use crate::store::Store;
+use crate::store::{QueueBatch, Store};
 use crate::value::{append_record_json, json_keys, ValueRef};
 
 /// Options of a check run.
@@ -468,6 +468,70 @@ fn check_item(
     }
 }
 
+/// What the merger hands the store's writer thread, in file order.
+enum Write {
+    /// Accepted records.
+    Rows(QueueBatch),
+    /// A quarantined record and its violations (rare: copied).
+    Quarantine(Box<(Record, Vec<Violation>)>),
+}
+
+/// Accepted records per batch handed to the writer.
+const WRITE_BATCH: usize = 8192;
+
+/// Batches on their way to the writer at most, so memory stays bounded
+/// when the store is slower than the check.
+const WRITES_IN_FLIGHT: usize = 4;
+
+/// The merger's end of the writer thread.
+struct RowWriter {
+    run_id: i64,
+    batch: QueueBatch,
+    writes: mpsc::SyncSender<Write>,
+    recycled: mpsc::Receiver<QueueBatch>,
+}
+
+impl RowWriter {
+    fn send(&self, write: Write) -> DataResult<()> {
+        // The writer hung up because it failed; its own error is the one
+        // reported (see `check_sources`).
+        self.writes.send(write).map_err(|_| DataError::Internal {
+            message: "the store's writer stopped".to_owned(),
+        })
+    }
+
+    fn send_rows(&mut self) -> DataResult<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let spare = self.recycled.try_recv().unwrap_or_default();
+        let full = std::mem::replace(&mut self.batch, spare);
+        self.send(Write::Rows(full))
+    }
+}
+
+/// The writer thread: the only user of the store while a file is checked,
+/// so SQLite's inserts (or PostgreSQL's COPY) run beside the check.
+fn write_records(
+    store: &mut Store,
+    run_id: i64,
+    source_id: i64,
+    writes: mpsc::Receiver<Write>,
+    recycle: mpsc::Sender<QueueBatch>,
+) -> DataResult<()> {
+    for write in writes {
+        match write {
+            Write::Rows(mut batch) => {
+                store.enqueue_batch(&batch)?;
+                batch.clear();
+                let _ = recycle.send(batch);
+            }
+            Write::Quarantine(entry) => store.quarantine(run_id, source_id, &entry.0, &entry.1)?,
+        }
+    }
+    Ok(())
+}
+
 /// Where the merger writes and counts one file's records.
 struct Routing<'a, 'b> {
     schema: &'a Schema,
@@ -475,8 +539,7 @@ struct Routing<'a, 'b> {
     binding: &'a Binding,
     layout: Option<BlockLayout>,
     unique_fields: &'a [usize],
-    store: Option<&'a mut Store>,
-    run_id: Option<i64>,
+    writer: Option<RowWriter>,
     source_id: i64,
     name: &'a str,
     sample_limit: usize,
@@ -488,8 +551,11 @@ struct Routing<'a, 'b> {
 impl Routing<'_, '_> {
     fn quarantine(&mut self, record: &Record, violations: &[Violation]) -> DataResult<()> {
         self.count.quarantined += 1;
-        if let (Some(store), Some(run_id)) = (self.store.as_deref_mut(), self.run_id) {
-            store.quarantine(run_id, self.source_id, record, violations)?;
+        if let Some(writer) = &self.writer {
+            writer.send(Write::Quarantine(Box::new((
+                record.clone(),
+                violations.to_vec(),
+            ))))?;
         }
         self.report
             .note_quarantine(self.name, record, violations, self.sample_limit);
@@ -498,8 +564,13 @@ impl Routing<'_, '_> {
 
     fn accept(&mut self, line: u64, json: &str) -> DataResult<()> {
         self.count.accepted += 1;
-        if let (Some(store), Some(run_id)) = (self.store.as_deref_mut(), self.run_id) {
-            store.enqueue(run_id, self.source_id, self.row, line, json)?;
+        if let Some(writer) = &mut self.writer {
+            writer
+                .batch
+                .push(writer.run_id, self.source_id, self.row, line, json);
+            if writer.batch.len() >= WRITE_BATCH {
+                writer.send_rows()?;
+            }
         }
         Ok(())
     }
@@ -623,14 +694,26 @@ fn check_sources(
         // uniqueness), and this thread takes them back in file order to
         // decide uniqueness and route every record. Items are recycled, so
         // memory stays at a few items whatever the file.
+        let (write_sender, write_receiver) = mpsc::sync_channel::<Write>(WRITES_IN_FLIGHT);
+        let (batch_sender, batch_receiver) = mpsc::channel::<QueueBatch>();
+        let store_run = match (store.as_deref_mut(), run_id) {
+            (Some(store), Some(run_id)) => Some((store, run_id)),
+            _ => None,
+        };
         let mut routing = Routing {
             schema,
             checker: &mut *checker,
             binding: &binding,
             layout,
             unique_fields: &unique_fields,
-            store: store.as_deref_mut(),
-            run_id,
+            writer: run_id
+                .filter(|_| store_run.is_some())
+                .map(|run_id| RowWriter {
+                    run_id,
+                    batch: QueueBatch::default(),
+                    writes: write_sender,
+                    recycled: batch_receiver,
+                }),
             source_id,
             name: &name,
             sample_limit: options.sample_limit,
@@ -643,9 +726,14 @@ fn check_sources(
         let (recycle_sender, recycle_receiver) = mpsc::channel::<Item>();
         let work_receiver = Mutex::new(work_receiver);
         std::thread::scope(|scope| -> DataResult<()> {
-            // Owned here, so an early return hangs up on the reader (which
+            // Owned here, so a failed merge hangs up on the reader (which
             // then stops, and with it the workers) before the scope joins.
             let recycle_sender = recycle_sender;
+            let writer = store_run.map(|(store, run_id)| {
+                scope.spawn(move || {
+                    write_records(store, run_id, source_id, write_receiver, batch_sender)
+                })
+            });
             let reader_source = &mut source;
             scope.spawn(move || {
                 read_items(
@@ -670,19 +758,33 @@ fn check_sources(
                 });
             }
             drop(done_sender);
-            let mut waiting = BTreeMap::new();
-            let mut next = 0;
-            for item in done_receiver {
-                waiting.insert(item.sequence, item);
-                while let Some(mut item) = waiting.remove(&next) {
-                    next += 1;
-                    routing.merge(&mut item)?;
-                    bar.set_position(done_bytes + item.bytes_read);
-                    // The reader may have finished; a closed channel is fine.
-                    let _ = recycle_sender.send(item);
+            let merged = (|| -> DataResult<()> {
+                let mut waiting = BTreeMap::new();
+                let mut next = 0;
+                for item in done_receiver {
+                    waiting.insert(item.sequence, item);
+                    while let Some(mut item) = waiting.remove(&next) {
+                        next += 1;
+                        routing.merge(&mut item)?;
+                        bar.set_position(done_bytes + item.bytes_read);
+                        // The reader may have finished; a closed channel is fine.
+                        let _ = recycle_sender.send(item);
+                    }
                 }
-            }
-            Ok(())
+                routing.writer.as_mut().map_or(Ok(()), RowWriter::send_rows)
+            })();
+            drop(recycle_sender);
+            // Hanging up tells the writer the file is done.
+            routing.writer = None;
+            let written = match writer.map(|handle| handle.join()) {
+                None | Some(Ok(Ok(()))) => Ok(()),
+                Some(Ok(Err(error))) => Err(error),
+                Some(Err(_)) => Err(DataError::Internal {
+                    message: format!("writing the records of {name} to the store panicked"),
+                }),
+            };
+            // The writer's own error explains why the merger could not send.
+            written.and(merged)
         })?;
         done_bytes += std::fs::metadata(&path)
             .map(|metadata| metadata.len())

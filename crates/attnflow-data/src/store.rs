@@ -18,7 +18,7 @@ use crate::schema::{Format, Schema};
 use crate::source::Record;
 
 /// Version of the `data_` tables; bumped on incompatible changes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The data tables, for `attnflow store copy|migrate`.
 pub const TABLES: attnflow_store::Tables = attnflow_store::Tables {
@@ -87,12 +87,41 @@ pub const TABLES: attnflow_store::Tables = attnflow_store::Tables {
 pub const COMPONENT: Component = Component {
     name: "data",
     version_table: "data_schema_version",
-    migrations: &[Migration {
-        version: 1,
-        sqlite: SQLITE_TABLES,
-        postgres: POSTGRES_TABLES,
-    }],
+    migrations: &[
+        Migration {
+            version: 1,
+            sqlite: SQLITE_TABLES,
+            postgres: POSTGRES_TABLES,
+        },
+        Migration {
+            version: 2,
+            sqlite: SQLITE_QUEUE_WITHOUT_REFERENCES,
+            postgres: "SELECT 1",
+        },
+    ],
 };
+
+// Version 2: the SQLite queue loses its foreign keys, as on PostgreSQL.
+// They cost two index lookups per queued row, the writer's largest cost
+// after the insert itself, and guard ids only this module writes; each
+// run's books are verified against the tables before it commits.
+const SQLITE_QUEUE_WITHOUT_REFERENCES: &str = "
+CREATE TABLE data_queue_next (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    source_id INTEGER NOT NULL,
+    row INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+INSERT INTO data_queue_next (id, run_id, source_id, row, line, record)
+    SELECT id, run_id, source_id, row, line, record FROM data_queue;
+DROP VIEW data_ready;
+DROP TABLE data_queue;
+ALTER TABLE data_queue_next RENAME TO data_queue;
+CREATE VIEW data_ready AS
+    SELECT q.* FROM data_queue q JOIN data_runs r ON r.id = q.run_id WHERE r.status = 'done';
+";
 
 const SQLITE_TABLES: &str = "
 CREATE TABLE IF NOT EXISTS data_runs (
@@ -205,7 +234,10 @@ CREATE VIEW data_ready AS
 
 /// SQLite settings: a 64 MiB page cache and fewer checkpoints make bulk
 /// inserts markedly faster and stay well within a check run's memory.
-const SQLITE_SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+/// 16 KiB pages (for a new file; an existing one keeps its own) mean a
+/// quarter of the pages, page headers and WAL frames per queued row.
+const SQLITE_SETUP: &str =
+    "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA foreign_keys = ON; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 8192;";
 
 /// Now, as stored in `started_at` and `finished_at`.
@@ -227,26 +259,74 @@ pub struct Store {
     connection: Connection,
     path: PathBuf,
     pending: usize,
-    queued: QueueBuffer,
-}
-
-/// Accepted records waiting to be written: on SQLite one multi-row INSERT
-/// per group (SQLite spends most of a single-row insert on statement
-/// overhead); on PostgreSQL the rows in COPY's text format, sent when the
-/// buffer is full.
-#[derive(Default)]
-struct QueueBuffer {
-    keys: Vec<[i64; 4]>,
-    text: String,
-    ends: Vec<usize>,
+    queued: QueueBatch,
     copy: Vec<u8>,
 }
 
-/// Rows per multi-row INSERT into the queue (SQLite).
-const QUEUE_GROUP: usize = 64;
+/// Accepted records on their way to the queue, in file order, with their
+/// JSON already made: a check fills batches and the store's writer takes
+/// them whole (on SQLite, multi-row INSERTs; on PostgreSQL, COPY text).
+#[derive(Default, Debug)]
+pub struct QueueBatch {
+    /// `(run_id, source_id, row, line)` of each record.
+    keys: Vec<[i64; 4]>,
+    /// The records' JSON, back to back.
+    json: String,
+    /// Where each record's JSON ends in `json`.
+    ends: Vec<usize>,
+}
+
+impl QueueBatch {
+    /// Appends an accepted record (as a JSON object).
+    pub fn push(&mut self, run_id: i64, source_id: i64, row: u64, line: u64, record_json: &str) {
+        self.keys.push([run_id, source_id, row as i64, line as i64]);
+        self.json.push_str(record_json);
+        self.ends.push(self.json.len());
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.keys.clear();
+        self.json.clear();
+        self.ends.clear();
+    }
+
+    /// Record `index`: its keys and JSON.
+    fn row(&self, index: usize) -> (&[i64; 4], &str) {
+        let start = if index == 0 { 0 } else { self.ends[index - 1] };
+        (&self.keys[index], &self.json[start..self.ends[index]])
+    }
+}
+
+/// Rows per multi-row INSERT into the queue (SQLite): SQLite spends most
+/// of a single-row insert on statement overhead.
+const QUEUE_GROUP: usize = 128;
 
 /// Bytes of COPY text sent at once (PostgreSQL).
 const COPY_CHUNK: usize = 4 << 20;
+
+/// `INSERT INTO data_queue ... VALUES (?,?,?,?,?), ...` for `rows` rows.
+fn queue_insert(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO data_queue (run_id, source_id, row, line, record) VALUES ");
+    for index in 0..rows {
+        if index > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?)");
+    }
+    sql
+}
 
 /// Appends `text` to a COPY text-format field: backslash, tab, newline and
 /// carriage return escaped.
@@ -404,7 +484,8 @@ impl Store {
             path: PathBuf::from(location.to_string()),
             connection,
             pending: 0,
-            queued: QueueBuffer::default(),
+            queued: QueueBatch::default(),
+            copy: Vec::new(),
         })
     }
 
@@ -480,65 +561,84 @@ impl Store {
         )?)
     }
 
-    /// Writes the buffered queue rows.
+    /// Writes the buffered queue rows (and, on PostgreSQL, sends the COPY
+    /// text).
     fn flush_queue(&mut self) -> DataResult<()> {
+        let queued = std::mem::take(&mut self.queued);
+        let written = self.write_rows(&queued);
+        self.queued = queued;
+        self.queued.clear();
+        written?;
+        self.send_copy()
+    }
+
+    fn send_copy(&mut self) -> DataResult<()> {
+        if !self.copy.is_empty() {
+            self.connection.copy_in(
+                "queue records",
+                "COPY data_queue (run_id, source_id, row, line, record) FROM STDIN",
+                &self.copy,
+            )?;
+            self.copy.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes `batch` into the open transaction: on SQLite as multi-row
+    /// INSERTs with the parameters bound in place; on PostgreSQL as COPY
+    /// text, sent whenever a chunk is full.
+    fn write_rows(&mut self, batch: &QueueBatch) -> DataResult<()> {
         if self.connection.backend() == Backend::Postgres {
-            if !self.queued.copy.is_empty() {
-                self.connection.copy_in(
-                    "queue records",
-                    "COPY data_queue (run_id, source_id, row, line, record) FROM STDIN",
-                    &self.queued.copy,
-                )?;
-                self.queued.copy.clear();
+            for index in 0..batch.len() {
+                let (keys, json) = batch.row(index);
+                for &number in keys {
+                    append_number(&mut self.copy, number);
+                    self.copy.push(b'\t');
+                }
+                copy_escape(&mut self.copy, json);
+                self.copy.push(b'\n');
+                if self.copy.len() >= COPY_CHUNK {
+                    self.send_copy()?;
+                }
             }
             return Ok(());
-        }
-        let count = self.queued.keys.len();
-        if count == 0 {
-            return Ok(());
-        }
-        let mut sql =
-            String::from("INSERT INTO data_queue (run_id, source_id, row, line, record) VALUES ");
-        for index in 0..count {
-            if index > 0 {
-                sql.push(',');
-            }
-            sql.push_str("(?,?,?,?,?)");
-        }
-        let buffer = &self.queued;
-        let mut start = 0;
-        let texts: Vec<&str> = buffer
-            .ends
-            .iter()
-            .map(|&end| {
-                let text = &buffer.text[start..end];
-                start = end;
-                text
-            })
-            .collect();
-        let mut parameters: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(count * 5);
-        for (keys, text) in buffer.keys.iter().zip(&texts) {
-            for key in keys {
-                parameters.push(key);
-            }
-            parameters.push(text);
         }
         let sqlite = self
             .connection
             .sqlite()
             .expect("the backend was checked above");
-        let result = sqlite
-            .prepare_cached(&sql)
-            .and_then(|mut statement| statement.execute(rusqlite::params_from_iter(parameters)));
-        result.map_err(|error| DataError::store(&self.path, error))?;
-        self.queued.keys.clear();
-        self.queued.ends.clear();
-        self.queued.text.clear();
+        let path = &self.path;
+        let fail = |error| DataError::store(path, error);
+        static FULL_GROUP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let full_group = FULL_GROUP.get_or_init(|| queue_insert(QUEUE_GROUP));
+        for first in (0..batch.len()).step_by(QUEUE_GROUP) {
+            let group = QUEUE_GROUP.min(batch.len() - first);
+            let mut statement = if group == QUEUE_GROUP {
+                sqlite.prepare_cached(full_group)
+            } else {
+                sqlite.prepare_cached(&queue_insert(group))
+            }
+            .map_err(fail)?;
+            for index in 0..group {
+                let (keys, json) = batch.row(first + index);
+                for (offset, &key) in keys.iter().enumerate() {
+                    statement
+                        .raw_bind_parameter(5 * index + offset + 1, key)
+                        .map_err(fail)?;
+                }
+                statement
+                    .raw_bind_parameter(5 * index + 5, json)
+                    .map_err(fail)?;
+            }
+            statement.raw_execute().map_err(fail)?;
+        }
         Ok(())
     }
 
-    fn tick(&mut self) -> DataResult<()> {
-        self.pending += 1;
+    /// Counts `records` written into the open transaction; commits and
+    /// opens the next one every batch.
+    fn count_written(&mut self, records: usize) -> DataResult<()> {
+        self.pending += records;
         // PostgreSQL has no WAL to keep short: commit less often.
         let batch = match self.connection.backend() {
             Backend::Sqlite => BATCH,
@@ -552,6 +652,10 @@ impl Store {
         Ok(())
     }
 
+    fn tick(&mut self) -> DataResult<()> {
+        self.count_written(1)
+    }
+
     /// Appends an accepted record (as a JSON object) to the queue.
     pub fn enqueue(
         &mut self,
@@ -561,28 +665,21 @@ impl Store {
         line: u64,
         record_json: &str,
     ) -> DataResult<()> {
-        if self.connection.backend() == Backend::Postgres {
-            let copy = &mut self.queued.copy;
-            for number in [run_id, source_id, row as i64, line as i64] {
-                append_number(copy, number);
-                copy.push(b'\t');
-            }
-            copy_escape(copy, record_json);
-            copy.push(b'\n');
-            if copy.len() >= COPY_CHUNK {
-                self.flush_queue()?;
-            }
-            return self.tick();
-        }
-        self.queued
-            .keys
-            .push([run_id, source_id, row as i64, line as i64]);
-        self.queued.text.push_str(record_json);
-        self.queued.ends.push(self.queued.text.len());
-        if self.queued.keys.len() >= QUEUE_GROUP {
+        self.queued.push(run_id, source_id, row, line, record_json);
+        if self.queued.len() >= QUEUE_GROUP {
             self.flush_queue()?;
         }
         self.tick()
+    }
+
+    /// Appends a batch of accepted records to the queue, after any queued
+    /// one by one.
+    pub fn enqueue_batch(&mut self, batch: &QueueBatch) -> DataResult<()> {
+        if !self.queued.is_empty() {
+            self.flush_queue()?;
+        }
+        self.write_rows(batch)?;
+        self.count_written(batch.len())
     }
 
     /// Quarantines a record with all its violations.
@@ -702,7 +799,8 @@ impl Store {
 
     /// Undoes what a failed run wrote (best effort) and marks it failed.
     pub fn abandon_run(&mut self, run_id: i64) {
-        self.queued = QueueBuffer::default();
+        self.queued = QueueBatch::default();
+        self.copy = Vec::new();
         self.connection.rollback();
         let _ = self.connection.transaction("abandon run", |connection| {
             connection.execute(
@@ -727,6 +825,23 @@ impl Store {
             )?;
             Ok::<(), DbError>(())
         });
+    }
+
+    /// Deletes a finished run and every row it wrote (benches clean up
+    /// after themselves this way).
+    pub fn remove_run(&mut self, run_id: i64) -> DataResult<()> {
+        self.connection.transaction("remove run", |connection| {
+            for sql in [
+                "DELETE FROM data_queue WHERE run_id = ?1",
+                "DELETE FROM data_quarantine WHERE run_id = ?1",
+                "DELETE FROM data_sources WHERE run_id = ?1",
+                "DELETE FROM data_runs WHERE id = ?1",
+            ] {
+                connection.execute("remove run", sql, args![run_id])?;
+            }
+            Ok::<(), DbError>(())
+        })?;
+        Ok(())
     }
 
     fn count(&self, sql: &str, run_id: i64) -> DataResult<i64> {

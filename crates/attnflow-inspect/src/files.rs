@@ -20,6 +20,8 @@ pub const STATISTICS_FILE: &str = "statistics.json";
 pub const ROLLOUT_FILE: &str = "rollout.json";
 /// `report.html`.
 pub const REPORT_FILE: &str = "report.html";
+/// `attention.safetensors` (written on request): the raw maps.
+pub const WEIGHTS_FILE: &str = "attention.safetensors";
 
 /// `statistics.json`: every head's statistics.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -30,6 +32,10 @@ pub struct StatisticsDocument {
     pub tokens: Vec<String>,
     /// One entry per head, layer by layer.
     pub heads: Vec<HeadStatistics>,
+    /// For grouped-query attention, the key/value head each query head
+    /// shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_groups: Option<Vec<usize>>,
 }
 
 /// `rollout.json`: the rollout matrix and the target's relevance.
@@ -91,6 +97,7 @@ pub fn write(
         source: inspection.description.clone(),
         tokens: inspection.tokens.clone(),
         heads: analysis.statistics.clone(),
+        kv_groups: inspection.kv_groups.clone(),
     };
     let rollout = RolloutDocument {
         tokens: inspection.tokens.clone(),
@@ -152,8 +159,66 @@ fn report(inspection: &Inspection, analysis: &Analysis) -> InspectionReport {
                 "target token".into(),
                 format!("{target} “{}”", inspection.tokens[target]),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            inspection
+                .kv_groups
+                .as_deref()
+                .map(|groups| ("key/value groups".to_string(), describe_groups(groups))),
+        )
+        .collect(),
+        kv_groups: inspection.kv_groups.clone(),
     }
+}
+
+/// Which query heads share which key/value head: "heads 0–2 → KV 0, 3–5 →
+/// KV 1".
+pub fn describe_groups(groups: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for head in 1..=groups.len() {
+        if head == groups.len() || groups[head] != groups[start] {
+            parts.push(if head - 1 == start {
+                format!("head {start} → KV {}", groups[start])
+            } else {
+                format!("heads {start}–{} → KV {}", head - 1, groups[start])
+            });
+            start = head;
+        }
+    }
+    parts.join(", ")
+}
+
+/// Writes the raw maps into `out` as [`WEIGHTS_FILE`]: one tensor
+/// `attentions` `(layers, heads, n, n)` in f32, Hugging Face's layout of
+/// `output_attentions` for one text, which reads back as a weights file
+/// ([`crate::read_stack`]). Returns the file's name.
+pub fn write_weights(inspection: &Inspection, out: &Path) -> Result<String> {
+    let maps = &inspection.maps;
+    let (layers, heads, n) = (maps.num_layers(), maps.num_heads(), maps.num_tokens());
+    let mut bytes = Vec::with_capacity(layers * heads * n * n * 4);
+    for layer in maps.layers() {
+        for map in layer {
+            bytes.extend(map.values().iter().flat_map(|&v| (v as f32).to_le_bytes()));
+        }
+    }
+    let fault = |error: safetensors::SafeTensorError| {
+        InspectError::file(&out.join(WEIGHTS_FILE), error.to_string())
+    };
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        vec![layers, heads, n, n],
+        &bytes,
+    )
+    .map_err(fault)?;
+    let file = safetensors::tensor::serialize([("attentions", view)], None).map_err(fault)?;
+    std::fs::create_dir_all(out).map_err(|source| InspectError::Io {
+        path: out.to_path_buf(),
+        source,
+    })?;
+    write_file(out, WEIGHTS_FILE, &file)?;
+    Ok(WEIGHTS_FILE.to_string())
 }
 
 fn to_json(value: &impl Serialize) -> String {
@@ -199,6 +264,9 @@ pub struct Summary {
     pub files: Vec<String>,
     /// Every head's statistics.
     pub statistics: Vec<HeadStatistics>,
+    /// For grouped-query attention, the key/value head of each query head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_groups: Option<Vec<usize>>,
 }
 
 /// One token's rollout relevance to the target.
@@ -235,6 +303,7 @@ impl Summary {
                 .collect(),
             files: written.files.clone(),
             statistics: analysis.statistics.clone(),
+            kv_groups: inspection.kv_groups.clone(),
         }
     }
 
@@ -243,9 +312,13 @@ impl Summary {
     pub fn to_text(&self, analysis: &Analysis) -> String {
         use std::fmt::Write as _;
         let mut out = format!(
-            "inspected {}: {} tokens, {} layers × {} heads\n\n",
+            "inspected {}: {} tokens, {} layers × {} heads\n",
             self.source, self.tokens, self.layers, self.heads
         );
+        if let Some(groups) = &self.kv_groups {
+            let _ = writeln!(out, "key/value groups: {}", describe_groups(groups));
+        }
+        out.push('\n');
         let rows: Vec<Vec<String>> = self
             .statistics
             .iter()

@@ -1,7 +1,8 @@
 //! Looking inside attention, from any source, one way.
 //!
 //! An [`AttentionSource`] (a file of maps, a seeded model, a training
-//! checkpoint, a blueprint with seeded weights, a pretrained model) and an
+//! checkpoint, a blueprint with seeded weights, a pretrained encoder or
+//! decoder, Hugging Face directory or GGUF file) and an
 //! [`Input`] resolve through [`inspect`] (or an [`Inspector`], which opens a
 //! source once for many inputs) to one [`Inspection`]: the tokens, every
 //! layer's and head's `n × n` map, and a description of where they came
@@ -25,4 +26,6 @@ pub use analysis::{Analysis, AnalysisOptions};
 pub use blend::{blend_files, Blend, BlendRequest};
 pub use error::{InspectError, Result};
 pub use maps::{read_map, read_stack, read_tokens, FILE_ROW_TOLERANCE};
-pub use source::{inspect, AttentionSource, Example, Input, Inspection, Inspector};
+pub use source::{
+    inspect, inspect_decoder, AttentionSource, Example, Input, Inspection, Inspector,
+};

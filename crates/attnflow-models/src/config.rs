@@ -166,21 +166,21 @@ impl BertConfig {
 }
 
 /// Typed access to the fields of one JSON object, naming the field on error.
-struct Fields<'a> {
-    path: &'a Path,
-    object: &'a Map<String, Value>,
+pub(crate) struct Fields<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) object: &'a Map<String, Value>,
 }
 
 impl Fields<'_> {
-    fn get(&self, field: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&Value> {
         self.object.get(field).filter(|value| !value.is_null())
     }
 
-    fn fault(&self, field: &str, message: impl Into<String>) -> ModelError {
+    pub(crate) fn fault(&self, field: &str, message: impl Into<String>) -> ModelError {
         ModelError::config(self.path, field, message)
     }
 
-    fn optional_u64(&self, field: &str) -> Result<Option<u64>> {
+    pub(crate) fn optional_u64(&self, field: &str) -> Result<Option<u64>> {
         match self.get(field) {
             None => Ok(None),
             Some(value) => value
@@ -190,7 +190,7 @@ impl Fields<'_> {
         }
     }
 
-    fn optional_positive(&self, field: &str) -> Result<Option<usize>> {
+    pub(crate) fn optional_positive(&self, field: &str) -> Result<Option<usize>> {
         match self.optional_u64(field)? {
             None => Ok(None),
             Some(0) => Err(self.fault(field, "must be at least 1, got 0")),
@@ -200,12 +200,12 @@ impl Fields<'_> {
         }
     }
 
-    fn positive(&self, field: &str) -> Result<usize> {
+    pub(crate) fn positive(&self, field: &str) -> Result<usize> {
         self.optional_positive(field)?
             .ok_or_else(|| self.fault(field, "required, but absent"))
     }
 
-    fn optional_u32(&self, field: &str) -> Result<Option<u32>> {
+    pub(crate) fn optional_u32(&self, field: &str) -> Result<Option<u32>> {
         match self.optional_u64(field)? {
             None => Ok(None),
             Some(value) => u32::try_from(value)
@@ -214,7 +214,7 @@ impl Fields<'_> {
         }
     }
 
-    fn optional_f64(&self, field: &str) -> Result<Option<f64>> {
+    pub(crate) fn optional_f64(&self, field: &str) -> Result<Option<f64>> {
         match self.get(field) {
             None => Ok(None),
             Some(value) => value
@@ -224,7 +224,7 @@ impl Fields<'_> {
         }
     }
 
-    fn optional_bool(&self, field: &str) -> Result<Option<bool>> {
+    pub(crate) fn optional_bool(&self, field: &str) -> Result<Option<bool>> {
         match self.get(field) {
             None => Ok(None),
             Some(value) => value
@@ -234,7 +234,7 @@ impl Fields<'_> {
         }
     }
 
-    fn optional_str(&self, field: &str) -> Result<Option<String>> {
+    pub(crate) fn optional_str(&self, field: &str) -> Result<Option<String>> {
         match self.get(field) {
             None => Ok(None),
             Some(value) => value
@@ -244,7 +244,7 @@ impl Fields<'_> {
         }
     }
 
-    fn architectures(&self) -> Result<Vec<String>> {
+    pub(crate) fn architectures(&self) -> Result<Vec<String>> {
         let field = "architectures";
         match self.get(field) {
             None => Ok(Vec::new()),

@@ -54,8 +54,8 @@ pub enum ModelError {
         /// What is wrong with it.
         message: String,
     },
-    /// The checkpoint is not a BERT-family encoder this loader understands.
-    #[error("{path}: unsupported architecture {found}; attnflow loads BERT encoders (model_type \"bert\")", path = path.display())]
+    /// The checkpoint is of an architecture this crate does not run.
+    #[error("{path}: unsupported architecture {found}; attnflow loads BERT encoders (model_type \"bert\") and the decoders llama, mistral, qwen2 and gpt2", path = path.display())]
     UnknownArchitecture {
         /// The configuration file.
         path: PathBuf,
@@ -99,6 +99,18 @@ pub enum ModelError {
         tensor: String,
         /// The dtype found.
         dtype: String,
+    },
+    /// A GGUF file is broken: not GGUF, truncated, or a metadata key is
+    /// missing or holds the wrong type. `place` names the key or tensor.
+    #[error("{path}: {place}: {message}", path = path.display())]
+    Gguf {
+        /// The GGUF file.
+        path: PathBuf,
+        /// Where in the file: `key \`llama.block_count\``, `tensor \`blk.0.attn_q.weight\``,
+        /// or `header`.
+        place: String,
+        /// What is wrong.
+        message: String,
     },
     /// The tokenizer file cannot be loaded or configured.
     #[error("{path}: tokenizer: {message}", path = path.display())]

@@ -31,17 +31,29 @@
 mod bert;
 mod blueprint;
 mod config;
+pub mod decoder;
 pub mod embedding_file;
 mod error;
+mod family;
+pub mod gguf;
 mod pretrained;
 mod sentence;
 mod tokenizer;
 mod weights;
 
 pub use bert::{BertModel, BertOutput, ForwardOptions, Observed, TokenBatch, Workspace};
-pub use blueprint::{blueprint_of_directory, blueprint_spec_of_directory, blueprint_text};
+pub use blueprint::{
+    blueprint_of_directory, blueprint_of_model, blueprint_spec_of_directory, blueprint_text,
+};
 pub use config::BertConfig;
+pub use decoder::config::{DecoderConfig, Family};
+pub use decoder::generate::{generate, GenerateOptions, Generation, StopReason};
+pub use decoder::perplexity::{
+    perplexity, PerplexityOptions, PerplexityProgress, PerplexityReport,
+};
+pub use decoder::{DecoderInspection, PretrainedDecoder};
 pub use error::{ModelError, Result};
+pub use family::{blueprint_spec_of_model, decoder_attention, PretrainedModel, TextAttention};
 pub use pretrained::{check_directory, Embeddings, Inspection, PretrainedBert, REQUIRED_FILES};
 pub use sentence::{normalize, pool, Pooling, SentenceConfig};
 pub use tokenizer::{Batch, BertTokenizer, Encoding};

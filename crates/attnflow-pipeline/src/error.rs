@@ -61,9 +61,13 @@ pub enum PipelineError {
     /// A figure or the report could not be drawn.
     #[error(transparent)]
     Report(Box<attnflow_report::ReportError>),
-    /// The workflow engine failed (store, lease, ...).
+    /// The workflow engine failed (lease, spec, ...).
     #[error("workflow: {0}")]
     Workflow(String),
+    /// The workflow store is unusable (a wrong `--db`, refused login, a
+    /// newer schema: bad input) or was lost (the run is resumable).
+    #[error(transparent)]
+    Store(Box<attnflow_workflow::StoreError>),
 }
 
 /// Library errors are boxed: they carry file text and places, and a large
@@ -84,6 +88,7 @@ boxed_from! {
     Train: attnflow_train::TrainError,
     Inspect: attnflow_inspect::InspectError,
     Report: attnflow_report::ReportError,
+    Store: attnflow_workflow::StoreError,
 }
 
 impl PipelineError {
@@ -110,6 +115,8 @@ impl Classified for PipelineError {
             Self::Train(error) => error.as_ref().fault(),
             Self::Inspect(error) => error.as_ref().fault(),
             Self::Report(error) => error.as_ref().fault(),
+            Self::Store(error) if error.is_bad_input() => Fault::BadInput,
+            Self::Store(_) => Fault::Failed,
         }
     }
 }

@@ -39,7 +39,7 @@ pub use error::{PipelineError, Result};
 pub use folder::{files, Validation};
 pub use manifest::{Artifact, Manifest, Mismatch};
 pub use spec::PipelineSpec;
-pub use steps::StepEvent;
+pub use steps::{register_tasks, StepEvent};
 
 /// The workflow store runs share unless told otherwise.
 pub const DEFAULT_STORE: &str = "attnflow-runs/attnflow.sqlite";
@@ -73,6 +73,19 @@ pub struct RunOutcome {
     pub succeeded: bool,
     /// The report, when one was written.
     pub report: Option<PathBuf>,
+}
+
+/// A run left for the workers (`attnflow run --submit`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Submitted {
+    /// The run folder the workers write to.
+    pub run_dir: PathBuf,
+    /// The workflow run id.
+    pub workflow_run: i64,
+    /// The workflow store the workers claim from (password hidden).
+    pub store: PathBuf,
+    /// The queues whose workers the run needs.
+    pub queues: Vec<String>,
 }
 
 /// Where to put a run and how to show progress.
@@ -111,6 +124,13 @@ pub fn write_default_inputs(directory: &Path, rows: usize) -> Result<PathBuf> {
 /// terminal state.
 pub fn start(spec_path: &Path, options: RunOptions<'_>) -> Result<RunOutcome> {
     steps::start(spec_path, options)
+}
+
+/// Creates a run of the pipeline in `spec_path` without executing it: the
+/// workers of its store (`attnflow worker`) claim and drive it; Training
+/// goes to the spec's `train.queue`.
+pub fn submit(spec_path: &Path, options: RunOptions<'_>) -> Result<Submitted> {
+    steps::submit(spec_path, options)
 }
 
 /// Continues the run in `run_dir` (after a crash or a kill) from its last

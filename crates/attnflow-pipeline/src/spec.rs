@@ -95,6 +95,11 @@ pub struct TrainSection {
     /// The attention regulariser R: `none`, `entropy` or `band:W`.
     #[serde(default = "default_regulariser")]
     pub regulariser: String,
+    /// The workers' queue the Training step goes to when the run is
+    /// submitted (`attnflow worker --queue gpu`); the other steps stay on
+    /// `default`.
+    #[serde(default)]
+    pub queue: Option<String>,
 }
 
 fn default_batch_size() -> usize {
@@ -210,6 +215,16 @@ impl PipelineSpec {
         }
         if self.train.steps == 0 {
             return fault("steps", "`steps` must be at least 1".into());
+        }
+        if let Some(queue) = &self.train.queue {
+            if !attnflow_workflow::spec::is_queue_name(queue) {
+                return fault(
+                    "queue",
+                    format!(
+                        "queue name `{queue}` must be 1 to 64 letters, digits, `_`, `-` or `.`"
+                    ),
+                );
+            }
         }
         Ok(())
     }

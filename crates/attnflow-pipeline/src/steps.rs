@@ -20,12 +20,36 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::folder::{files, write_atomically, write_json, Context, Validation};
 use crate::manifest::Manifest;
 use crate::spec::{embedded, PipelineSpec};
-use crate::{PipelineError, Result, RunFile, RunOptions, RunOutcome};
+use crate::{PipelineError, Result, RunFile, RunOptions, RunOutcome, Submitted};
 
 /// What the pipeline reports while it runs: the workflow's own events.
 pub type StepEvent = attnflow_workflow::Progress;
 
 pub(crate) fn start(spec_path: &Path, options: RunOptions<'_>) -> Result<RunOutcome> {
+    let (context, registry, mut store, run_id) = create(spec_path, &options)?;
+    drive(&context, &mut store, &registry, run_id, options)
+}
+
+/// Creates the run (folder, `run.json`, the workflow run in the store) and
+/// leaves it for the workers of the store's queues.
+pub(crate) fn submit(spec_path: &Path, options: RunOptions<'_>) -> Result<Submitted> {
+    let (context, _, store, run_id) = create(spec_path, &options)?;
+    let mut queues = vec![attnflow_workflow::spec::DEFAULT_QUEUE.to_string()];
+    queues.extend(context.spec.train.queue.clone());
+    queues.dedup();
+    Ok(Submitted {
+        run_dir: context.run_dir.clone(),
+        workflow_run: run_id,
+        store: PathBuf::from(store.path()),
+        queues,
+    })
+}
+
+/// Checks the inputs, makes the run folder and creates the workflow run.
+fn create(
+    spec_path: &Path,
+    options: &RunOptions<'_>,
+) -> Result<(Arc<Context>, TaskRegistry, WorkflowStore, i64)> {
     let spec = PipelineSpec::from_file(spec_path)?;
     let run_dir = options.run_dir.clone();
     if run_dir.exists()
@@ -38,6 +62,12 @@ pub(crate) fn start(spec_path: &Path, options: RunOptions<'_>) -> Result<RunOutc
             message: "already holds a run; resume it with `attnflow run --resume` or choose another folder".into(),
         });
     }
+    let store_path = options
+        .store
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_STORE));
+    // The store first: a wrong `--db` leaves no run folder behind.
+    let mut store = open_store(&store_path)?;
     std::fs::create_dir_all(&run_dir).map_err(|source| PipelineError::io(&run_dir, source))?;
     let spec_path = spec_path
         .canonicalize()
@@ -46,22 +76,17 @@ pub(crate) fn start(spec_path: &Path, options: RunOptions<'_>) -> Result<RunOutc
         run_dir: run_dir.clone(),
         spec_path,
         spec,
-        store: options
-            .store
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_STORE)),
+        store: store_path,
         progress_bar: options.progress_bar,
     });
     // Check the schema and blueprint now, so a typo fails before any work.
     load_schema(&context)?;
     load_blueprint(&context)?;
-    let workflow = WorkflowSpec::parse("attnflow-pipeline (embedded)", embedded::WORKFLOW)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let workflow = workflow_spec(&context)?;
     let registry = registry(&context);
-    let mut store = open_store(&context.store)?;
     let run_id = Runner::new(&mut store, &registry)
         .create(&workflow)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+        .map_err(run_error)?;
     let run_file = RunFile {
         workflow_run: run_id,
         store: context
@@ -71,20 +96,77 @@ pub(crate) fn start(spec_path: &Path, options: RunOptions<'_>) -> Result<RunOutc
         spec: context.spec_path.clone(),
     };
     write_json(&context.file(files::RUN), &run_file)?;
-    drive(&context, &mut store, &registry, run_id, options)
+    Ok((context, registry, store, run_id))
 }
 
-pub(crate) fn resume(run_dir: &Path, options: RunOptions<'_>) -> Result<RunOutcome> {
+/// The embedded workflow, bound to this run folder: every pipeline task
+/// gets the folder as its `run_dir` argument (so a worker on another
+/// process finds the run), and Training the spec's queue.
+fn workflow_spec(context: &Context) -> Result<WorkflowSpec> {
+    let origin = "attnflow-pipeline (embedded)";
+    let broken = |error: String| PipelineError::Workflow(format!("{origin}: {error}"));
+    let mut table: toml::Table = embedded::WORKFLOW
+        .parse()
+        .map_err(|error: toml::de::Error| broken(error.to_string()))?;
+    let run_dir = context
+        .run_dir
+        .canonicalize()
+        .map_err(|source| PipelineError::io(&context.run_dir, source))?;
+    let run_dir = run_dir.to_str().ok_or_else(|| PipelineError::RunFolder {
+        path: run_dir.clone(),
+        message: "is not valid UTF-8, which the workflow store needs".into(),
+    })?;
+    let states = table
+        .get_mut("states")
+        .and_then(toml::Value::as_table_mut)
+        .ok_or_else(|| broken("no [states]".into()))?;
+    for (name, state) in states.iter_mut() {
+        let Some(state) = state.as_table_mut() else {
+            continue;
+        };
+        if let (Some(queue), "Training") = (&context.spec.train.queue, name.as_str()) {
+            state.insert("queue".into(), queue.clone().into());
+        }
+        let Some(action) = state.get_mut("action").and_then(toml::Value::as_table_mut) else {
+            continue;
+        };
+        let ours = action
+            .get("task")
+            .and_then(toml::Value::as_str)
+            .is_some_and(|task| task.starts_with("pipeline."));
+        if ours {
+            let mut args = toml::Table::new();
+            args.insert("run_dir".into(), run_dir.into());
+            action.insert("args".into(), args.into());
+        }
+    }
+    let text = toml::to_string(&table).map_err(|error| broken(error.to_string()))?;
+    WorkflowSpec::parse(origin, &text).map_err(|error| broken(error.to_string()))
+}
+
+fn run_error(error: attnflow_workflow::RunError) -> PipelineError {
+    match error {
+        attnflow_workflow::RunError::Store(error) => error.into(),
+        other => PipelineError::Workflow(other.to_string()),
+    }
+}
+
+/// Reads a run folder's `run.json`.
+fn read_run_file(run_dir: &Path) -> Result<RunFile> {
     let run_path = run_dir.join(files::RUN);
     let text = std::fs::read_to_string(&run_path).map_err(|source| PipelineError::RunFolder {
         path: run_dir.to_path_buf(),
         message: format!("is not a pipeline run folder ({}: {source})", files::RUN),
     })?;
-    let run_file: RunFile =
-        serde_json::from_str(&text).map_err(|error| PipelineError::RunFolder {
-            path: run_path.clone(),
-            message: format!("is damaged: {error}"),
-        })?;
+    serde_json::from_str(&text).map_err(|error| PipelineError::RunFolder {
+        path: run_path,
+        message: format!("is damaged: {error}"),
+    })
+}
+
+pub(crate) fn resume(run_dir: &Path, options: RunOptions<'_>) -> Result<RunOutcome> {
+    let run_path = run_dir.join(files::RUN);
+    let run_file = read_run_file(run_dir)?;
     let spec = PipelineSpec::from_file(&run_file.spec)?;
     // A store given with --resume replaces the recorded one (the user moved
     // it, or keeps history elsewhere); the folder then records the new one.
@@ -108,9 +190,7 @@ pub(crate) fn resume(run_dir: &Path, options: RunOptions<'_>) -> Result<RunOutco
     });
     let registry = registry(&context);
     let mut store = open_store(&context.store)?;
-    let record = store
-        .run(run_file.workflow_run)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+    let record = store.run(run_file.workflow_run)?;
     if matches!(record.status, RunStatus::Succeeded | RunStatus::Failed) {
         // Nothing left to do: report how the run ended.
         let report = context.file(files::REPORT);
@@ -142,7 +222,7 @@ fn drive(
     let record = Runner::new(store, registry)
         .with_observer(|event| (options.observer)(event))
         .resume(run_id)
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+        .map_err(run_error)?;
     let report = context.file(files::REPORT);
     Ok(RunOutcome {
         run_dir: context.run_dir.clone(),
@@ -158,7 +238,7 @@ fn drive(
 /// `postgres://` URL shared with workers on other machines.
 pub(crate) fn open_store(path: &Path) -> Result<WorkflowStore> {
     let location = attnflow_workflow::Location::parse(&path.to_string_lossy())
-        .map_err(|error| PipelineError::Workflow(error.to_string()))?;
+        .map_err(attnflow_workflow::StoreError::from)?;
     if let Some(parent) = location
         .sqlite_path()
         .and_then(Path::parent)
@@ -166,25 +246,27 @@ pub(crate) fn open_store(path: &Path) -> Result<WorkflowStore> {
     {
         std::fs::create_dir_all(parent).map_err(|source| PipelineError::io(parent, source))?;
     }
-    WorkflowStore::connect(&location).map_err(|error| PipelineError::Workflow(error.to_string()))
+    Ok(WorkflowStore::connect(&location)?)
 }
 
 /// One pipeline step: what it reads and writes is in the run folder.
 type Step = fn(&Context, &TaskContext) -> Result<TaskOutput>;
 
+/// The pipeline's tasks, by the names the embedded workflow gives them.
+const STEPS: [(&str, Step); 7] = [
+    ("pipeline.ingest", ingest),
+    ("pipeline.check", quality_check),
+    ("pipeline.reject", reject),
+    ("pipeline.train", train),
+    ("pipeline.validate", validate),
+    ("pipeline.report", output_generation),
+    ("pipeline.store", storage),
+];
+
 /// The built-in tasks plus the pipeline's own, each bound to this run.
 fn registry(context: &Arc<Context>) -> TaskRegistry {
     let mut registry = TaskRegistry::with_builtins();
-    let steps: [(&str, Step); 7] = [
-        ("pipeline.ingest", ingest),
-        ("pipeline.check", quality_check),
-        ("pipeline.reject", reject),
-        ("pipeline.train", train),
-        ("pipeline.validate", validate),
-        ("pipeline.report", output_generation),
-        ("pipeline.store", storage),
-    ];
-    for (name, step) in steps {
+    for (name, step) in STEPS {
         let context = Arc::clone(context);
         registry.register(name, move |task: &TaskContext| {
             step(&context, task)
@@ -192,6 +274,42 @@ fn registry(context: &Arc<Context>) -> TaskRegistry {
         });
     }
     registry
+}
+
+/// Registers the pipeline's tasks for `attnflow worker`: each finds its
+/// run folder in the `run_dir` argument the submitted workflow carries (the
+/// folder must be reachable at the same path from the worker's machine).
+pub fn register_tasks(registry: &mut TaskRegistry) {
+    for (name, step) in STEPS {
+        registry.register(name, move |task: &TaskContext| {
+            worker_context(task)
+                .and_then(|context| step(&context, task))
+                .unwrap_or_else(|error| TaskOutput::with(Outcome::Failed, error.to_string()))
+        });
+    }
+}
+
+/// The run a worker's task belongs to, from its `run_dir` argument.
+fn worker_context(task: &TaskContext) -> Result<Context> {
+    let run_dir = task
+        .args
+        .get("run_dir")
+        .and_then(serde_json::Value::as_str)
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            PipelineError::Workflow(format!(
+                "state {}: a pipeline task needs its run folder as argument `run_dir`",
+                task.state
+            ))
+        })?;
+    let run_file = read_run_file(&run_dir)?;
+    Ok(Context {
+        spec: PipelineSpec::from_file(&run_file.spec)?,
+        spec_path: run_file.spec,
+        store: run_file.store,
+        run_dir,
+        progress_bar: false,
+    })
 }
 
 /// Ingestion: snapshot every source into the run folder, so later steps (and

@@ -85,6 +85,9 @@ pub struct InspectionReport {
     pub statistics: Vec<HeadSummary>,
     /// Settings and facts shown at the top of the report.
     pub summary: Vec<(String, String)>,
+    /// For grouped-query attention, the key/value head each query head
+    /// reads (`kv_groups[head]`); heatmaps and tables are labelled with it.
+    pub kv_groups: Option<Vec<usize>>,
 }
 
 /// A file to write: its name inside the output directory and its bytes.
@@ -176,12 +179,26 @@ impl InspectionReport {
         Ok(names)
     }
 
+    /// ", KV 1" for a query head that shares key/value head 1.
+    fn group_suffix(&self, head: usize, separator: &str) -> String {
+        self.kv_groups
+            .as_ref()
+            .and_then(|groups| groups.get(head))
+            .map_or(String::new(), |group| format!("{separator}KV {group}"))
+    }
+
     fn head_figure(&self, layer: usize, head: usize, values: &[f64]) -> ReportResult<Figure> {
         let n = self.tokens.len();
-        let heatmap = Heatmap::new(format!("layer {layer}, head {head}"), n, n, values.to_vec())?
-            .with_labels(self.tokens.clone(), self.tokens.clone())?;
+        let group = self.group_suffix(head, ", ");
+        let heatmap = Heatmap::new(
+            format!("layer {layer}, head {head}{group}"),
+            n,
+            n,
+            values.to_vec(),
+        )?
+        .with_labels(self.tokens.clone(), self.tokens.clone())?;
         Ok(Figure::single(
-            format!("Attention heatmap (§4.2), layer {layer} head {head}"),
+            format!("Attention heatmap (§4.2), layer {layer} head {head}{group}"),
             heatmap,
         )
         .with_scale(0.0, 1.0)
@@ -194,7 +211,7 @@ impl InspectionReport {
         for (layer, maps) in self.heatmaps.iter().enumerate() {
             for (head, values) in maps.iter().enumerate() {
                 panels.push(Heatmap::new(
-                    format!("L{layer} H{head}"),
+                    format!("L{layer} H{head}{}", self.group_suffix(head, " ")),
                     n,
                     n,
                     values.clone(),
@@ -295,11 +312,16 @@ impl InspectionReport {
             headers,
             rows,
         });
-        report.push(head_table(
+        // Grouped-query attention: each query head's row names its KV head.
+        let mut heads = head_table(
             "Head statistics",
             "Averages over queries with any weight: row entropy (nats), attention distance (tokens), weight on the first token and on the query's own position.",
             &self.statistics,
-        ));
+        );
+        for (row, summary) in heads.rows.iter_mut().zip(&self.statistics) {
+            row[1].push_str(&self.group_suffix(summary.head, " · "));
+        }
+        report.push(heads);
         report.push(Paragraphs {
             title: "Reading this report".into(),
             paragraphs: vec![

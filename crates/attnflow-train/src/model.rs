@@ -595,7 +595,8 @@ fn build_layer(blueprint: &Blueprint, node: &Node, root: &VarBuilder) -> Result<
                 && heads * head_dim == query_width
                 && out == query_width
                 && !op.rotary
-                && op.key_bias == op.bias;
+                && op.key_bias == op.bias
+                && op.output_bias == op.bias;
             let layer = AttentionLayer {
                 op: *op,
                 query: Dense::new(&vb.pp("q_proj"), query_width, heads * head_dim, op.bias)?,
@@ -606,7 +607,7 @@ fn build_layer(blueprint: &Blueprint, node: &Node, root: &VarBuilder) -> Result<
                     op.key_bias,
                 )?,
                 value: Dense::new(&vb.pp("v_proj"), memory_width, kv_heads * head_dim, op.bias)?,
-                output: Dense::new(&vb.pp("out_proj"), heads * head_dim, out, op.bias)?,
+                output: Dense::new(&vb.pp("out_proj"), heads * head_dim, out, op.output_bias)?,
             };
             if standard {
                 // Plain multi-head attention keeps core's module's parameter

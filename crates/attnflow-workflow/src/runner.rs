@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::action::{Poll, RunningAction, TaskContext, TaskOutput, TaskRegistry};
 use crate::spec::{Action, ActiveState, Outcome, Spec, SpecError};
-use crate::store::{new_owner_id, AttemptDecision, Lease, RunRecord, RunStatus, Store, StoreError};
+use crate::store::{
+    new_owner_id, AttemptDecision, Lease, RunRecord, RunStatus, StepRecord, Store, StoreError,
+};
 
 /// Why a run could not be driven.
 #[derive(Debug, thiserror::Error)]
@@ -267,11 +269,13 @@ impl<'a> Runner<'a> {
 
     fn drive_with_lease(&mut self, lease: &Lease, spec: &Spec) -> Result<RunRecord, RunError> {
         // The step this executor began together with the previous step's
-        // completion: its first attempt is recorded as started but has not
-        // run, so it is not a re-execution.
-        let mut prepared_step: Option<i64> = None;
+        // completion (its first attempt is recorded as started but has not
+        // run, so it is not a re-execution), with the run as that commit
+        // left it: under the lease nobody else writes either, so the next
+        // round reads neither back (two round trips less per transition).
+        let mut prepared: Option<(RunRecord, StepRecord)> = None;
         loop {
-            match self.advance(lease, spec, &mut prepared_step) {
+            match self.advance(lease, spec, &mut prepared) {
                 Ok(Some(run)) => return Ok(run),
                 Ok(None) => {}
                 Err(RunError::Store(error)) if error.is_lost() => {
@@ -279,7 +283,7 @@ impl<'a> Runner<'a> {
                     // is gone; reconnect and carry on from the records (an
                     // attempt whose result was lost re-runs with its key).
                     self.store.reconnect(self.reconnect_budget)?;
-                    prepared_step = None;
+                    prepared = None;
                 }
                 Err(error) => return Err(error),
             }
@@ -292,11 +296,14 @@ impl<'a> Runner<'a> {
         &mut self,
         lease: &Lease,
         spec: &Spec,
-        prepared_step: &mut Option<i64>,
+        prepared: &mut Option<(RunRecord, StepRecord)>,
     ) -> Result<Option<RunRecord>, RunError> {
         let run_id = lease.run_id;
         {
-            let run = self.store.run(run_id)?;
+            let (run, prepared_step) = match prepared.take() {
+                Some((run, step)) => (run, Some(step)),
+                None => (self.store.run(run_id)?, None),
+            };
             if run.status != RunStatus::Running {
                 return Ok(Some(run));
             }
@@ -327,9 +334,14 @@ impl<'a> Runner<'a> {
                 .into());
             };
 
-            let (step, fresh) = match self.store.open_step(run_id)? {
+            let was_prepared = prepared_step.is_some();
+            let open_step = match prepared_step {
+                Some(step) => Some(step),
+                None => self.store.open_step(run_id)?,
+            };
+            let (step, fresh) = match open_step {
                 Some(step) if step.state == state.name => {
-                    let fresh = prepared_step.take() == Some(step.seq);
+                    let fresh = was_prepared;
                     if fresh {
                         (self.observer)(&Progress::StepStarted {
                             step: step.seq,
@@ -494,7 +506,7 @@ impl<'a> Runner<'a> {
                     begin_next,
                 }
             };
-            *prepared_step = match self.store.finish_attempt(
+            let begun = match self.store.finish_attempt(
                 lease,
                 &step,
                 attempt,
@@ -507,6 +519,23 @@ impl<'a> Runner<'a> {
                 }
                 other => other?,
             };
+            if let (
+                Some(begun),
+                AttemptDecision::Complete {
+                    next_state,
+                    next_queue,
+                    ..
+                },
+            ) = (begun, &decision)
+            {
+                let moved = RunRecord {
+                    current_state: next_state.clone(),
+                    queue: next_queue.clone(),
+                    epoch: begun.epoch,
+                    ..run.clone()
+                };
+                *prepared = Some((moved, begun));
+            }
             if let AttemptDecision::Complete {
                 outcome,
                 next_state,

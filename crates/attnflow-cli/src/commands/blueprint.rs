@@ -40,7 +40,8 @@ pub enum BlueprintCommand {
 #[derive(Debug, Args)]
 pub struct SpecArgs {
     /// The blueprint spec (TOML), such as examples/blueprints/gpt2-small.toml,
-    /// or a Hugging Face BERT model directory (its config.json is read).
+    /// a Hugging Face model directory (BERT, llama, mistral, qwen2, gpt2: its
+    /// config.json is read) or a GGUF file (its metadata is read).
     spec: PathBuf,
     /// Override a dimension: --set seq=2048 (repeatable; the value may be an
     /// expression over other dims).
@@ -165,6 +166,10 @@ pub struct CostArgs {
     /// One row per layer of repeated blocks instead of one row per block node.
     #[arg(long)]
     expand: bool,
+    /// Decoders: cached positions for the decode FLOPs, KV cache and memory
+    /// figures (default: the seq dim).
+    #[arg(long)]
+    context: Option<u64>,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -244,18 +249,36 @@ pub fn run(command: BlueprintCommand) -> CliResult {
             print!("{}", render::summary_text(&summary, args.output.style()));
             Ok(())
         }
-        BlueprintCommand::Cost(args) => {
-            let account = account(&load(&args.spec)?, args.count.options());
-            if args.output.json {
-                return print_json(&account);
-            }
-            let style = args.output.style();
-            print!("{}", render::account_table(&account, args.expand, style));
-            Ok(())
-        }
+        BlueprintCommand::Cost(args) => cost_command(&args),
         BlueprintCommand::Scale(args) => scale_command(&args),
         BlueprintCommand::Diagram(args) => diagram_command(&args),
     }
+}
+
+/// `attnflow blueprint cost`: the account and, for decoders, what serving
+/// them costs (prefill and decode FLOPs per token, the KV cache, memory at
+/// a context length).
+fn cost_command(args: &CostArgs) -> CliResult {
+    let blueprint = load(&args.spec)?;
+    let options = args.count.options();
+    let account = account(&blueprint, options);
+    let inference = attnflow_blueprint::is_decoder(&blueprint)
+        .then(|| attnflow_blueprint::inference(&blueprint, options, args.context));
+    if args.output.json {
+        let mut value = serde_json::to_value(&account)
+            .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
+        if let Some(inference) = &inference {
+            value["inference"] = serde_json::to_value(inference)
+                .map_err(|error| CliError::failed(miette!("cannot encode JSON: {error}")))?;
+        }
+        return print_json(&value);
+    }
+    let style = args.output.style();
+    print!("{}", render::account_table(&account, args.expand, style));
+    if let Some(inference) = &inference {
+        print!("\n{}", render::inference_table(inference, style));
+    }
+    Ok(())
 }
 
 fn scale_command(args: &ScaleArgs) -> CliResult {
@@ -301,9 +324,10 @@ fn diagram_command(args: &DiagramArgs) -> CliResult {
 }
 
 fn read_spec(path: &Path) -> Result<(Spec, String), CliError> {
-    // A Hugging Face model directory: its spec is derived from config.json.
-    let (file, text) = if path.is_dir() {
-        attnflow_models::blueprint_spec_of_directory(path)?
+    // A Hugging Face model directory or a GGUF file: its spec is derived
+    // from config.json or the GGUF metadata.
+    let (file, text) = if path.is_dir() || attnflow_models::gguf::is_gguf(path) {
+        attnflow_models::blueprint_spec_of_model(path)?
     } else {
         let text = std::fs::read_to_string(path).map_err(|error| {
             CliError::bad_input(miette!("cannot read {}: {error}", path.display()))

@@ -18,14 +18,16 @@ use crate::output::{print_json, progress_bar};
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// A safetensors file of attention weights: one tensor
-    /// (layers, batch, heads, n, n), or one tensor per layer named with a
-    /// trailing layer number (`layer.0`, `attentions.1`, ...), each
-    /// (heads, n, n) or (batch, heads, n, n). Without it, a model with
+    /// (layers, batch, heads, n, n) or (layers, heads, n, n), or one tensor
+    /// per layer named with a trailing layer number (`layer.0`,
+    /// `attentions.1`, ...), each (heads, n, n) or (batch, heads, n, n). Without it, a model with
     /// seeded weights is built (see --layers, --heads, --width, --seed).
     weights: Option<PathBuf>,
-    /// A Hugging Face BERT model directory (config.json, model.safetensors,
-    /// tokenizer.json): runs --text through it and inspects its attention,
-    /// labelled with its word pieces.
+    /// A pretrained model: a Hugging Face directory (BERT, llama, mistral,
+    /// qwen2, gpt2: config.json, model.safetensors, tokenizer.json) or a
+    /// GGUF file. Runs --text through it and inspects every layer's
+    /// attention per query head, labelled with its tokens (and, for grouped
+    /// heads, the key/value head each query head shares).
     #[arg(long, conflicts_with_all = ["weights", "tokens"], requires = "text")]
     model: Option<PathBuf>,
     /// A training checkpoint directory (`attnflow train --out DIR`): runs
@@ -79,6 +81,11 @@ pub struct InspectArgs {
     /// The output token whose relevance is shown (0-based; default: the last).
     #[arg(long)]
     target: Option<usize>,
+    /// Also write the raw maps as `attention.safetensors` in --out: one
+    /// tensor `attentions` (layers, heads, n, n), f32, Hugging Face's layout
+    /// (it reads back as a weights file).
+    #[arg(long)]
+    save_weights: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -168,8 +175,13 @@ pub fn inspect(args: &InspectArgs) -> CliResult {
         args.json,
     );
     bar.set_message("drawing");
-    let written = files::write(&inspection, &analysis, &args.out, || bar.inc(1))?;
+    let mut written = files::write(&inspection, &analysis, &args.out, || bar.inc(1))?;
     bar.finish_and_clear();
+    if args.save_weights {
+        written
+            .files
+            .push(files::write_weights(&inspection, &args.out)?);
+    }
     let summary = Summary::new(&inspection, &analysis, &written);
     if args.json {
         return print_json(&summary);

@@ -5,6 +5,8 @@ pub mod bench;
 pub mod blueprint;
 pub mod data;
 pub mod embed;
+pub mod eval_lm;
+pub mod generate;
 pub mod inspect;
 pub mod run;
 pub mod store;

@@ -36,6 +36,11 @@ pub struct RunArgs {
     /// into this folder to edit, and stop.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["spec", "resume"])]
     write_default: Option<PathBuf>,
+    /// Put the run on the store's workers (`attnflow worker --db ...`)
+    /// instead of running it here; the run folder must be reachable at the
+    /// same path from the workers' machines.
+    #[arg(long, conflicts_with = "resume")]
+    submit: bool,
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
@@ -81,6 +86,12 @@ pub fn run(args: RunArgs) -> CliResult {
                     attnflow_pipeline::write_default_inputs(&run_dir.join("inputs"), args.rows)?
                 }
             };
+            if args.submit {
+                return print_submitted(
+                    attnflow_pipeline::submit(&spec, options(run_dir))?,
+                    args.json,
+                );
+            }
             attnflow_pipeline::start(&spec, options(run_dir))?
         }
     };
@@ -107,6 +118,30 @@ pub fn run(args: RunArgs) -> CliResult {
         outcome.workflow_run,
         outcome.store.display()
     )))
+}
+
+/// Says where the submitted run is and which workers it needs.
+fn print_submitted(submitted: attnflow_pipeline::Submitted, json: bool) -> CliResult {
+    if json {
+        return print_json(&submitted);
+    }
+    let store = submitted.store.display();
+    let queues: Vec<String> = submitted
+        .queues
+        .iter()
+        .map(|queue| format!("--queue {queue}"))
+        .collect();
+    println!(
+        "run {} submitted to {store}; its workers: `attnflow worker --db {store} {}`",
+        submitted.workflow_run,
+        queues.join(" ")
+    );
+    println!("  run folder: {}", submitted.run_dir.display());
+    println!(
+        "  watch it:   attnflow workflow show {} --db {store}",
+        submitted.workflow_run
+    );
+    Ok(())
 }
 
 /// One line on standard error per step, re-run, result and back-off.

@@ -124,7 +124,9 @@ pub fn run(args: WorkerArgs) -> CliResult {
             eprintln!("{}", describe(event));
         }
     };
-    let registry = TaskRegistry::with_builtins();
+    let mut registry = TaskRegistry::with_builtins();
+    // Pipelines submitted with `attnflow run --submit` run here too.
+    attnflow_pipeline::register_tasks(&mut registry);
     let summary =
         run_worker(&location, &registry, &options, &STOP, &observer).map_err(|error| {
             if error.is_bad_input() {

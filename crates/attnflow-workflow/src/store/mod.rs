@@ -1211,7 +1211,7 @@ impl Store {
     /// backoff, or the step's completion with the transition (and, for a
     /// terminal target, the run's end; or, with `begin_next`, the next
     /// step and its first attempt) in the same transaction. Returns the
-    /// sequence number of a step begun this way.
+    /// step begun this way, as recorded.
     pub fn finish_attempt(
         &mut self,
         lease: &Lease,
@@ -1220,7 +1220,7 @@ impl Store {
         outcome: Outcome,
         detail: &str,
         decision: &AttemptDecision,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<Option<StepRecord>, StoreError> {
         let (events, steps) = match decision {
             AttemptDecision::Retry { .. } => (2, 0),
             AttemptDecision::Complete {
@@ -1239,12 +1239,35 @@ impl Store {
             events,
             steps,
             |connection, fenced| {
-                let changed = connection.execute(
-                    "finish attempt",
-                    "UPDATE wf_steps SET attempt_open = 0, last_outcome = ?4 \
-                 WHERE run_id = ?1 AND seq = ?2 AND attempt = ?3 AND status = 'running'",
-                    args![step.run_id, step.seq, attempt, outcome.as_str()],
-                )?;
+                // A completing attempt closes itself and its step in one
+                // statement (one round trip less per transition).
+                let changed = match decision {
+                    AttemptDecision::Retry { .. } => connection.execute(
+                        "finish attempt",
+                        "UPDATE wf_steps SET attempt_open = 0, last_outcome = ?4 \
+                         WHERE run_id = ?1 AND seq = ?2 AND attempt = ?3 AND status = 'running'",
+                        args![step.run_id, step.seq, attempt, outcome.as_str()],
+                    )?,
+                    AttemptDecision::Complete {
+                        outcome: step_outcome,
+                        next_state,
+                        ..
+                    } => connection.execute(
+                        "finish attempt",
+                        "UPDATE wf_steps SET attempt_open = 0, last_outcome = ?4, \
+                         status = 'completed', outcome = ?5, next_state = ?6, finished_ms = ?7 \
+                         WHERE run_id = ?1 AND seq = ?2 AND attempt = ?3 AND status = 'running'",
+                        args![
+                            step.run_id,
+                            step.seq,
+                            attempt,
+                            outcome.as_str(),
+                            step_outcome.as_str(),
+                            next_state.as_str(),
+                            fenced.now
+                        ],
+                    )?,
+                };
                 expect_one(connection, "finish attempt", changed, step)?;
                 let mut list = vec![NewEvent {
                     step: Some(step.seq),
@@ -1289,7 +1312,7 @@ impl Store {
                     } => {
                         complete_step(
                             connection, lease, step, fenced.now, *outcome, next_state, next_queue,
-                            *terminal, &mut list,
+                            *terminal, &mut list, true,
                         )?;
                         let key;
                         let begun = if *begin_next && terminal.is_none() {
@@ -1311,7 +1334,21 @@ impl Store {
                                 fenced.first_step,
                                 &key,
                             ));
-                            Some(fenced.first_step)
+                            Some(StepRecord {
+                                run_id: step.run_id,
+                                seq: fenced.first_step,
+                                state: next_state.clone(),
+                                epoch: fenced.epoch,
+                                completed: false,
+                                attempt: 1,
+                                attempt_open: true,
+                                last_outcome: None,
+                                retry_at_ms: None,
+                                outcome: None,
+                                next_state: None,
+                                started_ms: fenced.now,
+                                finished_ms: None,
+                            })
                         } else {
                             None
                         };
@@ -1357,6 +1394,7 @@ impl Store {
                     next_queue,
                     terminal,
                     &mut list,
+                    false,
                 )?;
                 insert_events(
                     connection,
@@ -1644,14 +1682,17 @@ fn complete_step<'a>(
     next_queue: &str,
     terminal: Option<TerminalKind>,
     events: &mut Vec<NewEvent<'a>>,
+    already_marked: bool,
 ) -> Result<(), DbError> {
-    let changed = connection.execute(
-        "complete step",
-        "UPDATE wf_steps SET status = 'completed', outcome = ?3, next_state = ?4, finished_ms = ?5 \
-         WHERE run_id = ?1 AND seq = ?2 AND status = 'running'",
-        args![step.run_id, step.seq, outcome.as_str(), next_state, now],
-    )?;
-    expect_one(connection, "complete step", changed, step)?;
+    if !already_marked {
+        let changed = connection.execute(
+            "complete step",
+            "UPDATE wf_steps SET status = 'completed', outcome = ?3, next_state = ?4, finished_ms = ?5 \
+             WHERE run_id = ?1 AND seq = ?2 AND status = 'running'",
+            args![step.run_id, step.seq, outcome.as_str(), next_state, now],
+        )?;
+        expect_one(connection, "complete step", changed, step)?;
+    }
     let common = || NewEvent {
         step: Some(step.seq),
         state: Some(&step.state),

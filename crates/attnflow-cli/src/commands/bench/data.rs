@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use attnflow_bench::data::{run_rounds_of, BenchOptions};
 use attnflow_bench::protocol::{Protocol, DEFAULT_ROUNDS};
 use clap::Args;
+use miette::miette;
 
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use crate::output::print_json;
 
 /// Arguments of `attnflow bench data`.
@@ -18,6 +19,10 @@ pub struct BenchDataArgs {
     /// Skip the run that writes the SQLite queue.
     #[arg(long)]
     no_store: bool,
+    /// Also time a run into this PostgreSQL database (postgres://...); the
+    /// bench removes its rows afterwards.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// Skip pandera even when installed.
     #[arg(long)]
     no_pandera: bool,
@@ -36,11 +41,18 @@ pub struct BenchDataArgs {
 
 /// Runs `attnflow bench data`.
 pub fn run(args: BenchDataArgs) -> CliResult {
+    let postgres = args
+        .postgres
+        .as_deref()
+        .map(attnflow_store::Location::parse)
+        .transpose()
+        .map_err(|error| CliError::bad_input(miette!("--postgres: {error}")))?;
     let options = BenchOptions {
         rows: args.rows,
         with_store: !args.no_store,
         pandera: !args.no_pandera,
         directory: args.keep.clone(),
+        postgres,
         progress: !args.json,
     };
     // The peer runs with `python3`; its PyTorch gives the second ceiling.

@@ -4,6 +4,7 @@
 mod attention;
 mod data;
 mod embed;
+mod generate;
 mod train;
 mod workflow;
 
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// Train the same small transformer for the same steps in attnflow and
     /// (when importable) PyTorch, and print tokens/s for both and the ratio.
     Train(train::BenchTrainArgs),
+    /// A decoder in attnflow and (when importable) transformers, rounds
+    /// interleaved: prefill with every attention map kept, greedy decode.
+    Generate(generate::BenchGenerateArgs),
     /// Durable workflow transitions per second and claim latency for 1, 4
     /// and 16 workers on a store, beside `pgbench -N` on PostgreSQL.
     Workflow(workflow::BenchWorkflowArgs),
@@ -57,5 +61,6 @@ pub fn run(command: BenchCommand) -> CliResult {
         BenchCommand::Embed(args) => embed::run(args),
         BenchCommand::Train(args) => train::run(args),
         BenchCommand::Workflow(args) => workflow::run(args),
+        BenchCommand::Generate(args) => generate::run(args),
     }
 }
