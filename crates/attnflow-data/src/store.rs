@@ -500,7 +500,8 @@ impl Store {
             path: PathBuf::from(location.to_string()),
             connection,
             pending: 0,
-            queued: QueueBuffer::default(),
+            queued: QueueBatch::default(),
+            copy: Vec::new(),
         })
     }
 
