@@ -8,10 +8,10 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use super::embed::model_error;
-use crate::error::CliResult;
+use crate::error::{CliError, CliResult};
 use attnflow_inspect::files::{self, Summary};
 use attnflow_inspect::AnalysisOptions;
-use attnflow_models::{generate, GenerateOptions, PretrainedDecoder, StopReason};
+use attnflow_models::{generate, GenerateOptions, Generation, PretrainedDecoder, StopReason};
 use clap::Args;
 
 /// Arguments of `attnflow generate`.
@@ -80,19 +80,7 @@ pub fn run(args: GenerateArgs) -> CliResult {
     })
     .map_err(model_error)?;
     let report = match &args.inspect {
-        Some(directory) => {
-            let ids: Vec<u32> = generation
-                .prompt
-                .ids
-                .iter()
-                .chain(&generation.generated)
-                .copied()
-                .collect();
-            let inspection = attnflow_inspect::inspect_decoder(&decoder, &ids)?;
-            let analysis = inspection.analyse(&AnalysisOptions::default())?;
-            let written = files::write(&inspection, &analysis, directory, || {})?;
-            Some(Summary::new(&inspection, &analysis, &written))
-        }
+        Some(directory) => Some(inspect_generation(&decoder, &generation, directory)?),
         None => None,
     };
     if args.json {
@@ -137,4 +125,24 @@ pub fn run(args: GenerateArgs) -> CliResult {
         );
     }
     Ok(())
+}
+
+/// `--inspect`: the attention report over the prompt and the generated
+/// tokens, written to `directory`.
+fn inspect_generation(
+    decoder: &PretrainedDecoder,
+    generation: &Generation,
+    directory: &std::path::Path,
+) -> Result<Summary, CliError> {
+    let ids: Vec<u32> = generation
+        .prompt
+        .ids
+        .iter()
+        .chain(&generation.generated)
+        .copied()
+        .collect();
+    let inspection = attnflow_inspect::inspect_decoder(decoder, &ids)?;
+    let analysis = inspection.analyse(&AnalysisOptions::default())?;
+    let written = files::write(&inspection, &analysis, directory, || {})?;
+    Ok(Summary::new(&inspection, &analysis, &written))
 }
