@@ -95,7 +95,11 @@ mod tests {
     fn draws_every_positive_transition_and_escapes_state_names() {
         let states = vec!["Start".to_string(), "<Done & \"x\">".to_string()];
         let svg = state_diagram_svg(&states, &[vec![0.25, 0.75], vec![0.0, 1.0]], &states[1..]);
-        assert_eq!(svg.matches("marker-end=").count(), 3, "one arrow per positive transition");
+        assert_eq!(
+            svg.matches("marker-end=").count(),
+            3,
+            "one arrow per positive transition"
+        );
         assert!(svg.contains("0.75") && svg.contains("0.25"));
         assert!(svg.contains("&lt;Done &amp; &quot;x&quot;&gt;"));
         assert!(!svg.contains("<Done"));
