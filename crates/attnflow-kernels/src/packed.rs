@@ -302,7 +302,7 @@ impl PackedMatrix {
             Storage::F32(values) => {
                 for (offset, slot) in out.iter_mut().enumerate() {
                     let row = first + offset;
-                    *slot = dot(
+                    *slot = crate::simd::dot(
                         path,
                         &values[row * self.columns..(row + 1) * self.columns],
                         x,
@@ -324,7 +324,7 @@ impl PackedMatrix {
                         self.row_bytes(first + offset),
                         &mut scratch,
                     );
-                    *slot = dot(path, &scratch, x);
+                    *slot = crate::simd::dot(path, &scratch, x);
                 }
             }),
         }
@@ -478,20 +478,6 @@ fn usable(path: SimdPath) -> SimdPath {
     SimdPath::Portable
 }
 
-/// `Σ a_i · b_i`.
-pub fn dot(path: SimdPath, a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "dot: lengths");
-    match usable(path) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `usable` checked the CPU has the features.
-        SimdPath::Avx512 => unsafe { x86::dot_avx512(a, b) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        SimdPath::Avx2 => unsafe { x86::dot_avx2(a, b) },
-        _ => portable::dot(a, b),
-    }
-}
-
 /// Whether `path` has a kernel that dots a stored row of `packing` with an
 /// `f32` vector without writing the row out first.
 fn fused_dot(path: SimdPath, packing: Packing) -> bool {
@@ -538,22 +524,6 @@ fn half(bytes: &[u8], at: usize) -> f32 {
 
 mod portable {
     use super::{half, Packing, BLOCK};
-
-    pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-        // Eight partial sums, so the compiler can keep them in one vector.
-        let mut sums = [0f32; 8];
-        let chunks = a.len() / 8 * 8;
-        for (x, y) in a[..chunks].chunks_exact(8).zip(b[..chunks].chunks_exact(8)) {
-            for lane in 0..8 {
-                sums[lane] = x[lane].mul_add(y[lane], sums[lane]);
-            }
-        }
-        let mut total: f32 = sums.iter().sum();
-        for (x, y) in a[chunks..].iter().zip(&b[chunks..]) {
-            total = x.mul_add(*y, total);
-        }
-        total
-    }
 
     pub(super) fn dequantize(packing: Packing, bytes: &[u8], out: &mut [f32]) {
         match packing {
@@ -617,65 +587,6 @@ mod x86 {
     fn scale_at(bytes: &[u8], at: usize) -> f32 {
         let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len();
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc0 = _mm512_setzero_ps();
-        let mut acc1 = _mm512_setzero_ps();
-        let mut i = 0;
-        while i + 32 <= n {
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
-            acc1 = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(i + 16)),
-                _mm512_loadu_ps(pb.add(i + 16)),
-                acc1,
-            );
-            i += 32;
-        }
-        while i + 16 <= n {
-            acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc0);
-            i += 16;
-        }
-        if i < n {
-            let mask: __mmask16 = (1u32 << (n - i)) as u16 - 1;
-            acc1 = _mm512_fmadd_ps(
-                _mm512_maskz_loadu_ps(mask, pa.add(i)),
-                _mm512_maskz_loadu_ps(mask, pb.add(i)),
-                acc1,
-            );
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1))
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len();
-        let (pa, pb) = (a.as_ptr(), b.as_ptr());
-        let mut acc0 = _mm256_setzero_ps();
-        let mut acc1 = _mm256_setzero_ps();
-        let mut i = 0;
-        while i + 16 <= n {
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc0);
-            acc1 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(pa.add(i + 8)),
-                _mm256_loadu_ps(pb.add(i + 8)),
-                acc1,
-            );
-            i += 16;
-        }
-        let sum = _mm256_add_ps(acc0, acc1);
-        let quad = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
-        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-        let single = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
-        let mut total = _mm_cvtss_f32(single);
-        while i < n {
-            total = (*pa.add(i)).mul_add(*pb.add(i), total);
-            i += 1;
-        }
-        total
     }
 
     /// The 16 weights of a four-bit level table: `d·q + m` for q = 0..15
