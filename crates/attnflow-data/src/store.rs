@@ -254,6 +254,13 @@ fn timestamp() -> String {
 /// to keep the WAL short.
 const BATCH: usize = 50_000;
 
+/// How long a check waits for other users of an SQLite file to let go
+/// before loading in WAL batches instead of one bulk transaction.
+const BULK_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The busy timeout of a store's SQLite connection ([`Connection::open`]).
+const SQLITE_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// An open store: an SQLite file or a PostgreSQL database.
 pub struct Store {
     connection: Connection,
@@ -261,6 +268,8 @@ pub struct Store {
     pending: usize,
     queued: QueueBatch,
     copy: Vec<u8>,
+    /// The open run loads in one rollback-journal transaction (SQLite).
+    bulk: bool,
 }
 
 /// Accepted records on their way to the queue, in file order, with their
@@ -486,6 +495,7 @@ impl Store {
             pending: 0,
             queued: QueueBatch::default(),
             copy: Vec::new(),
+            bulk: false,
         })
     }
 
@@ -502,6 +512,7 @@ impl Store {
             pending: 0,
             queued: QueueBatch::default(),
             copy: Vec::new(),
+            bulk: false,
         })
     }
 
@@ -517,9 +528,13 @@ impl Store {
 
     /// Starts a run and opens its first transaction.
     pub fn begin_run(&mut self, kind: &str, schema: &Schema) -> DataResult<i64> {
+        self.bulk = kind == "check" && self.enter_bulk_load();
         // The run row is written in the run's first transaction, so a run
         // that fails before its first batch leaves no trace at all.
-        self.connection.begin("begin run")?;
+        if let Err(error) = self.connection.begin("begin run") {
+            self.leave_bulk_load();
+            return Err(error.into());
+        }
         let id = self.connection.query_i64(
             "begin run",
             "INSERT INTO data_runs (kind, schema_name, schema_path, schema_text, queue_start, started_at)
@@ -560,6 +575,51 @@ impl Store {
                 i64::from(quote)
             ],
         )?)
+    }
+
+    /// On SQLite, when no other connection has the file open, switches it
+    /// from WAL to a rollback journal so the run loads in one transaction.
+    ///
+    /// In WAL mode every page is written twice (to the WAL, then by a
+    /// checkpoint into the file) and each checkpoint waits for two fsyncs
+    /// on the writer's thread; that was most of a queued row's cost. With a
+    /// rollback journal, pages appended beyond the file's old end need no
+    /// journal copy, so the queue is written once, and the one commit is
+    /// still atomic: a crash leaves a hot journal that the next open rolls
+    /// back, and no row of the run is ever visible before it is done.
+    /// Readers that arrive during the load wait for it, as writers already
+    /// did. WAL comes back when the run ends ([`Store::leave_bulk_load`]).
+    fn enter_bulk_load(&self) -> bool {
+        let Some(sqlite) = self.connection.sqlite() else {
+            return false;
+        };
+        // Another connection (the web app, a worker) keeps WAL mode: the
+        // switch needs the file alone, and must not wait long for it.
+        if sqlite.busy_timeout(BULK_SWITCH_WAIT).is_err() {
+            return false;
+        }
+        let switched = sqlite
+            .query_row("PRAGMA journal_mode = DELETE", [], |row| {
+                row.get::<_, String>(0)
+            })
+            .is_ok_and(|mode| mode.eq_ignore_ascii_case("delete"));
+        let _ = sqlite.busy_timeout(SQLITE_BUSY_WAIT);
+        switched
+    }
+
+    /// Puts the file back in WAL mode after a bulk load (committed or
+    /// rolled back). Should another connection hold it just now, the file
+    /// stays in rollback mode, which is as safe; the next open of the
+    /// store sets WAL again.
+    fn leave_bulk_load(&mut self) {
+        if !std::mem::take(&mut self.bulk) {
+            return;
+        }
+        if let Some(sqlite) = self.connection.sqlite() {
+            let _ = sqlite.busy_timeout(BULK_SWITCH_WAIT);
+            let _ = sqlite.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()));
+            let _ = sqlite.busy_timeout(SQLITE_BUSY_WAIT);
+        }
     }
 
     /// Writes the buffered queue rows (and, on PostgreSQL, sends the COPY
@@ -645,7 +705,8 @@ impl Store {
             Backend::Sqlite => BATCH,
             Backend::Postgres => 10 * BATCH,
         };
-        if self.pending >= batch {
+        // A bulk load commits once, at the end.
+        if self.pending >= batch && !self.bulk {
             self.flush_queue()?;
             self.connection.batch("commit a batch", "COMMIT; BEGIN")?;
             self.pending = 0;
@@ -795,6 +856,7 @@ impl Store {
             args![run_id, read as i64, accepted as i64, quarantined as i64, timestamp().as_str()],
         )?;
         self.connection.commit("finish run")?;
+        self.leave_bulk_load();
         Ok(())
     }
 
@@ -803,6 +865,7 @@ impl Store {
         self.queued = QueueBatch::default();
         self.copy = Vec::new();
         self.connection.rollback();
+        self.leave_bulk_load();
         let _ = self.connection.transaction("abandon run", |connection| {
             connection.execute(
                 "abandon run",
