@@ -274,7 +274,7 @@ pub struct Store {
 
 /// Accepted records on their way to the queue, in file order, with their
 /// JSON already made: a check fills batches and the store's writer takes
-/// them whole (on SQLite, multi-row INSERTs; on PostgreSQL, COPY text).
+/// them whole (on SQLite, multi-row INSERTs; on PostgreSQL, binary COPY).
 #[derive(Default, Debug)]
 pub struct QueueBatch {
     /// `(run_id, source_id, row, line)` of each record.
@@ -321,7 +321,7 @@ impl QueueBatch {
 /// of a single-row insert on statement overhead.
 const QUEUE_GROUP: usize = 128;
 
-/// Bytes of COPY text sent at once (PostgreSQL).
+/// Bytes of COPY data sent at once (PostgreSQL).
 const COPY_CHUNK: usize = 4 << 20;
 
 /// `INSERT INTO data_queue ... VALUES (?,?,?,?,?), ...` for `rows` rows.
@@ -337,29 +337,22 @@ fn queue_insert(rows: usize) -> String {
     sql
 }
 
-/// Appends `text` to a COPY text-format field: backslash, tab, newline and
-/// carriage return escaped.
-fn copy_escape(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    for (index, byte) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'\\' => b"\\\\",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..index]);
-        out.extend_from_slice(escaped);
-        start = index + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-}
+/// The start of a binary COPY stream: signature, flags, no extension.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
-fn append_number(out: &mut Vec<u8>, number: i64) {
-    use std::io::Write as _;
-    let _ = write!(out, "{number}");
+/// Appends one queue row to a binary COPY stream: four BIGINTs and the
+/// record's text, each with its length. Binary spares both sides the text
+/// format's escaping and the server its number parsing (COPY's parsing was
+/// a quarter of the server's time per row).
+fn append_copy_row(out: &mut Vec<u8>, keys: &[i64; 4], json: &str) {
+    out.extend_from_slice(&5i16.to_be_bytes());
+    for key in keys {
+        out.extend_from_slice(&8i32.to_be_bytes());
+        out.extend_from_slice(&key.to_be_bytes());
+    }
+    // A record never nears 2 GiB: the checker bounds records far below.
+    out.extend_from_slice(&(json.len() as i32).to_be_bytes());
+    out.extend_from_slice(json.as_bytes());
 }
 
 /// A stored source file of a run.
@@ -623,7 +616,7 @@ impl Store {
     }
 
     /// Writes the buffered queue rows (and, on PostgreSQL, sends the COPY
-    /// text).
+    /// data).
     fn flush_queue(&mut self) -> DataResult<()> {
         let queued = std::mem::take(&mut self.queued);
         let written = self.write_rows(&queued);
@@ -634,30 +627,30 @@ impl Store {
     }
 
     fn send_copy(&mut self) -> DataResult<()> {
-        if !self.copy.is_empty() {
+        if self.copy.len() > COPY_HEADER.len() {
+            // The trailer: a row of -1 fields.
+            self.copy.extend_from_slice(&(-1i16).to_be_bytes());
             self.connection.copy_in(
                 "queue records",
-                "COPY data_queue (run_id, source_id, row, line, record) FROM STDIN",
+                "COPY data_queue (run_id, source_id, row, line, record) FROM STDIN (FORMAT binary)",
                 &self.copy,
             )?;
-            self.copy.clear();
         }
+        self.copy.clear();
         Ok(())
     }
 
     /// Writes `batch` into the open transaction: on SQLite as multi-row
-    /// INSERTs with the parameters bound in place; on PostgreSQL as COPY
-    /// text, sent whenever a chunk is full.
+    /// INSERTs with the parameters bound in place; on PostgreSQL as binary
+    /// COPY, sent whenever a chunk is full.
     fn write_rows(&mut self, batch: &QueueBatch) -> DataResult<()> {
         if self.connection.backend() == Backend::Postgres {
             for index in 0..batch.len() {
                 let (keys, json) = batch.row(index);
-                for &number in keys {
-                    append_number(&mut self.copy, number);
-                    self.copy.push(b'\t');
+                if self.copy.is_empty() {
+                    self.copy.extend_from_slice(COPY_HEADER);
                 }
-                copy_escape(&mut self.copy, json);
-                self.copy.push(b'\n');
+                append_copy_row(&mut self.copy, keys, json);
                 if self.copy.len() >= COPY_CHUNK {
                     self.send_copy()?;
                 }
