@@ -567,17 +567,25 @@ impl Linear {
                         },
                         _ => self.input.as_rows(x_values, inputs),
                     };
-                    // dx = dy·W
-                    let dx = product(
-                        (tokens, inputs, outputs),
-                        Operand::rows(&dy, outputs),
-                        Operand::rows(weight, inputs),
-                    );
-                    // dW = dyᵀ·x
-                    let dw = product(
-                        (outputs, inputs, tokens),
-                        Operand::transposed(&dy, outputs),
-                        Operand::rows(&x, inputs),
+                    // dx = dy·W and dW = dyᵀ·x: the same number of
+                    // multiply-adds, side by side in one parallel region
+                    // (one after the other, each was a fork and a join of
+                    // its own, the second thread idle in between).
+                    let (dx, dw) = rayon::join(
+                        || {
+                            product(
+                                (tokens, inputs, outputs),
+                                Operand::rows(&dy, outputs),
+                                Operand::rows(weight, inputs),
+                            )
+                        },
+                        || {
+                            product(
+                                (outputs, inputs, tokens),
+                                Operand::transposed(&dy, outputs),
+                                Operand::rows(&x, inputs),
+                            )
+                        },
                     );
                     let db = bias.is_some().then(|| column_sums(&dy, outputs));
                     let dx = match self.input {
