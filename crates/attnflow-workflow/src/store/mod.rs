@@ -19,6 +19,7 @@
 //!   crates' tables.
 
 mod claims;
+mod folded;
 mod listing;
 pub mod schema;
 
@@ -36,7 +37,7 @@ pub use claims::{SupersededRecord, WorkerRecord};
 pub use listing::{RunFilter, RunOrder, RunSummary};
 
 /// The schema version this build writes; older stores are migrated forward.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The notification channel that wakes workers (PostgreSQL).
 pub const WAKE_CHANNEL: &str = "attnflow_workflow";
@@ -724,6 +725,19 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens a store another connection of this process has just migrated
+    /// (a worker's slots): checks its version instead of migrating, so
+    /// slots starting together do not queue on the migration lock.
+    pub fn connect_migrated(location: &Location) -> Result<Store, StoreError> {
+        let connection = Connection::open(location, SQLITE_SETUP)?;
+        schema::COMPONENT.check_current(&connection)?;
+        Ok(Store {
+            connection,
+            location: Some(location.clone()),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
     /// Uses an already open SQLite connection (for example one shared with
     /// other crates' tables) and migrates it.
     pub fn from_connection(connection: rusqlite::Connection) -> Result<Store, StoreError> {
@@ -1156,14 +1170,28 @@ impl Store {
         epoch: i64,
     ) -> Result<StepRecord, StoreError> {
         let run_id = lease.run_id;
-        let seq = self.fenced(lease, "begin step", 2, 1, |connection, fenced| {
+        self.fenced(lease, "begin step", 2, 1, |connection, fenced| {
             let key = crate::action::TaskContext::idempotency_key_for(run_id, fenced.first_step, 1);
             let events = step_with_attempt_events(lease, state, fenced.first_step, &key);
             insert_step_with_first_attempt(connection, lease, state, epoch, fenced)?;
             insert_events(connection, run_id, fenced.now, fenced.first_event, &events)?;
-            Ok(fenced.first_step)
-        })?;
-        self.step(run_id, seq)
+            // As inserted: not read back (one round trip less per run).
+            Ok(StepRecord {
+                run_id,
+                seq: fenced.first_step,
+                state: state.to_string(),
+                epoch,
+                completed: false,
+                attempt: 1,
+                attempt_open: true,
+                last_outcome: None,
+                retry_at_ms: None,
+                outcome: None,
+                next_state: None,
+                started_ms: fenced.now,
+                finished_ms: None,
+            })
+        })
     }
 
     /// Records that attempt `attempt` of `step` is about to run, before it
@@ -1233,6 +1261,17 @@ impl Store {
                 (3 + finished + 2 * next, next)
             }
         };
+        if self.backend() == Backend::Postgres {
+            return self.finish_attempt_folded(
+                lease,
+                step,
+                attempt,
+                outcome,
+                detail,
+                decision,
+                (events, steps),
+            );
+        }
         self.fenced(
             lease,
             "finish attempt",
