@@ -16,6 +16,7 @@
 //! | kernel | inference | training |
 //! |---|---|---|
 //! | `f(x·Wᵀ + b)` on `gemm`, `f` ∈ GELU(tanh), GELU(erf), SiLU; packed QKV or gate/up weights | [`linear_into`], [`concat_rows`] | [`linear`], [`linear_activation`], [`linear_to_heads`], [`linear_from_heads`], [`linear_after_gelu`] |
+//! | `f(x·Wᵀ + b)` with `W` laid out once in 64-output panels (a loaded model's weights; GGUF blocks dequantized a panel at a time) | [`linear_panels_into`], [`Panels`] | |
 //! | activations, residual sums | [`activate`], [`swiglu_into`], [`swiglu_packed_into`], [`add_in_place`] | [`activation()`], [`gelu_tanh`], [`swiglu`] |
 //! | layer norm, RMS norm | [`layer_norm_into`], [`add_layer_norm_in_place`], [`rms_norm_into`] | [`layer_norm`], [`rms_norm`] |
 //! | softmax, cross-entropy | [`softmax_rows_in_place`], [`cross_entropy_value`] | [`softmax_last_dim`], [`cross_entropy`] |
@@ -42,6 +43,7 @@ pub mod matmul;
 pub mod norm;
 pub mod optim;
 pub mod packed;
+pub mod panel;
 pub mod positions;
 pub mod rotary;
 pub mod simd;
@@ -68,6 +70,7 @@ pub use linear::{
 pub use matmul::{matmul, product, Operand};
 pub use norm::{add_layer_norm_in_place, layer_norm, layer_norm_into, rms_norm, rms_norm_into};
 pub use optim::{adamw_update, sum_of_squares, AdamWStep};
+pub use panel::{linear_panels_into, Panels};
 pub use positions::{add_positions, add_positions_in_place, embed_into};
 pub use rotary::{
     inverse_frequencies, rotary, rotary_in_place, RotaryConfig, RotaryScaling, RotaryTables,

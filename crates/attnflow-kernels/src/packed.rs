@@ -19,9 +19,9 @@
 
 use std::cell::RefCell;
 
+use crate::panel::{fill_panel, panel_product, PanelSource, PANEL};
 use crate::simd::SimdPath;
 use crate::{linear_into, Activation, Weight};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 /// Values per GGUF quantisation block.
@@ -102,11 +102,6 @@ impl std::fmt::Debug for PackedMatrix {
     }
 }
 
-/// Rows of the matrix dequantized per `gemm` tile: gemm's widest AVX-512
-/// micro-kernel covers 64 output columns.
-const TILE_ROWS: usize = 64;
-/// Most rows of the matrix one product task dequantizes and multiplies.
-const MAX_BLOCK_ROWS: usize = 1024;
 /// Fewest rows per task of a product with one vector: a task streams at
 /// least ten kilobytes of weights.
 const MATVEC_ROWS: usize = 32;
@@ -350,67 +345,33 @@ impl PackedMatrix {
             let weight = Weight::new(values, self.rows, self.columns);
             return linear_into(out, x, weight, None, Activation::Identity);
         }
-        let k = self.columns;
-        let m = self.rows;
-        let destination = Destination(out.as_mut_ptr());
-        // One block of whole 64-row tiles per thread, at most 1024 rows:
-        // each gemm call then packs the input once for many output
-        // columns (64-row blocks repacked it per tile, which halved the
-        // speed at k = 1536).
-        let threads = rayon::current_num_threads().max(1);
-        let block_rows = (m.div_ceil(TILE_ROWS).div_ceil(threads) * TILE_ROWS).min(MAX_BLOCK_ROWS);
-        let tiles = m.div_ceil(block_rows);
-        let tile = |index: usize| {
-            let first = index * block_rows;
-            let width = block_rows.min(m - first);
-            let run = |weights: &[f32]| {
-                // SAFETY: `x` is n × k and `weights` width × k, both
-                // row-major, so every element gemm reads is inside them;
-                // it writes rows 0..n, columns first..first + width of the
-                // n × m destination, which no other tile writes and which
-                // aliases neither operand (`out` is a separate &mut).
-                unsafe {
-                    gemm::gemm(
-                        n,
-                        width,
-                        k,
-                        destination.at(first),
-                        1,
-                        m as isize,
-                        false,
-                        x.as_ptr(),
-                        1,
-                        k as isize,
-                        weights.as_ptr(),
-                        k as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
-            };
-            match &self.storage {
-                Storage::F32(_) => unreachable!("f32 weights go through linear_into"),
-                Storage::Bytes(_) => SCRATCH.with(|scratch| {
-                    let mut scratch = scratch.borrow_mut();
-                    scratch.resize(width * k, 0.0);
-                    let path = SimdPath::detect();
-                    for (offset, row) in scratch.chunks_exact_mut(k).enumerate() {
-                        dequantize(path, self.packing, self.row_bytes(first + offset), row);
-                    }
-                    run(&scratch);
-                }),
-            }
+        // Each task dequantizes the 64 rows of its panel once and
+        // multiplies every input row by them (`gemm` repacked the
+        // dequantized rows on every call: 17% of a SmolLM2 prefill).
+        let path = SimdPath::detect();
+        let fill = |index: usize, panel: &mut [f32]| {
+            SCRATCH.with(|scratch| {
+                let mut row = scratch.borrow_mut();
+                row.resize(self.columns, 0.0);
+                let first = index * PANEL;
+                fill_panel(
+                    panel,
+                    PANEL.min(self.rows - first),
+                    self.columns,
+                    |j, row_out| dequantize(path, self.packing, self.row_bytes(first + j), row_out),
+                    &mut row,
+                );
+            })
         };
-        if tiles > 1 && rayon::current_num_threads() > 1 {
-            (0..tiles).into_par_iter().with_max_len(1).for_each(tile);
-        } else {
-            (0..tiles).for_each(tile);
-        }
+        panel_product(
+            out,
+            x,
+            (self.rows, self.columns),
+            PanelSource::Filled(&fill),
+            None,
+            Activation::Identity,
+            path,
+        );
     }
 }
 
@@ -447,18 +408,6 @@ fn matvec_group_with(path: SimdPath, products: &mut [(&PackedMatrix, &mut [f32])
         for (matrix, first, out) in tasks {
             matrix.rows_dot(path, first, x, out);
         }
-    }
-}
-
-/// The destination shared by the tiles of one product; each tile writes
-/// only its own columns.
-struct Destination(*mut f32);
-// SAFETY: tiles write disjoint columns of the destination (see `matmul`).
-unsafe impl Sync for Destination {}
-
-impl Destination {
-    fn at(&self, offset: usize) -> *mut f32 {
-        self.0.wrapping_add(offset)
     }
 }
 

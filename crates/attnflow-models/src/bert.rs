@@ -12,8 +12,8 @@
 
 use attnflow_kernels::{
     add_in_place, add_layer_norm_in_place, attention_forward, attention_weights_forward,
-    concat_rows, embed_into, layer_norm_into, linear_into, scratch, threads, Activation,
-    AttentionProblem, HeadsLayout, Weight,
+    concat_rows, embed_into, layer_norm_into, linear_panels_into, scratch, threads, Activation,
+    AttentionProblem, HeadsLayout, Panels, Weight,
 };
 use candle_core::{DType, Device, Tensor};
 
@@ -62,48 +62,61 @@ impl Norm {
     }
 }
 
-/// A dense layer `x Wᵀ + b`, `W` `(outputs, inputs)`.
+/// A dense layer `x Wᵀ + b`, `W` `(outputs, inputs)` laid out in panels
+/// once at load (so no batch repacks it).
 #[derive(Clone, Debug)]
 struct Dense {
-    weight: Values,
+    weight: Panels,
     bias: Values,
-    outputs: usize,
-    inputs: usize,
 }
 
 impl Dense {
-    /// `{module}.weight` `(output, input)` and `{module}.bias` `(output)`.
-    fn load(weights: &Weights, module: &str, input: usize, output: usize) -> Result<Self> {
-        Ok(Self {
-            weight: values_of(&weights.get(&format!("{module}.weight"), &[output, input])?)?,
-            bias: values_of(&weights.get(&format!("{module}.bias"), &[output])?)?,
-            outputs: output,
-            inputs: input,
-        })
+    fn new(weight: &[f32], bias: Values, outputs: usize, inputs: usize) -> Self {
+        Self {
+            weight: Panels::pack(Weight::new(weight, outputs, inputs)),
+            bias,
+        }
     }
 
-    /// Several layers over the same input as one, their outputs side by
-    /// side (a fused QKV projection).
-    fn packed(parts: &[Dense]) -> Self {
-        let weights: Vec<&[f32]> = parts.iter().map(|p| p.weight.0.as_slice()).collect();
-        let biases: Vec<&[f32]> = parts.iter().map(|p| p.bias.0.as_slice()).collect();
-        Self {
-            weight: Values(concat_rows(&weights)),
-            bias: Values(concat_rows(&biases)),
-            outputs: parts.iter().map(|p| p.outputs).sum(),
-            inputs: parts.first().map_or(0, |p| p.inputs),
-        }
+    /// `{module}.weight` `(output, input)` and `{module}.bias` `(output)`.
+    fn values(
+        weights: &Weights,
+        module: &str,
+        input: usize,
+        output: usize,
+    ) -> Result<(Values, Values)> {
+        Ok((
+            values_of(&weights.get(&format!("{module}.weight"), &[output, input])?)?,
+            values_of(&weights.get(&format!("{module}.bias"), &[output])?)?,
+        ))
+    }
+
+    fn load(weights: &Weights, module: &str, input: usize, output: usize) -> Result<Self> {
+        let (weight, bias) = Self::values(weights, module, input, output)?;
+        Ok(Self::new(&weight.0, bias, output, input))
+    }
+
+    /// Several `(input, output)` layers over the same input as one, their
+    /// outputs side by side (a fused QKV projection).
+    fn packed(weights: &Weights, modules: &[String], input: usize, output: usize) -> Result<Self> {
+        let parts = modules
+            .iter()
+            .map(|module| Self::values(weights, module, input, output))
+            .collect::<Result<Vec<_>>>()?;
+        let weight: Vec<&[f32]> = parts.iter().map(|(w, _)| w.0.as_slice()).collect();
+        let bias: Vec<&[f32]> = parts.iter().map(|(_, b)| b.0.as_slice()).collect();
+        let bias = Values(concat_rows(&bias));
+        Ok(Self::new(
+            &concat_rows(&weight),
+            bias,
+            output * modules.len(),
+            input,
+        ))
     }
 
     /// `out = f(x Wᵀ + b)` for `x` `(tokens, inputs)`.
     fn forward_into(&self, out: &mut [f32], x: &[f32], activation: Activation) {
-        linear_into(
-            out,
-            x,
-            Weight::new(&self.weight.0, self.outputs, self.inputs),
-            Some(&self.bias.0),
-            activation,
-        );
+        linear_panels_into(out, x, &self.weight, Some(&self.bias.0), activation);
     }
 }
 
@@ -183,11 +196,10 @@ impl Layer {
         let ff = config.intermediate_size;
         let eps = config.layer_norm_eps;
         let name = |local: &str| format!("encoder.layer.{index}.{local}");
-        let projections = ["query", "key", "value"]
-            .map(|part| Dense::load(weights, &name(&format!("attention.self.{part}")), d, d));
-        let [query, key, value] = projections;
+        let projections =
+            ["query", "key", "value"].map(|part| name(&format!("attention.self.{part}")));
         Ok(Self {
-            qkv: Dense::packed(&[query?, key?, value?]),
+            qkv: Dense::packed(weights, &projections, d, d)?,
             attention_output: Dense::load(weights, &name("attention.output.dense"), d, d)?,
             attention_norm: Norm::load(weights, &name("attention.output.LayerNorm"), d, eps)?,
             intermediate: Dense::load(weights, &name("intermediate.dense"), d, ff)?,
@@ -310,12 +322,12 @@ impl BertModel {
             .collect::<Result<Vec<_>>>()?;
         let d = config.hidden_size;
         let pooler = match weights.find("pooler.dense.weight", &[d, d])? {
-            Some(weight) => Some(Dense {
-                weight: values_of(&weight)?,
-                bias: values_of(&weights.get("pooler.dense.bias", &[d])?)?,
-                outputs: d,
-                inputs: d,
-            }),
+            Some(weight) => Some(Dense::new(
+                &values_of(&weight)?.0,
+                values_of(&weights.get("pooler.dense.bias", &[d])?)?,
+                d,
+                d,
+            )),
             None => None,
         };
         Ok(Self {

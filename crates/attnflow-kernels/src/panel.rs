@@ -1,0 +1,630 @@
+//! `y = f(x·Wᵀ + b)` with `W` laid out once in panels: the inference
+//! products of a loaded model.
+//!
+//! `gemm` packs both operands into its own layout on every call. For a
+//! model's weights that work repeats on every batch: `perf` put it at 6%
+//! of embedding with MiniLM and 17% of a SmolLM2 prefill. [`Panels`] holds
+//! `W` in the layout the multiply reads, made once when the model loads
+//! (or, for weights kept in GGUF blocks, one panel at a time as the
+//! product needs it), and the input rows are read where they lie: their
+//! values are broadcast one at a time, so they need no packing.
+//!
+//! A panel is [`PANEL`] consecutive output features by every input
+//! feature, stored input-major: `panel[p·64 + j] = W[first + j, p]`
+//! (zeros past the last output). The micro-kernel keeps a tile of up to
+//! 6 tokens × 64 outputs in 24 AVX-512 registers (6 × 16 on AVX2 and the
+//! portable path, whose registers are narrower or fewer) and adds one
+//! input feature per step: four panel loads, six broadcasts, 24 fused
+//! multiply-adds. Each output is summed over the inputs in order, one
+//! rounding per step, whatever the tile, the thread or the SIMD path:
+//! the result is the same bits on any number of threads and every path.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::activation::Activation;
+use crate::linear::{Weight, WeightLayout};
+use crate::simd::{dispatch, Lanes, SimdPath};
+
+/// Output features per panel.
+pub const PANEL: usize = 64;
+/// Tokens per register tile.
+const TILE_ROWS: usize = 6;
+/// Most tokens one task multiplies by one panel: the panel stays in the
+/// core's L2 cache while the rows stream past it.
+const MAX_BLOCK_ROWS: usize = 192;
+/// Fewest multiply-adds worth a task of their own.
+const TASK_WORK: usize = 1 << 18;
+
+/// A weight `W` (`outputs × inputs`) in panels of [`PANEL`] outputs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Panels {
+    values: Vec<f32>,
+    outputs: usize,
+    inputs: usize,
+}
+
+impl Panels {
+    /// Lays `weight` out in panels (once, when a model loads).
+    pub fn pack(weight: Weight<'_>) -> Self {
+        let Weight {
+            values,
+            outputs,
+            inputs,
+            layout,
+        } = weight;
+        assert_eq!(
+            values.len(),
+            outputs * inputs,
+            "panels: weight of {outputs} × {inputs}"
+        );
+        let count = outputs.div_ceil(PANEL);
+        let mut packed = vec![0f32; count * PANEL * inputs];
+        for (index, panel) in packed.chunks_exact_mut(PANEL * inputs).enumerate() {
+            let first = index * PANEL;
+            let width = PANEL.min(outputs - first);
+            match layout {
+                WeightLayout::OutputsByInputs => {
+                    let mut row = Vec::new();
+                    fill_panel(
+                        panel,
+                        width,
+                        inputs,
+                        |j, out| {
+                            out.copy_from_slice(
+                                &values[(first + j) * inputs..(first + j + 1) * inputs],
+                            )
+                        },
+                        &mut row,
+                    );
+                }
+                WeightLayout::InputsByOutputs => {
+                    for p in 0..inputs {
+                        let row = &values[p * outputs + first..p * outputs + first + width];
+                        panel[p * PANEL..p * PANEL + width].copy_from_slice(row);
+                    }
+                }
+            }
+        }
+        Self {
+            values: packed,
+            outputs,
+            inputs,
+        }
+    }
+
+    /// Output features.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// Input features.
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    fn panel(&self, index: usize) -> &[f32] {
+        &self.values[index * PANEL * self.inputs..(index + 1) * PANEL * self.inputs]
+    }
+}
+
+/// Writes one panel from `width` weight rows, `row(j, out)` writing row
+/// `j` (its `inputs` values) into `out` (a buffer of the caller's, reused).
+/// Columns past `width` keep what the panel held (zeros when it is fresh).
+pub(crate) fn fill_panel(
+    panel: &mut [f32],
+    width: usize,
+    inputs: usize,
+    mut row: impl FnMut(usize, &mut [f32]),
+    buffer: &mut Vec<f32>,
+) {
+    buffer.resize(inputs, 0.0);
+    for j in 0..width {
+        row(j, buffer);
+        for (p, &value) in buffer.iter().enumerate() {
+            panel[p * PANEL + j] = value;
+        }
+    }
+}
+
+/// Where a product's panels come from.
+pub(crate) enum PanelSource<'a> {
+    /// Laid out already.
+    Packed(&'a Panels),
+    /// Made on demand: `fill(index, panel)` writes panel `index`
+    /// (`PANEL × inputs` values, zeros past the last output).
+    Filled(&'a (dyn Fn(usize, &mut [f32]) + Sync)),
+}
+
+/// `out = f(x·Wᵀ + b)` for `x` row-major `(tokens, inputs)` and `out`
+/// `(tokens, outputs)`, `W` in panels: the inference variant (no graph,
+/// nothing saved, nothing allocated in steady state).
+pub fn linear_panels_into(
+    out: &mut [f32],
+    x: &[f32],
+    weight: &Panels,
+    bias: Option<&[f32]>,
+    activation: Activation,
+) {
+    panel_product(
+        out,
+        x,
+        (weight.outputs, weight.inputs),
+        PanelSource::Packed(weight),
+        bias,
+        activation,
+        SimdPath::detect(),
+    );
+}
+
+/// The tokens and panels one task covers.
+#[derive(Clone, Copy)]
+struct Task {
+    panel: usize,
+    first_row: usize,
+    rows: usize,
+}
+
+/// The tasks of a `tokens × outputs × inputs` product: each panel's rows
+/// cut into equal blocks, enough blocks that every thread gets the same
+/// number of tasks when the product is worth splitting. Panels made on
+/// demand are made once per task, so their rows are cut only for that
+/// balance. How the work is cut never changes what an output is.
+fn tasks(tokens: usize, outputs: usize, inputs: usize, made: bool) -> (usize, usize) {
+    let panels = outputs.div_ceil(PANEL);
+    let threads = rayon::current_num_threads().max(1);
+    let mut blocks = if made {
+        1
+    } else {
+        tokens.div_ceil(MAX_BLOCK_ROWS).max(1)
+    };
+    if threads > 1 && tokens * outputs * inputs >= TASK_WORK * threads {
+        while !(panels * blocks).is_multiple_of(threads) && blocks < tokens {
+            blocks += 1;
+        }
+    }
+    // Whole register tiles per block, so only the last block has a short one.
+    let rows = tokens.div_ceil(blocks).div_ceil(TILE_ROWS) * TILE_ROWS;
+    (panels, rows.max(TILE_ROWS))
+}
+
+thread_local! {
+    static PANEL_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The destination shared by the tasks of one product; each task writes
+/// only its own rows of its own panel's columns.
+struct Destination(*mut f32);
+// SAFETY: tasks write disjoint parts of the destination (see `panel_product`).
+unsafe impl Sync for Destination {}
+
+impl Destination {
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// The product on `path` (tests pin the path; callers detect it).
+pub(crate) fn panel_product(
+    out: &mut [f32],
+    x: &[f32],
+    (outputs, inputs): (usize, usize),
+    source: PanelSource<'_>,
+    bias: Option<&[f32]>,
+    activation: Activation,
+    path: SimdPath,
+) {
+    assert!(
+        inputs > 0 && x.len().is_multiple_of(inputs),
+        "linear: {} input values for {inputs} inputs per token",
+        x.len()
+    );
+    let tokens = x.len() / inputs;
+    assert_eq!(
+        out.len(),
+        tokens * outputs,
+        "linear: output buffer for {tokens} tokens × {outputs} outputs"
+    );
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), outputs, "linear: bias for {outputs} outputs");
+    }
+    if tokens == 0 || outputs == 0 {
+        return;
+    }
+    let made = matches!(source, PanelSource::Filled(_));
+    let (panels, block_rows) = tasks(tokens, outputs, inputs, made);
+    let blocks = tokens.div_ceil(block_rows);
+    let destination = Destination(out.as_mut_ptr());
+    let run = |index: usize| {
+        let task = Task {
+            panel: index / blocks,
+            first_row: (index % blocks) * block_rows,
+            rows: block_rows.min(tokens - (index % blocks) * block_rows),
+        };
+        let first = task.panel * PANEL;
+        let width = PANEL.min(outputs - first);
+        let bias = bias.map(|bias| &bias[first..first + width]);
+        let multiply = |panel: &[f32]| {
+            // SAFETY: `panel` holds PANEL × inputs values; rows
+            // first_row..first_row + rows of `x` (tokens × inputs) exist;
+            // the destination rows and columns first..first + width lie
+            // inside the tokens × outputs `out`, and no other task writes
+            // them (tasks differ in panel or in rows).
+            unsafe {
+                panel_rows(
+                    path,
+                    destination.at(task.first_row * outputs + first),
+                    outputs,
+                    x.as_ptr().add(task.first_row * inputs),
+                    inputs,
+                    task.rows,
+                    panel.as_ptr(),
+                    inputs,
+                    width,
+                    bias,
+                    activation,
+                )
+            }
+        };
+        match &source {
+            PanelSource::Packed(weight) => multiply(weight.panel(task.panel)),
+            PanelSource::Filled(fill) => PANEL_SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                scratch.clear();
+                scratch.resize(PANEL * inputs, 0.0);
+                fill(task.panel, &mut scratch);
+                multiply(&scratch);
+            }),
+        }
+    };
+    let count = panels * blocks;
+    if count > 1 && rayon::current_num_threads() > 1 && tokens * outputs * inputs >= TASK_WORK {
+        (0..count).into_par_iter().with_max_len(1).for_each(run);
+    } else {
+        (0..count).for_each(run);
+    }
+}
+
+/// Whether a path's tile spans the whole panel (4 × 16 lanes by 6 rows in
+/// 24 of AVX-512's 32 registers) or a quarter of it at a time (16 lanes
+/// are two of AVX2's 16 registers).
+fn wide_tiles(path: SimdPath) -> bool {
+    path == SimdPath::Avx512
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_rows_body<V: Lanes>(
+    out: *mut f32,
+    out_step: usize,
+    x: *const f32,
+    x_step: usize,
+    rows: usize,
+    panel: *const f32,
+    inputs: usize,
+    width: usize,
+    bias: Option<&[f32]>,
+    activation: Activation,
+    wide: bool,
+) {
+    let mut row = 0;
+    while row < rows {
+        let count = TILE_ROWS.min(rows - row);
+        let (out, x) = (out.add(row * out_step), x.add(row * x_step));
+        let tile = Tile {
+            out,
+            out_step,
+            x,
+            x_step,
+            panel,
+            inputs,
+            bias,
+            activation,
+        };
+        if wide {
+            tile.run_rows::<V, 4>(count, 0, width);
+        } else {
+            let mut column = 0;
+            while column < width {
+                tile.run_rows::<V, 1>(count, column, (width - column).min(16));
+                column += 16;
+            }
+        }
+        row += TILE_ROWS;
+    }
+}
+
+dispatch!(
+    /// `rows` tokens of `x` times one panel into `out` (row step
+    /// `out_step`), `width` valid columns, then bias and activation.
+    ///
+    /// # Safety
+    /// `x` valid for `rows` rows of `inputs` values at step `x_step`;
+    /// `panel` for `PANEL × inputs` values; `out` for writes of `rows`
+    /// rows of `width` values at step `out_step`, aliasing neither.
+    unsafe fn panel_rows_dispatch(
+        out: *mut f32,
+        out_step: usize,
+        x: *const f32,
+        x_step: usize,
+        rows: usize,
+        panel: *const f32,
+        inputs: usize,
+        width: usize,
+        bias: Option<&[f32]>,
+        activation: Activation,
+        wide: bool
+    ) => panel_rows_body
+);
+
+/// See [`panel_rows_dispatch`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_rows(
+    path: SimdPath,
+    out: *mut f32,
+    out_step: usize,
+    x: *const f32,
+    x_step: usize,
+    rows: usize,
+    panel: *const f32,
+    inputs: usize,
+    width: usize,
+    bias: Option<&[f32]>,
+    activation: Activation,
+) {
+    let wide = wide_tiles(path.usable());
+    panel_rows_dispatch(
+        path, out, out_step, x, x_step, rows, panel, inputs, width, bias, activation, wide,
+    )
+}
+
+/// One register tile's operands.
+struct Tile<'a> {
+    out: *mut f32,
+    out_step: usize,
+    x: *const f32,
+    x_step: usize,
+    panel: *const f32,
+    inputs: usize,
+    bias: Option<&'a [f32]>,
+    activation: Activation,
+}
+
+impl Tile<'_> {
+    /// A tile of `count` (1 to 6) rows: the row count a compile-time
+    /// constant, so the accumulators stay in registers.
+    #[inline(always)]
+    unsafe fn run_rows<V: Lanes, const LANES: usize>(
+        &self,
+        count: usize,
+        column: usize,
+        width: usize,
+    ) {
+        match count {
+            6 => self.run::<V, 6, LANES>(column, width),
+            5 => self.run::<V, 5, LANES>(column, width),
+            4 => self.run::<V, 4, LANES>(column, width),
+            3 => self.run::<V, 3, LANES>(column, width),
+            2 => self.run::<V, 2, LANES>(column, width),
+            _ => self.run::<V, 1, LANES>(column, width),
+        }
+    }
+
+    /// `ROWS` tokens × `16·LANES` outputs from panel column `column`, of
+    /// which `width` are stored.
+    #[inline(always)]
+    unsafe fn run<V: Lanes, const ROWS: usize, const LANES: usize>(
+        &self,
+        column: usize,
+        width: usize,
+    ) {
+        let mut sums = [[V::splat(0.0); LANES]; ROWS];
+        let mut weights = self.panel.add(column);
+        let mut x = self.x;
+        for _ in 0..self.inputs {
+            let mut w = [V::splat(0.0); LANES];
+            for (lane, value) in w.iter_mut().enumerate() {
+                *value = V::load(weights.add(16 * lane));
+            }
+            for (row, sums) in sums.iter_mut().enumerate() {
+                let value = V::splat(*x.add(row * self.x_step));
+                for (sum, w) in sums.iter_mut().zip(w) {
+                    *sum = w.mul_add(value, *sum);
+                }
+            }
+            weights = weights.add(PANEL);
+            x = x.add(1);
+        }
+        for (row, sums) in sums.iter().enumerate() {
+            let target = self.out.add(row * self.out_step + column);
+            for (lane, &sum) in sums.iter().enumerate() {
+                let offset = 16 * lane;
+                if offset >= width {
+                    break;
+                }
+                let count = (width - offset).min(16);
+                let mut value = sum;
+                if let Some(bias) = self.bias {
+                    let bias = bias.as_ptr().add(column + offset);
+                    value = value.add(if count == 16 {
+                        V::load(bias)
+                    } else {
+                        V::load_partial(bias, count, 0.0)
+                    });
+                }
+                value = self.activation.apply(value);
+                if count == 16 {
+                    value.store(target.add(offset));
+                } else {
+                    value.store_partial(target.add(offset), count);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        outputs: usize,
+        inputs: usize,
+    ) -> Vec<f64> {
+        let tokens = x.len() / inputs;
+        let mut out = vec![0f64; tokens * outputs];
+        for t in 0..tokens {
+            for o in 0..outputs {
+                let mut sum = bias.map_or(0.0, |b| b[o] as f64);
+                for p in 0..inputs {
+                    sum += x[t * inputs + p] as f64 * w[o * inputs + p] as f64;
+                }
+                out[t * outputs + o] = sum;
+            }
+        }
+        out
+    }
+
+    fn run(
+        x: &[f32],
+        panels: &Panels,
+        bias: Option<&[f32]>,
+        activation: Activation,
+        path: SimdPath,
+    ) -> Vec<f32> {
+        let tokens = x.len() / panels.inputs;
+        let mut out = vec![f32::NAN; tokens * panels.outputs];
+        let source = PanelSource::Packed(panels);
+        let shape = (panels.outputs, panels.inputs);
+        panel_product(&mut out, x, shape, source, bias, activation, path);
+        out
+    }
+
+    fn paths() -> Vec<SimdPath> {
+        SimdPath::available()
+    }
+
+    #[test]
+    fn products_match_an_f64_reference_at_ragged_shapes_on_every_path() {
+        for (tokens, outputs, inputs) in [
+            (1, 1, 1),
+            (5, 63, 7),
+            (7, 64, 33),
+            (13, 65, 16),
+            (37, 130, 70),
+            (200, 200, 96),
+        ] {
+            let x = values(tokens * inputs, 1);
+            let w = values(outputs * inputs, 2);
+            let b = values(outputs, 3);
+            let want = reference(&x, &w, Some(&b), outputs, inputs);
+            let panels = Panels::pack(Weight::new(&w, outputs, inputs));
+            let first = run(&x, &panels, Some(&b), Activation::Identity, paths()[0]);
+            for (index, (&got, &want)) in first.iter().zip(&want).enumerate() {
+                let tolerance = 1e-6 * (inputs as f64).sqrt() * 4.0;
+                assert!(
+                    (got as f64 - want).abs() <= tolerance,
+                    "{tokens}×{outputs}×{inputs} element {index}: {got} against {want}"
+                );
+            }
+            for path in paths() {
+                let got = run(&x, &panels, Some(&b), Activation::Identity, path);
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    first.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{path} differs at {tokens}×{outputs}×{inputs}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_epilogue_is_the_activation_of_the_biased_product() {
+        let (tokens, outputs, inputs) = (9, 100, 48);
+        let x = values(tokens * inputs, 4);
+        let w = values(outputs * inputs, 5);
+        let b = values(outputs, 6);
+        let panels = Panels::pack(Weight::new(&w, outputs, inputs));
+        let path = SimdPath::detect();
+        let plain = run(&x, &panels, Some(&b), Activation::Identity, path);
+        for activation in [Activation::GeluTanh, Activation::GeluErf, Activation::Silu] {
+            let mut want = plain.clone();
+            crate::activation::activate(activation, &mut want);
+            let got = run(&x, &panels, Some(&b), activation, path);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{activation:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_weight_layouts_and_panels_made_on_demand_give_the_same_bits() {
+        let (tokens, outputs, inputs) = (23, 150, 40);
+        let x = values(tokens * inputs, 7);
+        let w = values(outputs * inputs, 8);
+        let mut wt = vec![0f32; w.len()];
+        for o in 0..outputs {
+            for p in 0..inputs {
+                wt[p * outputs + o] = w[o * inputs + p];
+            }
+        }
+        let path = SimdPath::detect();
+        let panels = Panels::pack(Weight::new(&w, outputs, inputs));
+        let want = run(&x, &panels, None, Activation::Identity, path);
+        let transposed = Panels::pack(Weight::transposed(&wt, inputs, outputs));
+        assert_eq!(transposed, panels);
+        let fill = |index: usize, panel: &mut [f32]| panel.copy_from_slice(panels.panel(index));
+        let mut got = vec![f32::NAN; tokens * outputs];
+        let source = PanelSource::Filled(&fill);
+        panel_product(
+            &mut got,
+            &x,
+            (outputs, inputs),
+            source,
+            None,
+            Activation::Identity,
+            path,
+        );
+        assert_eq!(
+            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn products_do_not_depend_on_the_number_of_threads() {
+        let (tokens, outputs, inputs) = (301, 576, 192);
+        let x = values(tokens * inputs, 9);
+        let w = values(outputs * inputs, 10);
+        let panels = Panels::pack(Weight::new(&w, outputs, inputs));
+        let path = SimdPath::detect();
+        let mut results = Vec::new();
+        for threads in [1, 2, 3, 4] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let out = pool.install(|| run(&x, &panels, None, Activation::Identity, path));
+            results.push(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        }
+        assert!(results.windows(2).all(|pair| pair[0] == pair[1]));
+    }
+}
