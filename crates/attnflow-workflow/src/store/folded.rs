@@ -17,10 +17,10 @@
 use attnflow_store::Value;
 
 use super::{
-    run_from_row, step_with_attempt_events, AttemptDecision, EventKind, Lease, NewEvent, RunRecord,
-    RunStatus, StepRecord, Store, StoreError, RUN_COLUMNS,
+    run_from_row, step_with_attempt_events, terminal_status, AttemptDecision, EventKind, Lease,
+    NewEvent, RunRecord, StepRecord, Store, StoreError, RUN_COLUMNS,
 };
-use crate::spec::{Outcome, TerminalKind};
+use crate::spec::Outcome;
 
 /// SQL text with its parameters numbered as they are added.
 struct Statement<'a> {
@@ -176,31 +176,14 @@ impl Store {
                 terminal,
                 ..
             } => {
-                let common = || NewEvent {
-                    step: Some(step.seq),
-                    state: Some(&step.state),
-                    outcome: Some(step_outcome.as_str()),
-                    lease_token: Some(lease.token),
-                    ..NewEvent::default()
-                };
-                list.push(NewEvent {
-                    kind: Some(EventKind::StepCompleted),
-                    ..common()
-                });
-                list.push(NewEvent {
-                    kind: Some(EventKind::Transition),
-                    to_state: Some(next_state),
-                    ..common()
-                });
-                if let Some(kind) = terminal {
-                    list.push(NewEvent {
-                        kind: Some(EventKind::RunFinished),
-                        state: Some(next_state),
-                        lease_token: Some(lease.token),
-                        detail: terminal_status(*kind).as_str(),
-                        ..NewEvent::default()
-                    });
-                }
+                super::completion_events(
+                    lease,
+                    step,
+                    *step_outcome,
+                    next_state,
+                    *terminal,
+                    &mut list,
+                );
                 if reserved.1 == 1 {
                     // Steps are numbered by the run's counter and begun one
                     // at a time, so the next is this one's successor; the
@@ -208,21 +191,14 @@ impl Store {
                     let next_seq = step.seq + 1;
                     key = crate::action::TaskContext::idempotency_key_for(step.run_id, next_seq, 1);
                     list.extend(step_with_attempt_events(lease, next_state, next_seq, &key));
-                    begun = Some(StepRecord {
-                        run_id: step.run_id,
-                        seq: next_seq,
-                        state: next_state.clone(),
-                        epoch: 0,
-                        completed: false,
-                        attempt: 1,
-                        attempt_open: true,
-                        last_outcome: None,
-                        retry_at_ms: None,
-                        outcome: None,
-                        next_state: None,
-                        started_ms: now_ms,
-                        finished_ms: None,
-                    });
+                    // Its epoch is the fence's, filled in below.
+                    begun = Some(StepRecord::begun(
+                        step.run_id,
+                        next_seq,
+                        next_state,
+                        0,
+                        now_ms,
+                    ));
                 }
             }
         }
@@ -324,12 +300,5 @@ impl Store {
             duration,
         };
         Ok(Some((lease, run)))
-    }
-}
-
-fn terminal_status(kind: TerminalKind) -> RunStatus {
-    match kind {
-        TerminalKind::Success => RunStatus::Succeeded,
-        TerminalKind::Failure => RunStatus::Failed,
     }
 }

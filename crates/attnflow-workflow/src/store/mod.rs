@@ -369,6 +369,27 @@ pub struct StepRecord {
     pub finished_ms: Option<i64>,
 }
 
+impl StepRecord {
+    /// A step as begun with its first attempt recorded as started.
+    fn begun(run_id: i64, seq: i64, state: &str, epoch: i64, now_ms: i64) -> StepRecord {
+        StepRecord {
+            run_id,
+            seq,
+            state: state.to_string(),
+            epoch,
+            completed: false,
+            attempt: 1,
+            attempt_open: true,
+            last_outcome: None,
+            retry_at_ms: None,
+            outcome: None,
+            next_state: None,
+            started_ms: now_ms,
+            finished_ms: None,
+        }
+    }
+}
+
 /// One row of the event log.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRecord {
@@ -1176,21 +1197,13 @@ impl Store {
             insert_step_with_first_attempt(connection, lease, state, epoch, fenced)?;
             insert_events(connection, run_id, fenced.now, fenced.first_event, &events)?;
             // As inserted: not read back (one round trip less per run).
-            Ok(StepRecord {
+            Ok(StepRecord::begun(
                 run_id,
-                seq: fenced.first_step,
-                state: state.to_string(),
+                fenced.first_step,
+                state,
                 epoch,
-                completed: false,
-                attempt: 1,
-                attempt_open: true,
-                last_outcome: None,
-                retry_at_ms: None,
-                outcome: None,
-                next_state: None,
-                started_ms: fenced.now,
-                finished_ms: None,
-            })
+                fenced.now,
+            ))
         })
     }
 
@@ -1373,21 +1386,13 @@ impl Store {
                                 fenced.first_step,
                                 &key,
                             ));
-                            Some(StepRecord {
-                                run_id: step.run_id,
-                                seq: fenced.first_step,
-                                state: next_state.clone(),
-                                epoch: fenced.epoch,
-                                completed: false,
-                                attempt: 1,
-                                attempt_open: true,
-                                last_outcome: None,
-                                retry_at_ms: None,
-                                outcome: None,
-                                next_state: None,
-                                started_ms: fenced.now,
-                                finished_ms: None,
-                            })
+                            Some(StepRecord::begun(
+                                step.run_id,
+                                fenced.first_step,
+                                next_state,
+                                fenced.epoch,
+                                fenced.now,
+                            ))
                         } else {
                             None
                         };
@@ -1732,6 +1737,46 @@ fn complete_step<'a>(
         )?;
         expect_one(connection, "complete step", changed, step)?;
     }
+    completion_events(lease, step, outcome, next_state, terminal, events);
+    match terminal {
+        None => {
+            connection.execute(
+                "move run",
+                "UPDATE wf_runs SET current_state = ?2, queue = ?3, ready_ms = ?4 WHERE id = ?1",
+                args![step.run_id, next_state, next_queue, now],
+            )?;
+        }
+        Some(kind) => {
+            let status = terminal_status(kind);
+            connection.execute(
+                "finish run",
+                "UPDATE wf_runs SET current_state = ?2, status = ?3, finished_ms = ?4, \
+                 lease_owner = NULL, lease_expires_ms = NULL WHERE id = ?1",
+                args![step.run_id, next_state, status.as_str(), now],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// How a run that reached a terminal state ended.
+fn terminal_status(kind: TerminalKind) -> RunStatus {
+    match kind {
+        TerminalKind::Success => RunStatus::Succeeded,
+        TerminalKind::Failure => RunStatus::Failed,
+    }
+}
+
+/// The events of a step's completion: `step_completed`, the transition
+/// and, for a terminal target, `run_finished`.
+fn completion_events<'a>(
+    lease: &Lease,
+    step: &'a StepRecord,
+    outcome: Outcome,
+    next_state: &'a str,
+    terminal: Option<TerminalKind>,
+    events: &mut Vec<NewEvent<'a>>,
+) {
     let common = || NewEvent {
         step: Some(step.seq),
         state: Some(&step.state),
@@ -1748,33 +1793,13 @@ fn complete_step<'a>(
         to_state: Some(next_state),
         ..common()
     });
-    match terminal {
-        None => {
-            connection.execute(
-                "move run",
-                "UPDATE wf_runs SET current_state = ?2, queue = ?3, ready_ms = ?4 WHERE id = ?1",
-                args![step.run_id, next_state, next_queue, now],
-            )?;
-        }
-        Some(kind) => {
-            let status = match kind {
-                TerminalKind::Success => RunStatus::Succeeded,
-                TerminalKind::Failure => RunStatus::Failed,
-            };
-            connection.execute(
-                "finish run",
-                "UPDATE wf_runs SET current_state = ?2, status = ?3, finished_ms = ?4, \
-                 lease_owner = NULL, lease_expires_ms = NULL WHERE id = ?1",
-                args![step.run_id, next_state, status.as_str(), now],
-            )?;
-            events.push(NewEvent {
-                kind: Some(EventKind::RunFinished),
-                state: Some(next_state),
-                lease_token: Some(lease.token),
-                detail: status.as_str(),
-                ..NewEvent::default()
-            });
-        }
+    if let Some(kind) = terminal {
+        events.push(NewEvent {
+            kind: Some(EventKind::RunFinished),
+            state: Some(next_state),
+            lease_token: Some(lease.token),
+            detail: terminal_status(kind).as_str(),
+            ..NewEvent::default()
+        });
     }
-    Ok(())
 }
