@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use assert_cmd::cargo::CommandCargoExt;
 use assert_cmd::Command;
 use predicates::prelude::*;
 
@@ -446,4 +447,106 @@ fn bench_keep_leaves_a_file_the_bench_schema_checks() {
         .stdout(predicate::str::contains(
             "read 1000 = accepted 999 + quarantined 1",
         ));
+}
+
+/// A check run loads SQLite in one rollback-journal transaction: killed
+/// mid-load, it leaves the store as it was (the journal rolls the pages
+/// back on the next open), and checking the same file again queues every
+/// record once, as a first run would.
+#[test]
+fn a_check_killed_mid_load_leaves_nothing_and_a_rerun_queues_everything() {
+    let directory = tempfile::tempdir().unwrap();
+    let kept = directory.path().join("kept");
+    attnflow()
+        .args([
+            "bench",
+            "data",
+            "--rows",
+            "1500000",
+            "--no-pandera",
+            "--no-store",
+        ])
+        .args(["--rounds", "1", "--keep"])
+        .arg(&kept)
+        .assert()
+        .success();
+    let schema = examples().join("bench.toml");
+    let csv = kept.join("bench.csv");
+    let dry = attnflow()
+        .args(["data", "check", "--dry-run"])
+        .arg(&schema)
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let summary = |stdout: &[u8]| {
+        let text = String::from_utf8_lossy(stdout).into_owned();
+        text.lines()
+            .find(|line| line.contains("read "))
+            .unwrap_or_else(|| panic!("no summary in {text}"))
+            .trim()
+            .to_string()
+    };
+    let want = summary(&dry.stdout);
+
+    let db = directory.path().join("store.db");
+    let journal = directory.path().join("store.db-journal");
+    let mut child = std::process::Command::cargo_bin("attnflow")
+        .unwrap()
+        .args(["data", "check", "--db"])
+        .arg(&db)
+        .arg(&schema)
+        .arg(&csv)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The journal exists only while the load's transaction is open.
+    let started = std::time::Instant::now();
+    while !journal.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the load ended before it could be killed"
+        );
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no journal after a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the load ended before it could be killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let output = attnflow()
+        .args(["data", "quarantine", "--json", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(json(&output.stdout)["entries"].as_array().unwrap().len(), 0);
+    assert!(
+        !journal.exists(),
+        "the hot journal was not rolled back on open"
+    );
+
+    let rerun = attnflow()
+        .args(["data", "check", "--db"])
+        .arg(&db)
+        .arg(&schema)
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert_eq!(summary(&rerun.stdout), want);
 }

@@ -13,15 +13,15 @@
 //!
 //! * [`PackedMatrix::matvec`]: one input row (decoding); rows of the matrix
 //!   are dequantized into a small buffer and dotted with the input.
-//! * [`PackedMatrix::matmul`]: many input rows (prefill); a block of rows
-//!   per thread is dequantized into a buffer and multiplied by `gemm`
-//!   (`f32` matrices go to [`crate::linear_into`]).
+//! * [`PackedMatrix::matmul`]: many input rows (prefill); each task
+//!   dequantizes 64 rows into a panel and multiplies every input row by it
+//!   ([`crate::panel`]).
 
 use std::cell::RefCell;
 
 use crate::panel::{fill_panel, panel_product, PanelSource, PANEL};
 use crate::simd::SimdPath;
-use crate::{linear_into, Activation, Weight};
+use crate::Activation;
 use rayon::prelude::*;
 
 /// Values per GGUF quantisation block.
@@ -340,26 +340,20 @@ impl PackedMatrix {
             out.fill(0.0);
             return;
         }
-        if let Storage::F32(values) = &self.storage {
-            // Plain floats: the kernel layer's linear map, unchanged.
-            let weight = Weight::new(values, self.rows, self.columns);
-            return linear_into(out, x, weight, None, Activation::Identity);
-        }
-        // Each task dequantizes the 64 rows of its panel once and
-        // multiplies every input row by them (`gemm` repacked the
-        // dequantized rows on every call: 17% of a SmolLM2 prefill).
+        // Each task writes the 64 rows of its panel once (dequantized, or
+        // copied when they are floats) and multiplies every input row by
+        // them (`gemm` repacked the dequantized rows on every call: 17% of
+        // a SmolLM2 prefill).
         let path = SimdPath::detect();
         let fill = |index: usize, panel: &mut [f32]| {
             SCRATCH.with(|scratch| {
-                let mut row = scratch.borrow_mut();
-                row.resize(self.columns, 0.0);
                 let first = index * PANEL;
                 fill_panel(
                     panel,
                     PANEL.min(self.rows - first),
                     self.columns,
-                    |j, row_out| dequantize(path, self.packing, self.row_bytes(first + j), row_out),
-                    &mut row,
+                    |j, row| self.dequantize_row_with(path, first + j, row),
+                    &mut scratch.borrow_mut(),
                 );
             })
         };

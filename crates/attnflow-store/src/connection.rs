@@ -710,7 +710,7 @@ impl Connection {
         }
     }
 
-    /// Streams `data` (COPY text format) into PostgreSQL with `sql` (a
+    /// Streams `data` (in the format `sql` names) into PostgreSQL with `sql` (a
     /// `COPY ... FROM STDIN`). Returns the rows written.
     pub fn copy_in(&self, operation: &str, sql: &str, data: &[u8]) -> Result<u64, DbError> {
         use std::io::Write as _;
