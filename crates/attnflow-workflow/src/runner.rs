@@ -174,7 +174,7 @@ impl<'a> Runner<'a> {
                 return Err(error);
             }
         };
-        self.with_lease(lease, &spec)
+        self.with_lease(lease, &spec, Some(run.clone()))
     }
 
     fn serves(&self, queue: &str) -> bool {
@@ -236,10 +236,17 @@ impl<'a> Runner<'a> {
         let lease = self
             .store
             .acquire_lease(run_id, &self.owner, spec.lease, spec.max_crashes)?;
-        self.with_lease(&lease, spec)
+        self.with_lease(&lease, spec, None)
     }
 
-    fn with_lease(&mut self, lease: &Lease, spec: &Spec) -> Result<RunRecord, RunError> {
+    /// Drives the run under `lease`; `claimed` is the run as the claim
+    /// left it, when the caller has it (not read again).
+    fn with_lease(
+        &mut self,
+        lease: &Lease,
+        spec: &Spec,
+        claimed: Option<RunRecord>,
+    ) -> Result<RunRecord, RunError> {
         let run_id = lease.run_id;
         let runs_commands = spec.states.iter().any(|state| {
             matches!(
@@ -251,7 +258,7 @@ impl<'a> Runner<'a> {
             // Holding the lease, every process of this run is an orphan.
             crate::action::kill_orphans(database, run_id);
         }
-        let result = self.drive_with_lease(lease, spec);
+        let result = self.drive_with_lease(lease, spec, claimed);
         if let Err(error) = &result {
             // Hand the lease back on an orderly failure so the next executor
             // does not count a crash; a lost lease or a lost server has
@@ -267,13 +274,19 @@ impl<'a> Runner<'a> {
         result
     }
 
-    fn drive_with_lease(&mut self, lease: &Lease, spec: &Spec) -> Result<RunRecord, RunError> {
+    fn drive_with_lease(
+        &mut self,
+        lease: &Lease,
+        spec: &Spec,
+        claimed: Option<RunRecord>,
+    ) -> Result<RunRecord, RunError> {
         // The step this executor began together with the previous step's
         // completion (its first attempt is recorded as started but has not
         // run, so it is not a re-execution), with the run as that commit
         // left it: under the lease nobody else writes either, so the next
         // round reads neither back (two round trips less per transition).
-        let mut prepared: Option<(RunRecord, StepRecord)> = None;
+        // A claimed run comes without its step: that one is read.
+        let mut prepared: Option<(RunRecord, Option<StepRecord>)> = claimed.map(|run| (run, None));
         loop {
             match self.advance(lease, spec, &mut prepared) {
                 Ok(Some(run)) => return Ok(run),
@@ -296,12 +309,12 @@ impl<'a> Runner<'a> {
         &mut self,
         lease: &Lease,
         spec: &Spec,
-        prepared: &mut Option<(RunRecord, StepRecord)>,
+        prepared: &mut Option<(RunRecord, Option<StepRecord>)>,
     ) -> Result<Option<RunRecord>, RunError> {
         let run_id = lease.run_id;
         {
             let (run, prepared_step) = match prepared.take() {
-                Some((run, step)) => (run, Some(step)),
+                Some((run, step)) => (run, step),
                 None => (self.store.run(run_id)?, None),
             };
             if run.status != RunStatus::Running {
@@ -361,10 +374,13 @@ impl<'a> Runner<'a> {
                     .into())
                 }
                 None => {
-                    let earlier_visits = self.store.visits(run_id, &state.name, run.epoch)?;
-                    let exhausted = active
-                        .max_visits
-                        .is_some_and(|maximum| earlier_visits >= i64::from(maximum));
+                    // Visits are counted only for a state with a cap.
+                    let exhausted = match active.max_visits {
+                        Some(maximum) => {
+                            self.store.visits(run_id, &state.name, run.epoch)? >= i64::from(maximum)
+                        }
+                        None => false,
+                    };
                     // The common path records the step and its first attempt
                     // together; an exhausted step runs no attempt.
                     let step = if exhausted {
@@ -534,7 +550,7 @@ impl<'a> Runner<'a> {
                     epoch: begun.epoch,
                     ..run.clone()
                 };
-                *prepared = Some((moved, begun));
+                *prepared = Some((moved, Some(begun)));
             }
             if let AttemptDecision::Complete {
                 outcome,

@@ -260,7 +260,7 @@ fn run_slot(
     summary: &Mutex<WorkerSummary>,
     observer: &(dyn Fn(&WorkerEvent) + Sync),
 ) -> Result<(), WorkerError> {
-    let mut store = Store::connect(location)?;
+    let mut store = Store::connect_migrated(location)?;
     let mut idle_since: Option<Instant> = None;
     let mut counted_idle = false;
     loop {
@@ -317,8 +317,13 @@ fn run_slot(
             .drive_claimed(&lease, &run);
         match result {
             Ok(left) => {
-                // A run handed to another queue may be for a sibling slot.
-                wake.ring();
+                // A run handed to another queue may be for a sibling slot;
+                // a finished one is work for nobody, so idle slots sleep
+                // on (waking them all per finished run is a herd of
+                // claims that find nothing).
+                if left.status == RunStatus::Running {
+                    wake.ring();
+                }
                 observer(&WorkerEvent::Released {
                     owner: owner.to_string(),
                     run: left.id,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use attnflow_workflow::store::{AttemptDecision, EventKind, EventRecord, ManualClock};
+use attnflow_workflow::store::{AttemptDecision, Clock, EventKind, EventRecord, ManualClock};
 use attnflow_workflow::{
     report, DbError, Location, Outcome, RunError, RunStatus, Runner, Spec, Store, StoreError,
     TaskContext, TaskOutput, TaskRegistry,
@@ -641,5 +641,104 @@ fn executor_that_loses_its_lease_mid_action_writes_nothing_more() {
             .all(|event| event.kind != EventKind::AttemptFinished
                 && event.kind != EventKind::Transition));
         assert_eq!(events.last().unwrap().kind, EventKind::LeaseAcquired);
+    });
+}
+
+#[test]
+fn a_transition_is_written_whole_or_not_at_all() {
+    each_backend(|location| {
+        let clock = Arc::new(ManualClock::new(20_000_000));
+        let mut store = Store::connect(location).unwrap().with_clock(clock.clone());
+        let spec = Spec::default_spec();
+        let run_id = store.create_run(&spec).unwrap();
+        let lease = store
+            .acquire_lease(run_id, "host:1:writer", Duration::from_secs(60), 5)
+            .unwrap();
+        let first = store
+            .begin_step_with_attempt(&lease, "Initialized", 0)
+            .unwrap();
+        // The step begun without a read-back is the step as stored.
+        assert_eq!(first, store.step(run_id, first.seq).unwrap());
+        clock.advance(Duration::from_millis(10));
+        let complete = AttemptDecision::Complete {
+            outcome: Outcome::Ok,
+            next_state: "Processing".into(),
+            next_queue: "default".into(),
+            terminal: None,
+            begin_next: true,
+        };
+        let second = store
+            .finish_attempt(&lease, &first, 1, Outcome::Ok, "done", &complete)
+            .unwrap()
+            .unwrap();
+        assert_eq!(second, store.step(run_id, second.seq).unwrap());
+        assert_eq!(second.seq, first.seq + 1);
+        let key = TaskContext::idempotency_key_for(run_id, second.seq, 1);
+        let events = store.events(run_id).unwrap();
+        assert_log_consistent(&events, "Initialized");
+        assert_eq!(
+            events.last().unwrap().idempotency_key.as_deref(),
+            Some(&*key)
+        );
+
+        // The same result again: the step is completed, so nothing of the
+        // transaction lands (no events, no lease extension, no run move).
+        let run_before = store.run(run_id).unwrap();
+        clock.advance(Duration::from_millis(10));
+        let again = store
+            .finish_attempt(&lease, &first, 1, Outcome::Ok, "again", &complete)
+            .unwrap_err();
+        assert!(!matches!(again, StoreError::LeaseLost { .. }), "{again}");
+        assert!(again.to_string().contains("never runs again"), "{again}");
+        assert_eq!(store.run(run_id).unwrap(), run_before);
+        assert_eq!(store.events(run_id).unwrap(), events);
+        assert_eq!(store.steps(run_id).unwrap().len(), 2);
+
+        // A retry closes the attempt, keeps the step open and logs both.
+        let retry_at = clock.now_ms() + 200;
+        let none = store
+            .finish_attempt(
+                &lease,
+                &second,
+                1,
+                Outcome::Failed,
+                "flaky",
+                &AttemptDecision::Retry { at_ms: retry_at },
+            )
+            .unwrap();
+        assert!(none.is_none());
+        let retried = store.step(run_id, second.seq).unwrap();
+        assert!(!retried.attempt_open && !retried.completed);
+        assert_eq!(retried.retry_at_ms, Some(retry_at));
+        assert_eq!(retried.last_outcome.as_deref(), Some("failed"));
+        let events = store.events(run_id).unwrap();
+        assert_log_consistent(&events, "Initialized");
+        assert_eq!(events.last().unwrap().kind, EventKind::RetryScheduled);
+
+        // A terminal target ends the run and frees its lease in the same
+        // write.
+        store
+            .start_attempt(&lease, &retried, 2, "attempt-2", false)
+            .unwrap();
+        let open = store.step(run_id, second.seq).unwrap();
+        let finish = AttemptDecision::Complete {
+            outcome: Outcome::Failed,
+            next_state: "Abandoned".into(),
+            next_queue: "default".into(),
+            terminal: Some(attnflow_workflow::spec::TerminalKind::Failure),
+            begin_next: false,
+        };
+        let begun = store
+            .finish_attempt(&lease, &open, 2, Outcome::Failed, "gave up", &finish)
+            .unwrap();
+        assert!(begun.is_none());
+        let run = store.run(run_id).unwrap();
+        assert_eq!(run.status, RunStatus::Failed);
+        assert_eq!(run.current_state, "Abandoned");
+        assert_eq!(run.lease_owner, None);
+        assert_eq!(run.finished_ms, Some(clock.now_ms()));
+        let events = store.events(run_id).unwrap();
+        assert_log_consistent(&events, "Initialized");
+        assert_eq!(events.last().unwrap().kind, EventKind::RunFinished);
     });
 }

@@ -72,6 +72,28 @@ impl Store {
         owner: &str,
         queues: &[String],
     ) -> Result<Option<(Lease, RunRecord)>, StoreError> {
+        if self.backend() == Backend::Postgres {
+            if let Some(claimed) = self.claim_free_folded(owner, queues)? {
+                return Ok(Some(claimed));
+            }
+            // Only a run whose lease expired is left to claim: look before
+            // opening a transaction (an idle worker polls this).
+            let expired = self.connection.query_opt(
+                "claim a run",
+                &format!(
+                    "SELECT id FROM wf_runs WHERE status = 'running' AND queue IN ({}) \
+                     AND ready_ms <= ?1 AND lease_owner IS NOT NULL AND lease_expires_ms <= ?1 \
+                     LIMIT 1",
+                    placeholders(2, queues.len())
+                ),
+                &std::iter::once(Value::from(self.now_ms()))
+                    .chain(queues.iter().map(Value::from))
+                    .collect::<Vec<_>>(),
+            )?;
+            if expired.is_none() {
+                return Ok(None);
+            }
+        }
         let now = self.now_ms();
         let lock = match self.backend() {
             Backend::Sqlite => "",

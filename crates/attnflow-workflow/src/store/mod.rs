@@ -19,6 +19,7 @@
 //!   crates' tables.
 
 mod claims;
+mod folded;
 mod listing;
 pub mod schema;
 
@@ -36,7 +37,7 @@ pub use claims::{SupersededRecord, WorkerRecord};
 pub use listing::{RunFilter, RunOrder, RunSummary};
 
 /// The schema version this build writes; older stores are migrated forward.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The notification channel that wakes workers (PostgreSQL).
 pub const WAKE_CHANNEL: &str = "attnflow_workflow";
@@ -366,6 +367,27 @@ pub struct StepRecord {
     pub started_ms: i64,
     /// When it completed.
     pub finished_ms: Option<i64>,
+}
+
+impl StepRecord {
+    /// A step as begun with its first attempt recorded as started.
+    fn begun(run_id: i64, seq: i64, state: &str, epoch: i64, now_ms: i64) -> StepRecord {
+        StepRecord {
+            run_id,
+            seq,
+            state: state.to_string(),
+            epoch,
+            completed: false,
+            attempt: 1,
+            attempt_open: true,
+            last_outcome: None,
+            retry_at_ms: None,
+            outcome: None,
+            next_state: None,
+            started_ms: now_ms,
+            finished_ms: None,
+        }
+    }
 }
 
 /// One row of the event log.
@@ -722,6 +744,19 @@ impl Store {
         };
         schema::COMPONENT.migrate(&store.connection)?;
         Ok(store)
+    }
+
+    /// Opens a store another connection of this process has just migrated
+    /// (a worker's slots): checks its version instead of migrating, so
+    /// slots starting together do not queue on the migration lock.
+    pub fn connect_migrated(location: &Location) -> Result<Store, StoreError> {
+        let connection = Connection::open(location, SQLITE_SETUP)?;
+        schema::COMPONENT.check_current(&connection)?;
+        Ok(Store {
+            connection,
+            location: Some(location.clone()),
+            clock: Arc::new(SystemClock),
+        })
     }
 
     /// Uses an already open SQLite connection (for example one shared with
@@ -1156,14 +1191,20 @@ impl Store {
         epoch: i64,
     ) -> Result<StepRecord, StoreError> {
         let run_id = lease.run_id;
-        let seq = self.fenced(lease, "begin step", 2, 1, |connection, fenced| {
+        self.fenced(lease, "begin step", 2, 1, |connection, fenced| {
             let key = crate::action::TaskContext::idempotency_key_for(run_id, fenced.first_step, 1);
             let events = step_with_attempt_events(lease, state, fenced.first_step, &key);
             insert_step_with_first_attempt(connection, lease, state, epoch, fenced)?;
             insert_events(connection, run_id, fenced.now, fenced.first_event, &events)?;
-            Ok(fenced.first_step)
-        })?;
-        self.step(run_id, seq)
+            // As inserted: not read back (one round trip less per run).
+            Ok(StepRecord::begun(
+                run_id,
+                fenced.first_step,
+                state,
+                epoch,
+                fenced.now,
+            ))
+        })
     }
 
     /// Records that attempt `attempt` of `step` is about to run, before it
@@ -1233,6 +1274,17 @@ impl Store {
                 (3 + finished + 2 * next, next)
             }
         };
+        if self.backend() == Backend::Postgres {
+            return self.finish_attempt_folded(
+                lease,
+                step,
+                attempt,
+                outcome,
+                detail,
+                decision,
+                (events, steps),
+            );
+        }
         self.fenced(
             lease,
             "finish attempt",
@@ -1334,21 +1386,13 @@ impl Store {
                                 fenced.first_step,
                                 &key,
                             ));
-                            Some(StepRecord {
-                                run_id: step.run_id,
-                                seq: fenced.first_step,
-                                state: next_state.clone(),
-                                epoch: fenced.epoch,
-                                completed: false,
-                                attempt: 1,
-                                attempt_open: true,
-                                last_outcome: None,
-                                retry_at_ms: None,
-                                outcome: None,
-                                next_state: None,
-                                started_ms: fenced.now,
-                                finished_ms: None,
-                            })
+                            Some(StepRecord::begun(
+                                step.run_id,
+                                fenced.first_step,
+                                next_state,
+                                fenced.epoch,
+                                fenced.now,
+                            ))
                         } else {
                             None
                         };
@@ -1693,6 +1737,46 @@ fn complete_step<'a>(
         )?;
         expect_one(connection, "complete step", changed, step)?;
     }
+    completion_events(lease, step, outcome, next_state, terminal, events);
+    match terminal {
+        None => {
+            connection.execute(
+                "move run",
+                "UPDATE wf_runs SET current_state = ?2, queue = ?3, ready_ms = ?4 WHERE id = ?1",
+                args![step.run_id, next_state, next_queue, now],
+            )?;
+        }
+        Some(kind) => {
+            let status = terminal_status(kind);
+            connection.execute(
+                "finish run",
+                "UPDATE wf_runs SET current_state = ?2, status = ?3, finished_ms = ?4, \
+                 lease_owner = NULL, lease_expires_ms = NULL WHERE id = ?1",
+                args![step.run_id, next_state, status.as_str(), now],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// How a run that reached a terminal state ended.
+fn terminal_status(kind: TerminalKind) -> RunStatus {
+    match kind {
+        TerminalKind::Success => RunStatus::Succeeded,
+        TerminalKind::Failure => RunStatus::Failed,
+    }
+}
+
+/// The events of a step's completion: `step_completed`, the transition
+/// and, for a terminal target, `run_finished`.
+fn completion_events<'a>(
+    lease: &Lease,
+    step: &'a StepRecord,
+    outcome: Outcome,
+    next_state: &'a str,
+    terminal: Option<TerminalKind>,
+    events: &mut Vec<NewEvent<'a>>,
+) {
     let common = || NewEvent {
         step: Some(step.seq),
         state: Some(&step.state),
@@ -1709,33 +1793,13 @@ fn complete_step<'a>(
         to_state: Some(next_state),
         ..common()
     });
-    match terminal {
-        None => {
-            connection.execute(
-                "move run",
-                "UPDATE wf_runs SET current_state = ?2, queue = ?3, ready_ms = ?4 WHERE id = ?1",
-                args![step.run_id, next_state, next_queue, now],
-            )?;
-        }
-        Some(kind) => {
-            let status = match kind {
-                TerminalKind::Success => RunStatus::Succeeded,
-                TerminalKind::Failure => RunStatus::Failed,
-            };
-            connection.execute(
-                "finish run",
-                "UPDATE wf_runs SET current_state = ?2, status = ?3, finished_ms = ?4, \
-                 lease_owner = NULL, lease_expires_ms = NULL WHERE id = ?1",
-                args![step.run_id, next_state, status.as_str(), now],
-            )?;
-            events.push(NewEvent {
-                kind: Some(EventKind::RunFinished),
-                state: Some(next_state),
-                lease_token: Some(lease.token),
-                detail: status.as_str(),
-                ..NewEvent::default()
-            });
-        }
+    if let Some(kind) = terminal {
+        events.push(NewEvent {
+            kind: Some(EventKind::RunFinished),
+            state: Some(next_state),
+            lease_token: Some(lease.token),
+            detail: terminal_status(kind).as_str(),
+            ..NewEvent::default()
+        });
     }
-    Ok(())
 }

@@ -321,4 +321,19 @@ CREATE INDEX wf_runs_listing ON wf_runs(created_ms, id, workflow, status, curren
 CREATE INDEX wf_runs_listing ON wf_runs(created_ms, id, workflow, status, current_state, crash_count, updated_ms, finished_ms);
 "#,
     },
+    // Version 4: PostgreSQL writes a transition in one statement (fencing,
+    // step, run and events as data-modifying CTEs, one round trip), and
+    // that statement must be able to abort itself when a step is not in
+    // the state it expects. Plain SQL cannot raise; this function can.
+    // VOLATILE, so the planner never folds a call with constant arguments
+    // into an error before the CASE around it has chosen its branch.
+    Migration {
+        version: 4,
+        sqlite: "-- SQLite writes a transition statement by statement; nothing to add.\n",
+        postgres: r#"
+CREATE FUNCTION wf_abort(message TEXT) RETURNS BIGINT LANGUAGE plpgsql VOLATILE AS $$
+BEGIN RAISE EXCEPTION '%', message; END
+$$;
+"#,
+    },
 ];

@@ -24,7 +24,7 @@ pub struct BenchWorkflowArgs {
     #[arg(long, default_value_t = 10)]
     steps: usize,
     /// Runs queued per worker.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 20)]
     runs_per_worker: usize,
     /// Seconds of `pgbench -N -c 16` (PostgreSQL; 0 skips it).
     #[arg(long, default_value_t = 10)]
