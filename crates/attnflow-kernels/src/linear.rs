@@ -131,28 +131,39 @@ pub fn linear_into(
     let Weight {
         outputs, inputs, ..
     } = weight;
-    assert!(
-        inputs > 0 && x.len().is_multiple_of(inputs),
-        "linear: {} input values for {inputs} inputs per token",
-        x.len()
-    );
-    let tokens = x.len() / inputs;
-    assert_eq!(
-        out.len(),
-        tokens * outputs,
-        "linear: output buffer for {tokens} tokens × {outputs} outputs"
-    );
+    check_shapes(out.len(), x.len(), (outputs, inputs), bias);
     assert_eq!(
         weight.values.len(),
         outputs * inputs,
         "linear: weight of {outputs} × {inputs}"
     );
-    if let Some(bias) = bias {
-        assert_eq!(bias.len(), outputs, "linear: bias for {outputs} outputs");
-    }
     // SAFETY: `out` is tokens × outputs, borrowed mutably, so it aliases
     // neither operand.
     unsafe { linear_raw(out.as_mut_ptr(), x, weight, bias, activation) }
+}
+
+/// Checks the buffers of `out = f(x·Wᵀ + b)` for a weight of `(outputs,
+/// inputs)` and returns the number of tokens.
+pub(crate) fn check_shapes(
+    out: usize,
+    x: usize,
+    (outputs, inputs): (usize, usize),
+    bias: Option<&[f32]>,
+) -> usize {
+    assert!(
+        inputs > 0 && x.is_multiple_of(inputs),
+        "linear: {x} input values for {inputs} inputs per token"
+    );
+    let tokens = x / inputs;
+    assert_eq!(
+        out,
+        tokens * outputs,
+        "linear: output buffer for {tokens} tokens × {outputs} outputs"
+    );
+    if let Some(bias) = bias {
+        assert_eq!(bias.len(), outputs, "linear: bias for {outputs} outputs");
+    }
+    tokens
 }
 
 /// [`linear_into`] into a new vector (never zeroed first).

@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::activation::Activation;
-use crate::linear::{Weight, WeightLayout};
+use crate::linear::{check_shapes, Weight, WeightLayout};
 use crate::simd::{dispatch, Lanes, SimdPath};
 
 /// Output features per panel.
@@ -310,20 +310,7 @@ pub(crate) fn panel_product(
     activation: Activation,
     path: SimdPath,
 ) {
-    assert!(
-        inputs > 0 && x.len().is_multiple_of(inputs),
-        "linear: {} input values for {inputs} inputs per token",
-        x.len()
-    );
-    let tokens = x.len() / inputs;
-    assert_eq!(
-        out.len(),
-        tokens * outputs,
-        "linear: output buffer for {tokens} tokens × {outputs} outputs"
-    );
-    if let Some(bias) = bias {
-        assert_eq!(bias.len(), outputs, "linear: bias for {outputs} outputs");
-    }
+    let tokens = check_shapes(out.len(), x.len(), (outputs, inputs), bias);
     if tokens == 0 || outputs == 0 {
         return;
     }

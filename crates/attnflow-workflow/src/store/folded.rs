@@ -109,15 +109,13 @@ impl Store {
         let seq = statement.param(step.seq);
         let attempt_param = statement.param(attempt);
         let attempt_outcome = statement.param(outcome.as_str());
-        let mut list = vec![NewEvent {
-            step: Some(step.seq),
-            state: Some(&step.state),
-            attempt: Some(attempt),
-            outcome: Some(outcome.as_str()),
-            lease_token: Some(lease.token),
+        let mut list = vec![NewEvent::attempt_finished(
+            step,
+            attempt,
+            outcome.as_str(),
+            lease,
             detail,
-            ..NewEvent::of(EventKind::AttemptFinished)
-        }];
+        )];
         // What the fencing UPDATE also changes on the run's row, and what
         // the step's UPDATE sets.
         let (run_sets, step_sets) = match decision {
@@ -161,14 +159,7 @@ impl Store {
         match decision {
             AttemptDecision::Retry { at_ms } => {
                 retry_note = format!("next attempt in {} ms", (at_ms - now_ms).max(0));
-                list.push(NewEvent {
-                    step: Some(step.seq),
-                    state: Some(&step.state),
-                    attempt: Some(attempt + 1),
-                    lease_token: Some(lease.token),
-                    detail: &retry_note,
-                    ..NewEvent::of(EventKind::RetryScheduled)
-                });
+                list.push(NewEvent::retry_scheduled(step, attempt, lease, &retry_note));
             }
             AttemptDecision::Complete {
                 outcome: step_outcome,

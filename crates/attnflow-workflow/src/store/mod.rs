@@ -537,6 +537,42 @@ impl<'a> NewEvent<'a> {
             ..NewEvent::default()
         }
     }
+
+    /// Attempt `attempt` of `step` ended with `outcome` under `lease`.
+    fn attempt_finished(
+        step: &'a StepRecord,
+        attempt: i64,
+        outcome: &'a str,
+        lease: &Lease,
+        detail: &'a str,
+    ) -> NewEvent<'a> {
+        NewEvent {
+            step: Some(step.seq),
+            state: Some(&step.state),
+            attempt: Some(attempt),
+            outcome: Some(outcome),
+            lease_token: Some(lease.token),
+            detail,
+            ..NewEvent::of(EventKind::AttemptFinished)
+        }
+    }
+
+    /// Attempt `attempt + 1` of `step` is scheduled (`detail` says when).
+    fn retry_scheduled(
+        step: &'a StepRecord,
+        attempt: i64,
+        lease: &Lease,
+        detail: &'a str,
+    ) -> NewEvent<'a> {
+        NewEvent {
+            step: Some(step.seq),
+            state: Some(&step.state),
+            attempt: Some(attempt + 1),
+            lease_token: Some(lease.token),
+            detail,
+            ..NewEvent::of(EventKind::RetryScheduled)
+        }
+    }
 }
 
 /// Writes `events` as one multi-row INSERT with the sequence numbers
@@ -1321,15 +1357,13 @@ impl Store {
                     )?,
                 };
                 expect_one(connection, "finish attempt", changed, step)?;
-                let mut list = vec![NewEvent {
-                    step: Some(step.seq),
-                    state: Some(&step.state),
-                    attempt: Some(attempt),
-                    outcome: Some(outcome.as_str()),
-                    lease_token: Some(lease.token),
+                let mut list = vec![NewEvent::attempt_finished(
+                    step,
+                    attempt,
+                    outcome.as_str(),
+                    lease,
                     detail,
-                    ..NewEvent::of(EventKind::AttemptFinished)
-                }];
+                )];
                 match decision {
                     AttemptDecision::Retry { at_ms } => {
                         connection.execute(
@@ -1338,14 +1372,7 @@ impl Store {
                             args![step.run_id, step.seq, *at_ms],
                         )?;
                         let note = format!("next attempt in {} ms", (at_ms - fenced.now).max(0));
-                        list.push(NewEvent {
-                            step: Some(step.seq),
-                            state: Some(&step.state),
-                            attempt: Some(attempt + 1),
-                            lease_token: Some(lease.token),
-                            detail: &note,
-                            ..NewEvent::of(EventKind::RetryScheduled)
-                        });
+                        list.push(NewEvent::retry_scheduled(step, attempt, lease, &note));
                         insert_events(
                             connection,
                             step.run_id,
