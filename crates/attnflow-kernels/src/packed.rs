@@ -19,7 +19,7 @@
 
 use std::cell::RefCell;
 
-use crate::panel::{fill_panel, panel_product, PanelSource, PANEL};
+use crate::panel::{fill_panel, panel_product, panel_product_new, PanelSource, PANEL};
 use crate::simd::SimdPath;
 use crate::Activation;
 use rayon::prelude::*;
@@ -340,11 +340,34 @@ impl PackedMatrix {
             out.fill(0.0);
             return;
         }
-        // Each task writes the 64 rows of its panel once (dequantized, or
-        // copied when they are floats) and multiplies every input row by
-        // them (`gemm` repacked the dequantized rows on every call: 17% of
-        // a SmolLM2 prefill).
         let path = SimdPath::detect();
+        let shape = (self.rows, self.columns);
+        self.with_panels(path, |source| {
+            panel_product(out, x, shape, source, None, Activation::Identity, path)
+        });
+    }
+
+    /// [`PackedMatrix::matmul`] into a new vector, not zeroed first (the
+    /// product writes every value; zeroing 150 MB of outputs was 5% of a
+    /// SmolLM2 prefill).
+    pub fn matmul_new(&self, x: &[f32], n: usize) -> Vec<f32> {
+        assert_eq!(x.len(), n * self.columns, "matmul: input size");
+        if n <= 1 || self.rows == 0 || self.columns == 0 {
+            let mut out = vec![0f32; n * self.rows];
+            self.matmul(x, n, &mut out);
+            return out;
+        }
+        let path = SimdPath::detect();
+        let shape = (self.rows, self.columns);
+        self.with_panels(path, |source| panel_product_new(x, shape, source, path))
+    }
+
+    /// Runs `product` with this matrix as panels made per task: each task
+    /// writes the 64 rows of its panel once (dequantized, or copied when
+    /// they are floats) and multiplies every input row by them (`gemm`
+    /// repacked the dequantized rows on every call: 17% of a SmolLM2
+    /// prefill).
+    fn with_panels<R>(&self, path: SimdPath, product: impl FnOnce(PanelSource<'_>) -> R) -> R {
         let fill = |index: usize, panel: &mut [f32]| {
             SCRATCH.with(|scratch| {
                 let first = index * PANEL;
@@ -357,15 +380,7 @@ impl PackedMatrix {
                 );
             })
         };
-        panel_product(
-            out,
-            x,
-            (self.rows, self.columns),
-            PanelSource::Filled(&fill),
-            None,
-            Activation::Identity,
-            path,
-        );
+        product(PanelSource::Filled(&fill))
     }
 }
 
@@ -940,6 +955,12 @@ mod tests {
                 let x: Vec<f32> = (0..n * columns).map(|i| (i as f32 * 0.11).cos()).collect();
                 let mut out = vec![0f32; n * rows];
                 matrix.matmul(&x, n, &mut out);
+                let fresh = matrix.matmul_new(&x, n);
+                assert_eq!(
+                    fresh.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "matmul_new differs from matmul"
+                );
                 for i in 0..n {
                     for r in 0..rows {
                         let exact: f64 = (0..columns)

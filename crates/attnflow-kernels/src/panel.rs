@@ -304,20 +304,68 @@ impl Destination {
 pub(crate) fn panel_product(
     out: &mut [f32],
     x: &[f32],
+    shape: (usize, usize),
+    source: PanelSource<'_>,
+    bias: Option<&[f32]>,
+    activation: Activation,
+    path: SimdPath,
+) {
+    check_shapes(out.len(), x.len(), shape, bias);
+    // SAFETY: `out` holds tokens × outputs values (just checked), borrowed
+    // mutably, so it aliases nothing the product reads.
+    unsafe { panel_product_raw(out.as_mut_ptr(), x, shape, source, bias, activation, path) }
+}
+
+/// [`panel_product`] into a new vector, never zeroed first (every value is
+/// written by the product).
+pub(crate) fn panel_product_new(
+    x: &[f32],
+    shape: (usize, usize),
+    source: PanelSource<'_>,
+    path: SimdPath,
+) -> Vec<f32> {
+    let tokens = x.len() / shape.1.max(1);
+    check_shapes(tokens * shape.0, x.len(), shape, None);
+    let len = tokens * shape.0;
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: the product writes all tokens × outputs values of the
+    // buffer (every row of every panel's columns) before the length is
+    // set, and the buffer aliases nothing.
+    unsafe {
+        panel_product_raw(
+            out.as_mut_ptr(),
+            x,
+            shape,
+            source,
+            None,
+            Activation::Identity,
+            path,
+        );
+        out.set_len(len);
+    }
+    out
+}
+
+/// # Safety
+/// `out` valid for writes of `tokens × outputs` values (sizes as
+/// [`check_shapes`] checks them), aliasing neither `x` nor the panels.
+unsafe fn panel_product_raw(
+    out: *mut f32,
+    x: &[f32],
     (outputs, inputs): (usize, usize),
     source: PanelSource<'_>,
     bias: Option<&[f32]>,
     activation: Activation,
     path: SimdPath,
 ) {
-    let tokens = check_shapes(out.len(), x.len(), (outputs, inputs), bias);
+    let tokens = x.len() / inputs;
     if tokens == 0 || outputs == 0 {
         return;
     }
     let made = matches!(source, PanelSource::Filled(_));
     let (panels, block_rows) = tasks(tokens, outputs, inputs, made);
     let blocks = tokens.div_ceil(block_rows);
-    let destination = Destination(out.as_mut_ptr());
+    let destination = Destination(out);
     let run = |index: usize| {
         let task = Task {
             panel: index / blocks,

@@ -40,8 +40,7 @@ pub struct Linear {
 impl Linear {
     /// `(n, inputs)` -> `(n, outputs)`.
     fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
-        let mut out = vec![0f32; n * self.weight.rows()];
-        self.weight.matmul(x, n, &mut out);
+        let mut out = self.weight.matmul_new(x, n);
         if let Some(bias) = &self.bias {
             add_bias(&mut out, bias);
         }
