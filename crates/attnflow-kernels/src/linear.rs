@@ -19,6 +19,10 @@ use crate::matmul::{matmul_raw, product, BlockView, Operand};
 use crate::simd::{dispatch, each_step, load_at, load_from, store_at, Lanes, SimdPath};
 use crate::storage::{cpu_slice, fusable, tensor, with_values};
 
+/// Most multiply-adds of one backward product for which dx and dW run side
+/// by side rather than one after the other.
+const SIDE_BY_SIDE_WORK: usize = 1 << 27;
+
 /// How a weight matrix is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightLayout {
@@ -579,25 +583,31 @@ impl Linear {
                         _ => self.input.as_rows(x_values, inputs),
                     };
                     // dx = dy·W and dW = dyᵀ·x: the same number of
-                    // multiply-adds, side by side in one parallel region
-                    // (one after the other, each was a fork and a join of
-                    // its own, the second thread idle in between).
-                    let (dx, dw) = rayon::join(
-                        || {
-                            product(
-                                (tokens, inputs, outputs),
-                                Operand::rows(&dy, outputs),
-                                Operand::rows(weight, inputs),
-                            )
-                        },
-                        || {
-                            product(
-                                (outputs, inputs, tokens),
-                                Operand::transposed(&dy, outputs),
-                                Operand::rows(&x, inputs),
-                            )
-                        },
-                    );
+                    // multiply-adds. Small products go side by side in one
+                    // parallel region (one after the other, each was a fork
+                    // and a join of its own with the second thread idle in
+                    // between: 4-8% of `bench train --size medium`); large
+                    // ones keep one product at a time, each split over the
+                    // threads.
+                    let dx = || {
+                        product(
+                            (tokens, inputs, outputs),
+                            Operand::rows(&dy, outputs),
+                            Operand::rows(weight, inputs),
+                        )
+                    };
+                    let dw = || {
+                        product(
+                            (outputs, inputs, tokens),
+                            Operand::transposed(&dy, outputs),
+                            Operand::rows(&x, inputs),
+                        )
+                    };
+                    let (dx, dw) = if tokens * inputs * outputs < SIDE_BY_SIDE_WORK {
+                        rayon::join(dx, dw)
+                    } else {
+                        (dx(), dw())
+                    };
                     let db = bias.is_some().then(|| column_sums(&dy, outputs));
                     let dx = match self.input {
                         // Through the input activation: dx = d(f x) · f'(x).
