@@ -648,6 +648,10 @@ mod tests {
         out
     }
 
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
     fn paths() -> Vec<SimdPath> {
         SimdPath::available()
     }
@@ -678,8 +682,8 @@ mod tests {
             for path in paths() {
                 let got = run(&x, &panels, Some(&b), Activation::Identity, path);
                 assert_eq!(
-                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    first.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    bits(&got),
+                    bits(&first),
                     "{path} differs at {tokens}×{outputs}×{inputs}"
                 );
             }
@@ -699,11 +703,7 @@ mod tests {
             let mut want = plain.clone();
             crate::activation::activate(activation, &mut want);
             let got = run(&x, &panels, Some(&b), activation, path);
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{activation:?}"
-            );
+            assert_eq!(bits(&got), bits(&want), "{activation:?}");
         }
     }
 
@@ -735,10 +735,7 @@ mod tests {
             Activation::Identity,
             path,
         );
-        assert_eq!(
-            got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            want.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
+        assert_eq!(bits(&got), bits(&want));
     }
 
     #[test]
@@ -774,7 +771,7 @@ mod tests {
                 .build()
                 .unwrap();
             let out = pool.install(|| run(&x, &panels, None, Activation::Identity, path));
-            results.push(out.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            results.push(bits(&out));
         }
         assert!(results.windows(2).all(|pair| pair[0] == pair[1]));
     }
