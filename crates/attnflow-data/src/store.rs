@@ -258,9 +258,6 @@ const BATCH: usize = 50_000;
 /// before loading in WAL batches instead of one bulk transaction.
 const BULK_SWITCH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// The busy timeout of a store's SQLite connection ([`Connection::open`]).
-const SQLITE_BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// An open store: an SQLite file or a PostgreSQL database.
 pub struct Store {
     connection: Connection,
@@ -583,21 +580,9 @@ impl Store {
     /// Readers that arrive during the load wait for it, as writers already
     /// did. WAL comes back when the run ends ([`Store::leave_bulk_load`]).
     fn enter_bulk_load(&self) -> bool {
-        let Some(sqlite) = self.connection.sqlite() else {
-            return false;
-        };
         // Another connection (the web app, a worker) keeps WAL mode: the
         // switch needs the file alone, and must not wait long for it.
-        if sqlite.busy_timeout(BULK_SWITCH_WAIT).is_err() {
-            return false;
-        }
-        let switched = sqlite
-            .query_row("PRAGMA journal_mode = DELETE", [], |row| {
-                row.get::<_, String>(0)
-            })
-            .is_ok_and(|mode| mode.eq_ignore_ascii_case("delete"));
-        let _ = sqlite.busy_timeout(SQLITE_BUSY_WAIT);
-        switched
+        self.connection.try_journal_mode("DELETE", BULK_SWITCH_WAIT)
     }
 
     /// Puts the file back in WAL mode after a bulk load (committed or
@@ -605,13 +590,8 @@ impl Store {
     /// stays in rollback mode, which is as safe; the next open of the
     /// store sets WAL again.
     fn leave_bulk_load(&mut self) {
-        if !std::mem::take(&mut self.bulk) {
-            return;
-        }
-        if let Some(sqlite) = self.connection.sqlite() {
-            let _ = sqlite.busy_timeout(BULK_SWITCH_WAIT);
-            let _ = sqlite.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()));
-            let _ = sqlite.busy_timeout(SQLITE_BUSY_WAIT);
+        if std::mem::take(&mut self.bulk) {
+            self.connection.try_journal_mode("WAL", BULK_SWITCH_WAIT);
         }
     }
 

@@ -345,6 +345,8 @@ enum Inner {
 pub struct Connection {
     label: String,
     inner: Inner,
+    /// How long an SQLite statement waits for another process's lock.
+    busy: Duration,
 }
 
 impl std::fmt::Debug for Connection {
@@ -421,6 +423,7 @@ impl Connection {
                 let client = connect_postgres(&config, url, &label)?;
                 Ok(Connection {
                     label,
+                    busy: Duration::ZERO,
                     inner: Inner::Postgres(Box::new(RefCell::new(Postgres {
                         client: Some(client),
                         config,
@@ -500,7 +503,30 @@ impl Connection {
         Ok(Connection {
             label,
             inner: Inner::Sqlite(connection),
+            busy,
         })
+    }
+
+    /// SQLite: sets the file's `journal_mode` to `mode`, waiting at most
+    /// `wait` for other connections to let go (not the connection's own
+    /// busy timeout, which is restored after). Whether the file is now in
+    /// `mode`; always false on PostgreSQL.
+    pub fn try_journal_mode(&self, mode: &str, wait: Duration) -> bool {
+        let Inner::Sqlite(sqlite) = &self.inner else {
+            return false;
+        };
+        if sqlite.busy_timeout(wait).is_err() {
+            return false;
+        }
+        let switched = sqlite
+            .query_row(&format!("PRAGMA journal_mode = {mode}"), [], |row| {
+                row.get::<_, String>(0)
+            })
+            .is_ok_and(|now| now.eq_ignore_ascii_case(mode));
+        // A failure here leaves the shorter wait, which only makes later
+        // statements give up sooner; nothing is lost.
+        let _ = sqlite.busy_timeout(self.busy);
+        switched
     }
 
     /// The engine behind this connection.
