@@ -599,17 +599,10 @@ impl Tile<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tests::{bits, Seeded};
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
+        Seeded(seed).values(len, 1.0)
     }
 
     fn reference(
@@ -648,14 +641,6 @@ mod tests {
         out
     }
 
-    fn bits(values: &[f32]) -> Vec<u32> {
-        values.iter().map(|v| v.to_bits()).collect()
-    }
-
-    fn paths() -> Vec<SimdPath> {
-        SimdPath::available()
-    }
-
     #[test]
     fn products_match_an_f64_reference_at_ragged_shapes_on_every_path() {
         for (tokens, outputs, inputs) in [
@@ -671,7 +656,13 @@ mod tests {
             let b = values(outputs, 3);
             let want = reference(&x, &w, Some(&b), outputs, inputs);
             let panels = Panels::pack(Weight::new(&w, outputs, inputs));
-            let first = run(&x, &panels, Some(&b), Activation::Identity, paths()[0]);
+            let first = run(
+                &x,
+                &panels,
+                Some(&b),
+                Activation::Identity,
+                SimdPath::available()[0],
+            );
             for (index, (&got, &want)) in first.iter().zip(&want).enumerate() {
                 let tolerance = 1e-6 * (inputs as f64).sqrt() * 4.0;
                 assert!(
@@ -679,7 +670,7 @@ mod tests {
                     "{tokens}×{outputs}×{inputs} element {index}: {got} against {want}"
                 );
             }
-            for path in paths() {
+            for path in SimdPath::available() {
                 let got = run(&x, &panels, Some(&b), Activation::Identity, path);
                 assert_eq!(
                     bits(&got),

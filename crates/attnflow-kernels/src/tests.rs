@@ -9,7 +9,7 @@ use crate::simd::{self, SimdPath};
 use crate::{linear, norm, rotary};
 
 /// A small seeded generator (splitmix64) for test data.
-struct Seeded(u64);
+pub(crate) struct Seeded(pub(crate) u64);
 
 impl Seeded {
     fn next(&mut self) -> u64 {
@@ -21,14 +21,15 @@ impl Seeded {
     }
 
     /// Uniform in `[-scale, scale)`.
-    fn values(&mut self, len: usize, scale: f32) -> Vec<f32> {
+    pub(crate) fn values(&mut self, len: usize, scale: f32) -> Vec<f32> {
         (0..len)
             .map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
             .collect()
     }
 }
 
-fn bits(values: &[f32]) -> Vec<u32> {
+/// The bit patterns of `values`, for exact comparisons.
+pub(crate) fn bits(values: &[f32]) -> Vec<u32> {
     values.iter().map(|v| v.to_bits()).collect()
 }
 
