@@ -271,3 +271,56 @@ fn quarantine_pages_facets_and_records_read_back_for_people() {
         assert_eq!((name.as_str(), text.as_str()), ("people", STRICT));
     });
 }
+
+#[test]
+fn checking_a_file_again_quarantines_every_record_as_a_duplicate_in_file_order() {
+    each_backend(|directory, location| {
+        // Enough rejects that PostgreSQL receives them in several COPY
+        // chunks (4 MiB each).
+        let rows = 40_000;
+        let mut text = String::from("id,age\n");
+        for id in 1..=rows {
+            text.push_str(&format!("{id},{}\n", id % 100));
+        }
+        let csv = write(directory.path(), "people.csv", text.as_bytes());
+        let mut store = Store::connect(location).unwrap();
+        let first = check_files(
+            &schema(STRICT),
+            &[csv.clone()],
+            Some(&mut store),
+            &CheckOptions::default(),
+        )
+        .unwrap();
+        assert_eq!((first.accepted, first.quarantined), (rows, 0));
+        let again = check_files(
+            &schema(STRICT),
+            &[csv],
+            Some(&mut store),
+            &CheckOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (again.read, again.accepted, again.quarantined),
+            (rows, 0, rows)
+        );
+        assert_eq!(again.by_rule["unique"], rows);
+        let unique = QuarantineFilter {
+            rule: Some("unique".into()),
+            ..QuarantineFilter::default()
+        };
+        assert_eq!(store.count_quarantine(&unique).unwrap(), rows);
+        let page = store.quarantine_page(&unique, 29_999, 2).unwrap();
+        assert_eq!(
+            page.iter()
+                .map(|entry| (entry.row, entry.line, entry.value.as_deref()))
+                .collect::<Vec<_>>(),
+            [
+                (30_000, 30_001, Some("30000")),
+                (30_001, 30_002, Some("30001"))
+            ],
+            "ids follow the file"
+        );
+        let record = quarantined_record(&store, page[0].id).unwrap().unwrap();
+        assert_eq!(record.raw, b"30000,0\n");
+    });
+}
