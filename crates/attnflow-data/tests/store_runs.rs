@@ -286,7 +286,7 @@ fn checking_a_file_again_quarantines_every_record_as_a_duplicate_in_file_order()
         let mut store = Store::connect(location).unwrap();
         let first = check_files(
             &schema(STRICT),
-            &[csv.clone()],
+            std::slice::from_ref(&csv),
             Some(&mut store),
             &CheckOptions::default(),
         )
