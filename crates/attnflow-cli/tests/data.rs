@@ -418,6 +418,37 @@ fn bench_data_checks_the_generated_file() {
 }
 
 #[test]
+fn bench_data_rounds_do_not_pile_up_memory() {
+    // Each round checks into a fresh SQLite store whose page cache fills
+    // in the writer thread's arena; a check hands it back when it ends.
+    let output = attnflow()
+        .args([
+            "bench",
+            "data",
+            "--rows",
+            "200000",
+            "--no-pandera",
+            "--json",
+            "--rounds",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report = json(&output.stdout);
+    let peak = |round: usize| report["rounds"][round]["peak_rss_bytes"].as_f64().unwrap() / 1e6;
+    let (first, last) = (peak(0), peak(3));
+    assert!(
+        last < first + 12.0,
+        "peak memory grew from {first:.1} MB after one round to {last:.1} MB after four"
+    );
+}
+
+#[test]
 fn bench_keep_leaves_a_file_the_bench_schema_checks() {
     let directory = tempfile::tempdir().unwrap();
     let kept = directory.path().join("kept");

@@ -204,6 +204,27 @@ pub fn check_files(
     mut store: Option<&mut Store>,
     options: &CheckOptions,
 ) -> DataResult<CheckReport> {
+    let report = check_files_in(schema, files, store.as_deref_mut(), options);
+    release_memory(store.as_deref());
+    report
+}
+
+/// After a run: the store's page cache and what the run's threads freed go
+/// back to the system, so a process that runs many checks (the web app, a
+/// worker, a bench's rounds) stays at the size of one.
+fn release_memory(store: Option<&Store>) {
+    if let Some(store) = store {
+        store.release_cache();
+    }
+    attnflow_base::release_free_memory();
+}
+
+fn check_files_in(
+    schema: &Schema,
+    files: &[PathBuf],
+    mut store: Option<&mut Store>,
+    options: &CheckOptions,
+) -> DataResult<CheckReport> {
     let started = Instant::now();
     let mut checker = Checker::new(schema);
     let mut opened: Vec<(PathBuf, Format, Box<dyn RecordSource>, Binding)> =
@@ -878,6 +899,16 @@ pub(crate) fn reparse(
 /// quarantine rows are kept, marked released), the rest get their new
 /// reasons. Uniqueness is checked against what the queue already holds.
 pub fn recheck(
+    schema: &Schema,
+    store: &mut Store,
+    options: &CheckOptions,
+) -> DataResult<CheckReport> {
+    let report = recheck_in(schema, store, options);
+    release_memory(Some(store));
+    report
+}
+
+fn recheck_in(
     schema: &Schema,
     store: &mut Store,
     options: &CheckOptions,

@@ -583,6 +583,16 @@ impl Store {
         &self.connection
     }
 
+    /// Frees the connection's page cache (SQLite; PostgreSQL's is the
+    /// server's). Best effort: the next query fills it again.
+    pub fn release_cache(&self) {
+        if self.connection.backend() == Backend::Sqlite {
+            let _ = self
+                .connection
+                .batch("release cache", "PRAGMA shrink_memory");
+        }
+    }
+
     /// Starts a run and opens its first transaction.
     pub fn begin_run(&mut self, kind: &str, schema: &Schema) -> DataResult<i64> {
         self.bulk = kind == "check" && self.enter_bulk_load();
