@@ -525,7 +525,10 @@ impl RowWriter {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let spare = self.recycled.try_recv().unwrap_or_default();
+        let spare = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| self.batch.empty_like());
         let full = std::mem::replace(&mut self.batch, spare);
         self.send(Write::Rows(full))
     }
@@ -721,6 +724,10 @@ fn check_sources(
             (Some(store), Some(run_id)) => Some((store, run_id)),
             _ => None,
         };
+        let first_batch = store_run
+            .as_ref()
+            .map(|(store, _)| store.queue_batch())
+            .unwrap_or_default();
         let mut routing = Routing {
             schema,
             checker: &mut *checker,
@@ -731,7 +738,7 @@ fn check_sources(
                 .filter(|_| store_run.is_some())
                 .map(|run_id| RowWriter {
                     run_id,
-                    batch: QueueBatch::default(),
+                    batch: first_batch,
                     writes: write_sender,
                     recycled: batch_receiver,
                 }),

@@ -324,3 +324,34 @@ fn checking_a_file_again_quarantines_every_record_as_a_duplicate_in_file_order()
         assert_eq!(record.raw, b"30000,0\n");
     });
 }
+
+#[test]
+fn a_run_on_a_connection_that_queued_before_reads_back_every_record_in_file_order() {
+    each_backend(|directory, location| {
+        let file = |name: &str, first: u64| {
+            let mut text = String::from("id,age\n");
+            for id in first..first + 100 {
+                text.push_str(&format!("{id},{}\n", id % 100));
+            }
+            write(directory.path(), name, text.as_bytes())
+        };
+        let (a, b, c) = (file("a.csv", 1), file("b.csv", 101), file("c.csv", 201));
+        // Two connections take turns, as a long-lived worker and a one-off
+        // check would: on PostgreSQL each session caches queue ids.
+        let mut first = Store::connect(location).unwrap();
+        let mut second = Store::connect(location).unwrap();
+        let options = CheckOptions::default();
+        check_files(&schema(STRICT), &[a], Some(&mut first), &options).unwrap();
+        check_files(&schema(STRICT), &[b], Some(&mut second), &options).unwrap();
+        let last = check_files(&schema(STRICT), &[c], Some(&mut first), &options).unwrap();
+        assert_eq!(last.accepted, 100);
+        let mut ids = Vec::new();
+        first
+            .queued_records(last.run_id.unwrap(), |record| {
+                ids.push(record["id"].as_i64().unwrap())
+            })
+            .unwrap();
+        assert_eq!(ids, (201..301).collect::<Vec<_>>());
+        assert_eq!(first.queue_length().unwrap(), 300);
+    });
+}
