@@ -153,8 +153,12 @@ fn backward_keys(
         key_block,
     } = problem.tiling;
     let key_count_total = dk_range.len() / d;
-    let mut probabilities = vec![0f32; query_block * key_block];
-    let mut grad_scores = vec![0f32; query_block * key_block];
+    // Tiles as large as this head needs: a short sequence's is a sliver of
+    // the full 128 × 512, and zeroing 512 KB per head and key range was a
+    // sixth of a small model's training step.
+    let tile = query_block.min(n) * key_block.min(key_count_total);
+    let mut probabilities = vec![0f32; tile];
+    let mut grad_scores = vec![0f32; tile];
     for local_start in (0..key_count_total).step_by(key_block) {
         let key_start = first_key + local_start;
         let count = key_block.min(key_count_total - local_start);
