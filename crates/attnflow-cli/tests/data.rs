@@ -421,12 +421,14 @@ fn bench_data_checks_the_generated_file() {
 fn bench_data_rounds_do_not_pile_up_memory() {
     // Each round checks into a fresh SQLite store whose page cache fills
     // in the writer thread's arena; a check hands it back when it ends.
+    // Without that, four rounds of 200k rows grew by 40 MB (the growth
+    // follows the store's size); with it, by under 10.
     let output = attnflow()
         .args([
             "bench",
             "data",
             "--rows",
-            "200000",
+            "400000",
             "--no-pandera",
             "--json",
             "--rounds",
@@ -443,7 +445,7 @@ fn bench_data_rounds_do_not_pile_up_memory() {
     let peak = |round: usize| report["rounds"][round]["peak_rss_bytes"].as_f64().unwrap() / 1e6;
     let (first, last) = (peak(0), peak(3));
     assert!(
-        last < first + 12.0,
+        last < first + 30.0,
         "peak memory grew from {first:.1} MB after one round to {last:.1} MB after four"
     );
 }

@@ -493,9 +493,14 @@ fn check_item(
 enum Write {
     /// Accepted records.
     Rows(QueueBatch),
-    /// A quarantined record and its violations (rare: copied).
-    Quarantine(Box<(Record, Vec<Violation>)>),
+    /// Quarantined records and their violations (copied), in file order.
+    Quarantine(Vec<(Record, Vec<Violation>)>),
 }
+
+/// Quarantined records handed to the writer at once: a file of rejects
+/// (a second run over the same file, every record a duplicate) would
+/// otherwise wake the writer once per record.
+const QUARANTINE_BATCH: usize = 1024;
 
 /// Accepted records per batch handed to the writer.
 const WRITE_BATCH: usize = 8192;
@@ -508,6 +513,7 @@ const WRITES_IN_FLIGHT: usize = 4;
 struct RowWriter {
     run_id: i64,
     batch: QueueBatch,
+    rejects: Vec<(Record, Vec<Violation>)>,
     writes: mpsc::SyncSender<Write>,
     recycled: mpsc::Receiver<QueueBatch>,
 }
@@ -519,6 +525,20 @@ impl RowWriter {
         self.writes.send(write).map_err(|_| DataError::Internal {
             message: "the store's writer stopped".to_owned(),
         })
+    }
+
+    fn send_rejects(&mut self) -> DataResult<()> {
+        if self.rejects.is_empty() {
+            return Ok(());
+        }
+        let rejects = std::mem::take(&mut self.rejects);
+        self.send(Write::Quarantine(rejects))
+    }
+
+    /// Sends what is waiting: rejects, then accepted rows.
+    fn send_all(&mut self) -> DataResult<()> {
+        self.send_rejects()?;
+        self.send_rows()
     }
 
     fn send_rows(&mut self) -> DataResult<()> {
@@ -550,7 +570,11 @@ fn write_records(
                 batch.clear();
                 let _ = recycle.send(batch);
             }
-            Write::Quarantine(entry) => store.quarantine(run_id, source_id, &entry.0, &entry.1)?,
+            Write::Quarantine(rejects) => {
+                for (record, violations) in &rejects {
+                    store.quarantine(run_id, source_id, record, violations)?;
+                }
+            }
         }
     }
     Ok(())
@@ -575,11 +599,11 @@ struct Routing<'a, 'b> {
 impl Routing<'_, '_> {
     fn quarantine(&mut self, record: &Record, violations: &[Violation]) -> DataResult<()> {
         self.count.quarantined += 1;
-        if let Some(writer) = &self.writer {
-            writer.send(Write::Quarantine(Box::new((
-                record.clone(),
-                violations.to_vec(),
-            ))))?;
+        if let Some(writer) = &mut self.writer {
+            writer.rejects.push((record.clone(), violations.to_vec()));
+            if writer.rejects.len() >= QUARANTINE_BATCH {
+                writer.send_rejects()?;
+            }
         }
         self.report
             .note_quarantine(self.name, record, violations, self.sample_limit);
@@ -741,6 +765,7 @@ fn check_sources(
                     batch: first_batch,
                     writes: write_sender,
                     recycled: batch_receiver,
+                    rejects: Vec::new(),
                 }),
             source_id,
             name: &name,
@@ -799,7 +824,7 @@ fn check_sources(
                         let _ = recycle_sender.send(item);
                     }
                 }
-                routing.writer.as_mut().map_or(Ok(()), RowWriter::send_rows)
+                routing.writer.as_mut().map_or(Ok(()), RowWriter::send_all)
             })();
             drop(recycle_sender);
             // Hanging up tells the writer the file is done.
