@@ -16,6 +16,7 @@ use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape,
 
 use crate::activation::{self, Activation};
 use crate::matmul::{matmul_raw, product, BlockView, Operand};
+use crate::panel::{rows_product_raw, ROWS_PANEL_MIN_TOKENS};
 use crate::simd::{dispatch, each_step, load_at, load_from, store_at, Lanes, SimdPath};
 use crate::storage::{cpu_slice, fusable, tensor, with_values};
 
@@ -204,6 +205,23 @@ unsafe fn linear_raw(
     } = weight;
     let tokens = x.len() / inputs.max(1);
     let path = SimdPath::detect();
+    if weight.layout == WeightLayout::OutputsByInputs
+        && tokens >= ROWS_PANEL_MIN_TOKENS
+        && inputs > 0
+    {
+        // Register tiles over panels beat `gemm`'s packing at training's
+        // shapes (the weight is laid out once per call).
+        rows_product_raw(
+            out,
+            x,
+            weight.values,
+            (outputs, inputs),
+            bias,
+            activation,
+            path,
+        );
+        return;
+    }
     let epilogue = move |block: BlockView| {
         if bias.is_none() && activation == Activation::Identity {
             return;

@@ -346,6 +346,56 @@ pub(crate) fn panel_product_new(
     out
 }
 
+/// Tokens from which a product with an `(outputs, inputs)` f32 weight
+/// lays it out in panels per call ([`rows_product_raw`]): laying out costs
+/// a copy of the weight, under 1/32 of the multiply-adds from here on.
+pub(crate) const ROWS_PANEL_MIN_TOKENS: usize = 32;
+
+thread_local! {
+    static ROWS_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out = f(x·Wᵀ + b)` with `W` row-major `(outputs, inputs)` f32 values
+/// laid out in panels as each task needs them: training's weights change
+/// every step, so they are laid out per call.
+///
+/// # Safety
+/// As [`panel_product_raw`]; `values` holds `outputs × inputs` values.
+pub(crate) unsafe fn rows_product_raw(
+    out: *mut f32,
+    x: &[f32],
+    values: &[f32],
+    (outputs, inputs): (usize, usize),
+    bias: Option<&[f32]>,
+    activation: Activation,
+    path: SimdPath,
+) {
+    let fill = |index: usize, panel: &mut [f32]| {
+        ROWS_SCRATCH.with(|scratch| {
+            let first = index * PANEL;
+            fill_panel(
+                panel,
+                PANEL.min(outputs - first),
+                inputs,
+                |j, row| {
+                    let start = (first + j) * inputs;
+                    row.copy_from_slice(&values[start..start + inputs]);
+                },
+                &mut scratch.borrow_mut(),
+            );
+        })
+    };
+    panel_product_raw(
+        out,
+        x,
+        (outputs, inputs),
+        PanelSource::Filled(&fill),
+        bias,
+        activation,
+        path,
+    );
+}
+
 /// # Safety
 /// `out` valid for writes of `tokens × outputs` values (sizes as
 /// [`check_shapes`] checks them), aliasing neither `x` nor the panels.

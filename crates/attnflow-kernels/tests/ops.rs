@@ -20,6 +20,29 @@ const ACTIVATIONS: [Activation; 4] = [
 ];
 
 #[test]
+fn linear_on_panels_matches_the_reference() {
+    // 40 tokens: the forward lays the weight out in panels (70 outputs: a
+    // whole panel and a partial one); the backward is unchanged.
+    let mut rng = Seeded(12);
+    let (tokens, inputs, outputs) = (40, 12, 70);
+    let x = rng.values(tokens * inputs, 1.0);
+    let w = rng.values(outputs * inputs, 0.5);
+    let b = rng.values(outputs, 0.5);
+    let operands = vec![
+        (x, vec![tokens, inputs]),
+        (w, vec![outputs, inputs]),
+        (b, vec![outputs]),
+    ];
+    for activation in ACTIVATIONS {
+        check(
+            &format!("linear on panels then {activation:?}"),
+            &operands,
+            &|t| linear_activation(&t[0], &t[1], Some(&t[2]), activation).unwrap(),
+        );
+    }
+}
+
+#[test]
 fn linear_maps_match_the_reference() {
     let mut rng = Seeded(11);
     let (batch, seq, inputs, outputs, heads) = (2, 5, 12, 8, 4);
