@@ -382,18 +382,19 @@ fn select_rejects_bad_columns_values_and_budgets() {
         .stderr(predicate::str::contains("cannot be covered"));
 }
 
-#[test]
-fn bench_data_checks_the_generated_file() {
+/// `attnflow bench data --rows ROWS --rounds ROUNDS --no-pandera --json`,
+/// which must succeed.
+fn bench_data_json(rows: &str, rounds: &str) -> serde_json::Value {
     let output = attnflow()
         .args([
             "bench",
             "data",
-            "--rows",
-            "3000",
             "--no-pandera",
             "--json",
+            "--rows",
+            rows,
             "--rounds",
-            "1",
+            rounds,
         ])
         .output()
         .unwrap();
@@ -402,7 +403,12 @@ fn bench_data_checks_the_generated_file() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report = json(&output.stdout);
+    json(&output.stdout)
+}
+
+#[test]
+fn bench_data_checks_the_generated_file() {
+    let report = bench_data_json("3000", "1");
     assert_eq!(report["rounds"].as_array().unwrap().len(), 1);
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     let report = &report["rounds"][0];
@@ -423,25 +429,7 @@ fn bench_data_rounds_do_not_pile_up_memory() {
     // in the writer thread's arena; a check hands it back when it ends.
     // Without that, four rounds of 200k rows grew by 40 MB (the growth
     // follows the store's size); with it, by under 10.
-    let output = attnflow()
-        .args([
-            "bench",
-            "data",
-            "--rows",
-            "400000",
-            "--no-pandera",
-            "--json",
-            "--rounds",
-            "4",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report = json(&output.stdout);
+    let report = bench_data_json("400000", "4");
     let peak = |round: usize| report["rounds"][round]["peak_rss_bytes"].as_f64().unwrap() / 1e6;
     let (first, last) = (peak(0), peak(3));
     assert!(

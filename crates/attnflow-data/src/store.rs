@@ -430,9 +430,27 @@ fn append_copy_row(out: &mut Vec<u8>, keys: &[i64; 4], json: &str) {
 }
 
 /// The columns a quarantined record is written to, in the order of
-/// [`append_quarantine_row`].
-const QUARANTINE_COLUMNS: &str =
-    "run_id, source_id, row, line, field, rule, value, message, violations, raw, raw_cut, last_checked_run";
+/// [`append_quarantine_row`] (a macro, so the statements below are
+/// constants).
+macro_rules! quarantine_columns {
+    () => {
+        "run_id, source_id, row, line, field, rule, value, message, violations, raw, raw_cut, last_checked_run"
+    };
+}
+
+/// One quarantined record (SQLite).
+const QUARANTINE_INSERT: &str = concat!(
+    "INSERT INTO data_quarantine (",
+    quarantine_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?1)"
+);
+
+/// Quarantined records in binary COPY form (PostgreSQL).
+const QUARANTINE_COPY: &str = concat!(
+    "COPY data_quarantine (",
+    quarantine_columns!(),
+    ") FROM STDIN (FORMAT binary)"
+);
 
 /// Appends one quarantined record to a binary COPY stream, its first
 /// violation in columns of their own and all of them as JSON.
@@ -778,7 +796,7 @@ impl Store {
         send_binary_copy(
             &self.connection,
             "quarantine records",
-            &format!("COPY data_quarantine ({QUARANTINE_COLUMNS}) FROM STDIN (FORMAT binary)"),
+            QUARANTINE_COPY,
             &mut self.quarantined,
         )?;
         Ok(())
@@ -912,10 +930,7 @@ impl Store {
         let all = serde_json::to_string(violations).unwrap_or_default();
         self.connection.execute(
             "quarantine a record",
-            &format!(
-                "INSERT INTO data_quarantine ({QUARANTINE_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?1)"
-            ),
+            QUARANTINE_INSERT,
             args![
                 run_id,
                 source_id,

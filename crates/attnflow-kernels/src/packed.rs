@@ -19,7 +19,7 @@
 
 use std::cell::RefCell;
 
-use crate::panel::{fill_panel, panel_product, panel_product_new, PanelSource, PANEL};
+use crate::panel::{fill_panel_at, panel_product, panel_product_new, PanelSource};
 use crate::simd::SimdPath;
 use crate::Activation;
 use rayon::prelude::*;
@@ -369,15 +369,8 @@ impl PackedMatrix {
     /// prefill).
     fn with_panels<R>(&self, path: SimdPath, product: impl FnOnce(PanelSource<'_>) -> R) -> R {
         let fill = |index: usize, panel: &mut [f32]| {
-            SCRATCH.with(|scratch| {
-                let first = index * PANEL;
-                fill_panel(
-                    panel,
-                    PANEL.min(self.rows - first),
-                    self.columns,
-                    |j, row| self.dequantize_row_with(path, first + j, row),
-                    &mut scratch.borrow_mut(),
-                );
+            fill_panel_at(index, panel, (self.rows, self.columns), |r, row| {
+                self.dequantize_row_with(path, r, row)
             })
         };
         product(PanelSource::Filled(&fill))

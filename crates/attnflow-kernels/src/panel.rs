@@ -120,7 +120,7 @@ const FILL_ROWS: usize = 16;
 /// each write fills 64 contiguous bytes of the panel (one row at a time,
 /// every value went to a different cache line: `perf` put that at 16% of
 /// a SmolLM2 prefill).
-pub(crate) fn fill_panel(
+fn fill_panel(
     panel: &mut [f32],
     width: usize,
     inputs: usize,
@@ -352,7 +352,28 @@ pub(crate) fn panel_product_new(
 pub(crate) const ROWS_PANEL_MIN_TOKENS: usize = 32;
 
 thread_local! {
-    static ROWS_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static FILL_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Writes panel `index` of a weight of `outputs` rows of `inputs` values,
+/// `row(r, out)` writing weight row `r`: [`fill_panel`] with this thread's
+/// buffer. What every [`PanelSource::Filled`] source does per task.
+pub(crate) fn fill_panel_at(
+    index: usize,
+    panel: &mut [f32],
+    (outputs, inputs): (usize, usize),
+    mut row: impl FnMut(usize, &mut [f32]),
+) {
+    FILL_SCRATCH.with(|scratch| {
+        let first = index * PANEL;
+        fill_panel(
+            panel,
+            PANEL.min(outputs - first),
+            inputs,
+            |j, out| row(first + j, out),
+            &mut scratch.borrow_mut(),
+        );
+    })
 }
 
 /// `out = f(x·Wᵀ + b)` with `W` row-major `(outputs, inputs)` f32 values
@@ -371,18 +392,8 @@ pub(crate) unsafe fn rows_product_raw(
     path: SimdPath,
 ) {
     let fill = |index: usize, panel: &mut [f32]| {
-        ROWS_SCRATCH.with(|scratch| {
-            let first = index * PANEL;
-            fill_panel(
-                panel,
-                PANEL.min(outputs - first),
-                inputs,
-                |j, row| {
-                    let start = (first + j) * inputs;
-                    row.copy_from_slice(&values[start..start + inputs]);
-                },
-                &mut scratch.borrow_mut(),
-            );
+        fill_panel_at(index, panel, (outputs, inputs), |r, row| {
+            row.copy_from_slice(&values[r * inputs..(r + 1) * inputs]);
         })
     };
     panel_product_raw(
