@@ -3,8 +3,7 @@
 //! * [`write_atomically`]: result files are never half-written;
 //! * [`time`]: UTC timestamps without a calendar dependency;
 //! * [`table`]: aligned text and Markdown tables;
-//! * [`peak_rss_bytes`], [`rss_bytes`], [`release_free_memory`]: this
-//!   process's memory;
+//! * [`peak_rss_bytes`], [`release_free_memory`]: this process's memory;
 //! * [`digest`]: SHA-256 of files, for manifests;
 //! * [`Fault`] and [`Classified`]: whose fault an error is, which decides
 //!   the exit code.
@@ -20,4 +19,4 @@ pub mod time;
 
 pub use atomic::write_atomically;
 pub use fault::{Classified, Fault};
-pub use memory::{peak_rss_bytes, release_free_memory, rss_bytes};
+pub use memory::{peak_rss_bytes, release_free_memory};

@@ -1,21 +1,12 @@
-//! The peak memory of this process.
+//! The peak memory of this process, and handing freed memory back.
 
 /// Peak resident set size of this process so far, in bytes (Linux `VmHWM`
 /// from `/proc/self/status`; `None` elsewhere).
 pub fn peak_rss_bytes() -> Option<u64> {
-    status_kilobytes("VmHWM:").map(|kilobytes| kilobytes * 1024)
-}
-
-/// Resident set size of this process now, in bytes (Linux `VmRSS`; `None`
-/// elsewhere).
-pub fn rss_bytes() -> Option<u64> {
-    status_kilobytes("VmRSS:").map(|kilobytes| kilobytes * 1024)
-}
-
-fn status_kilobytes(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with(key))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    let kilobytes: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kilobytes * 1024)
 }
 
 /// Hands memory that was freed back to the operating system.
