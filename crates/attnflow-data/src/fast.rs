@@ -21,7 +21,7 @@ use crate::pattern::FixedPattern;
 use crate::schema::{Bound, Field, OneOf, Schema};
 use crate::source::{record_from_line, BlockLayout, Body, Record};
 use crate::unique::FastSet;
-use crate::value::{FieldType, ValueRef};
+use crate::value::{write_json_string, write_number_text, FieldType, ValueRef};
 
 /// What a worker found in one block or batch, in record order.
 #[derive(Default)]
@@ -849,30 +849,50 @@ impl<'s> BlockChecker<'s> {
                 // every one of them certain.
                 let text = text.unwrap_or_default();
                 let cells = &bounds[slot * stride..(slot + 1) * stride];
-                values.clear();
-                for plan in &self.plans {
-                    let value = match plan.column.filter(|&column| column < width) {
-                        None => ValueRef::Null,
-                        Some(column) => {
-                            let cell =
-                                &text[cells[column] as usize..cells[column + 1] as usize - 1];
-                            if self.nulls.contains(cell.as_bytes()) {
-                                ValueRef::Null
-                            } else {
-                                plan.value(cell).unwrap_or(ValueRef::Null)
-                            }
-                        }
-                    };
-                    values.push(value);
+                let cell = |plan: &FieldPlan| {
+                    let column = plan.column.filter(|&column| column < width)?;
+                    let cell = &text[cells[column] as usize..cells[column + 1] as usize - 1];
+                    (!self.nulls.contains(cell.as_bytes())).then_some(cell)
+                };
+                if !self.schema.rules.is_empty() {
+                    values.clear();
+                    for plan in &self.plans {
+                        let value = cell(plan)
+                            .and_then(|cell| plan.value(cell))
+                            .unwrap_or(ValueRef::Null);
+                        values.push(value);
+                    }
+                    passed = self
+                        .schema
+                        .rules
+                        .iter()
+                        .all(|rule| rule.expr.holds(&values) != Some(false));
                 }
-                passed = self
-                    .schema
-                    .rules
-                    .iter()
-                    .all(|rule| rule.expr.holds(&values) != Some(false));
                 if passed {
                     if let Some(json_keys) = &self.json_keys {
-                        crate::value::append_record_json(&mut out.json, json_keys, &values);
+                        // Straight from the cells: a number's text is often
+                        // its JSON already, and a string needs no parse.
+                        out.json.push('{');
+                        for (index, (plan, key)) in self.plans.iter().zip(json_keys).enumerate() {
+                            if index > 0 {
+                                out.json.push(',');
+                            }
+                            out.json.push_str(key);
+                            match cell(plan) {
+                                None => out.json.push_str("null"),
+                                Some(cell) if plan.field_type == FieldType::String => {
+                                    write_json_string(&mut out.json, cell)
+                                }
+                                Some(cell) => {
+                                    if !write_number_text(&mut out.json, plan.field_type, cell) {
+                                        plan.value(cell)
+                                            .unwrap_or(ValueRef::Null)
+                                            .write_json(&mut out.json);
+                                    }
+                                }
+                            }
+                        }
+                        out.json.push('}');
                         out.json_ends.push(out.json.len());
                     }
                 }
