@@ -285,8 +285,14 @@ fn tasks(tokens: usize, outputs: usize, inputs: usize, made: bool) -> (usize, us
 }
 
 thread_local! {
-    static PANEL_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// A panel made on demand, and which one it is: `(product, panel)`.
+    static PANEL_SCRATCH: RefCell<(Vec<f32>, (u64, usize))> =
+        const { RefCell::new((Vec::new(), (0, usize::MAX))) };
 }
+
+/// Numbers each product whose panels are made on demand, so a thread can
+/// tell that the panel in its scratch is the one its next task needs.
+static PRODUCTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// The destination shared by the tasks of one product; each task writes
 /// only its own rows of its own panel's columns.
@@ -424,6 +430,11 @@ unsafe fn panel_product_raw(
         return;
     }
     let made = matches!(source, PanelSource::Filled(_));
+    let product = if made {
+        PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    } else {
+        0
+    };
     let (panels, block_rows) = tasks(tokens, outputs, inputs, made);
     let blocks = tokens.div_ceil(block_rows);
     let destination = Destination(out);
@@ -464,10 +475,17 @@ unsafe fn panel_product_raw(
                 // Not zeroed: columns past `width` may hold an earlier
                 // panel's values, which the kernel multiplies (each lane
                 // on its own) but never stores.
-                let mut scratch = scratch.borrow_mut();
-                scratch.resize(PANEL * inputs, 0.0);
-                fill(task.panel, &mut scratch[..PANEL * inputs]);
-                multiply(&scratch[..PANEL * inputs]);
+                let (panel, made_for) = &mut *scratch.borrow_mut();
+                // Tasks of one panel are neighbours, and a thread mostly
+                // runs neighbours in turn: the panel it made for the rows
+                // before serves these too (a third of a SmolLM2 prefill's
+                // panels had been made twice).
+                if *made_for != (product, task.panel) || panel.len() < PANEL * inputs {
+                    panel.resize(PANEL * inputs, 0.0);
+                    fill(task.panel, &mut panel[..PANEL * inputs]);
+                    *made_for = (product, task.panel);
+                }
+                multiply(&panel[..PANEL * inputs]);
             }),
         }
     };
@@ -629,6 +647,18 @@ impl Tile<'_> {
             weights = weights.add(PANEL);
             x = x.add(1);
         }
+        self.store::<V, ROWS, LANES>(&sums, column, width)
+    }
+
+    /// Stores a tile's sums from panel column `column` (`width` of them per
+    /// row), with bias and activation.
+    #[inline(always)]
+    unsafe fn store<V: Lanes, const ROWS: usize, const LANES: usize>(
+        &self,
+        sums: &[[V; LANES]; ROWS],
+        column: usize,
+        width: usize,
+    ) {
         for (row, sums) in sums.iter().enumerate() {
             let target = self.out.add(row * self.out_step + column);
             for (lane, &sum) in sums.iter().enumerate() {

@@ -173,6 +173,13 @@ fn cases() -> Vec<Case> {
     decode.heads = 4;
     decode.kv_heads = 2;
     cases.push(decode);
+    // A prefill after 20 cached keys: causal query blocks of 64 rows, the
+    // last one short, each over only the keys it sees.
+    let mut prefill = Case::new(150, 170, 16);
+    prefill.causal = Some(20);
+    prefill.heads = 3;
+    prefill.kv_heads = 1;
+    cases.push(prefill);
     // Padding, one sequence fully padded, grouped heads, dv ≠ d.
     let mut padded = Case::new(40, 40, 16);
     padded.batch = 3;
@@ -182,6 +189,11 @@ fn cases() -> Vec<Case> {
     padded.lengths = Some(vec![40, 17, 0]);
     cases.push(padded.clone());
     padded.causal = Some(0);
+    cases.push(padded.clone());
+    // Padding and causal over several query blocks.
+    padded.n = 100;
+    padded.m = 100;
+    padded.lengths = Some(vec![100, 70, 0]);
     cases.push(padded);
     cases
 }

@@ -35,7 +35,7 @@ mod weights;
 
 pub use backward::{attention_backward, AttentionGradients};
 pub use forward::attention_forward;
-pub use weights::attention_weights_forward;
+pub use weights::{attention_weights_forward, attention_weights_forward_new};
 
 use crate::simd::SimdPath;
 

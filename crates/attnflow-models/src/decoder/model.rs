@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use attnflow_kernels::packed::PackedMatrix;
 use attnflow_kernels::{
-    activate, add_in_place, attention_forward, attention_weights_forward, layer_norm_into,
+    activate, add_in_place, attention_forward, attention_weights_forward_new, layer_norm_into,
     rms_norm_into, softmax_rows_in_place, swiglu_into, AttentionProblem, HeadsLayout,
 };
 use gemm::Parallelism;
@@ -106,14 +106,20 @@ pub enum Norm {
 impl Norm {
     /// The norm of every row of `x`, into a new buffer.
     fn apply(&self, x: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; x.len()];
-        match self {
-            Norm::Rms { weight, eps } => rms_norm_into(&mut out, x, weight, *eps),
-            Norm::Layer { weight, bias, eps } => {
-                layer_norm_into(&mut out, x, weight, Some(bias), *eps)
-            }
-        }
+        let mut out = Vec::new();
+        self.apply_into(x, &mut out);
         out
+    }
+
+    /// The norm of every row of `x` into `out`, which a forward pass
+    /// reuses from layer to layer (zeroing a new buffer per norm was a
+    /// `memset` of 35 MB per SmolLM2 prefill of 256 tokens).
+    fn apply_into(&self, x: &[f32], out: &mut Vec<f32>) {
+        out.resize(x.len(), 0.0);
+        match self {
+            Norm::Rms { weight, eps } => rms_norm_into(out, x, weight, *eps),
+            Norm::Layer { weight, bias, eps } => layer_norm_into(out, x, weight, Some(bias), *eps),
+        }
     }
 
     fn parameter_count(&self) -> usize {
@@ -148,13 +154,15 @@ pub enum FeedForward {
 }
 
 impl FeedForward {
-    fn forward(&self, x: &[f32], n: usize) -> Vec<f32> {
+    /// `(n, d)` -> `(n, d)`; `scratch` holds the gated product between
+    /// calls.
+    fn forward(&self, x: &[f32], n: usize, scratch: &mut Vec<f32>) -> Vec<f32> {
         match self {
             FeedForward::Gated { gate, up, down } => {
                 let [gated, upped] = forward_all([gate, up], x, n);
-                let mut product = vec![0f32; gated.len()];
-                swiglu_into(&mut product, &gated, &upped);
-                down.forward(&product, n)
+                scratch.resize(gated.len(), 0.0);
+                swiglu_into(scratch, &gated, &upped);
+                down.forward(scratch, n)
             }
             FeedForward::Plain {
                 up,
@@ -498,11 +506,13 @@ impl DecoderModel {
         }
         let mut hidden_states = Vec::new();
         let mut attentions = Vec::new();
+        // Buffers every layer reuses.
+        let (mut normed, mut attended, mut gated) = (Vec::new(), Vec::new(), Vec::new());
         for (index, layer) in self.layers.iter().enumerate() {
             if options.hidden_states {
                 hidden_states.push(hidden.clone());
             }
-            let normed = layer.attention_norm.apply(&hidden);
+            layer.attention_norm.apply_into(&hidden, &mut normed);
             let [mut queries, mut keys, values] =
                 forward_all([&layer.query, &layer.key, &layer.value], &normed, n);
             if let Some(rotary) = &self.rotary {
@@ -510,21 +520,24 @@ impl DecoderModel {
                 rotary.rotate(&mut keys, config.num_kv_heads, first, n);
             }
             cache.write(index, &keys, &values, n);
-            let (attended, weights) = self.attention(
+            let weights = self.attention(
                 index,
                 &queries,
                 cache,
-                first,
-                n,
+                (first, n),
                 layer.window,
                 options.attentions,
+                &mut attended,
             )?;
             if let Some(weights) = weights {
                 attentions.push(weights);
             }
             add_in_place(&mut hidden, &layer.output.forward(&attended, n));
-            let normed = layer.feed_forward_norm.apply(&hidden);
-            add_in_place(&mut hidden, &layer.feed_forward.forward(&normed, n));
+            layer.feed_forward_norm.apply_into(&hidden, &mut normed);
+            add_in_place(
+                &mut hidden,
+                &layer.feed_forward.forward(&normed, n, &mut gated),
+            );
         }
         cache.length = first + n;
 
@@ -566,19 +579,19 @@ impl DecoderModel {
     }
 
     /// Attention of `n` queries at positions `first..` over the cached keys
-    /// `0..first + n`: `(n, heads · head_dim)` output and, when `capture`,
-    /// `(heads, n, first + n)` weights.
+    /// `0..first + n`: the `(n, heads · head_dim)` output into `output`
+    /// and, when `capture`, the `(heads, n, first + n)` weights.
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         layer: usize,
         queries: &[f32],
         cache: &KvCache,
-        first: usize,
-        n: usize,
+        (first, n): (usize, usize),
         window: Option<usize>,
         capture: bool,
-    ) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+        output: &mut Vec<f32>,
+    ) -> Result<Option<Vec<f32>>> {
         let config = &self.config;
         let (heads, width) = (config.num_heads, config.head_dim);
         let keys_seen = first + n;
@@ -592,13 +605,15 @@ impl DecoderModel {
                 window,
                 scale: 1.0 / (width as f32).sqrt(),
             };
-            return Ok(attend_windowed(
+            let (attended, weights) = attend_windowed(
                 &problem,
                 queries,
                 |head| cache.head(layer, head, false, keys_seen),
                 |head| cache.head(layer, head, true, keys_seen),
                 capture,
-            ));
+            );
+            *output = attended;
+            return Ok(weights);
         }
         let mut problem = AttentionProblem::new(1, heads, n, width);
         problem.kv_heads = config.num_kv_heads;
@@ -606,28 +621,26 @@ impl DecoderModel {
         // Query i sits at position first + i: it sees keys 0..=first + i.
         problem.causal = Some(first);
         let rows = HeadsLayout::token_rows(n, heads * width, width, 0);
-        let mut output = vec![0f32; n * heads * width];
+        output.resize(n * heads * width, 0.0);
         if capture {
-            let mut weights = vec![0f32; heads * n * keys_seen];
-            attention_weights_forward(
+            let weights = attention_weights_forward_new(
                 &problem,
                 (queries, rows),
                 cache.heads(layer, false),
                 cache.heads(layer, true),
-                (&mut output, rows),
-                &mut weights,
+                (output, rows),
             );
-            return Ok((output, Some(weights)));
+            return Ok(Some(weights));
         }
         attention_forward(
             &problem,
             (queries, rows),
             cache.heads(layer, false),
             cache.heads(layer, true),
-            (&mut output, rows),
+            (output, rows),
             None,
         );
-        Ok((output, None))
+        Ok(None)
     }
 }
 
