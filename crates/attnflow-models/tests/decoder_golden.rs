@@ -269,3 +269,57 @@ fn fused_and_exact_prefill_agree() {
         );
     }
 }
+
+/// A pass that wants fewer logit rows carries only those rows past the last
+/// layer's attention; its logits and maps are the full pass's.
+#[test]
+fn fewer_logit_rows_give_the_full_pass_rows_and_maps() {
+    for name in ["llama", "mistral", "qwen2", "gpt2"] {
+        let decoder = PretrainedDecoder::open(&model_path(name)).unwrap();
+        let ids = decoder
+            .tokenizer
+            .encode("The quick brown fox jumps over the lazy dog, twice over.")
+            .unwrap()
+            .ids;
+        let n = ids.len();
+        let vocab = decoder.config.vocab_size;
+        let run = |logits, attentions| {
+            let mut cache = decoder.model.cache(n);
+            decoder
+                .model
+                .forward(
+                    &ids,
+                    &mut cache,
+                    ForwardOptions {
+                        logits,
+                        attentions,
+                        hidden_states: false,
+                    },
+                )
+                .unwrap()
+        };
+        let full = run(LogitRows::All, true);
+        for attentions in [false, true] {
+            for (rows, first) in [(LogitRows::Last, n - 1), (LogitRows::Tail(3), n - 3)] {
+                let part = run(rows, attentions);
+                assert_eq!(part.logit_positions, first..n, "{name} {rows:?}");
+                assert_close(
+                    &format!("{name}: {rows:?} logits, maps kept: {attentions}"),
+                    &part.logits,
+                    &full.logits[first * vocab..],
+                    // Without maps the fused kernel attends (see above).
+                    TOLERANCE,
+                );
+                if attentions {
+                    assert_eq!(part.attentions, full.attentions, "{name}: {rows:?} maps");
+                }
+            }
+        }
+        let none = run(LogitRows::None, true);
+        assert!(none.logits.is_empty(), "{name}: no logit rows");
+        assert_eq!(
+            none.attentions, full.attentions,
+            "{name}: maps without logits"
+        );
+    }
+}

@@ -504,10 +504,24 @@ impl DecoderModel {
         if let Some(positions) = &self.positions {
             add_in_place(&mut hidden, &positions[first * d..(first + n) * d]);
         }
+        let logit_positions = match options.logits {
+            LogitRows::None => n..n,
+            LogitRows::Last => n - 1..n,
+            LogitRows::All => 0..n,
+            LogitRows::Tail(count) => n - count.min(n)..n,
+        };
+        // The rows the final norm reads: every row's hidden state, or the
+        // logit rows only.
+        let normed_rows = if options.hidden_states {
+            0..n
+        } else {
+            logit_positions.clone()
+        };
         let mut hidden_states = Vec::new();
         let mut attentions = Vec::new();
         // Buffers every layer reuses.
         let (mut normed, mut attended, mut gated) = (Vec::new(), Vec::new(), Vec::new());
+        let width = config.num_heads * config.head_dim;
         for (index, layer) in self.layers.iter().enumerate() {
             if options.hidden_states {
                 hidden_states.push(hidden.clone());
@@ -520,41 +534,58 @@ impl DecoderModel {
                 rotary.rotate(&mut keys, config.num_kv_heads, first, n);
             }
             cache.write(index, &keys, &values, n);
-            let weights = self.attention(
-                index,
-                &queries,
-                cache,
-                (first, n),
-                layer.window,
-                options.attentions,
-                &mut attended,
-            )?;
-            if let Some(weights) = weights {
-                attentions.push(weights);
+            // Past the last layer's attention only the rows the final norm
+            // reads matter (as llama.cpp skips the rest): a prefill for
+            // the next token carries one row on instead of all of them.
+            // Every row's keys and values are cached above, and captured
+            // maps still cover every query.
+            let rows = if index + 1 == self.layers.len() {
+                normed_rows.clone()
+            } else {
+                0..n
+            };
+            if rows.len() == n || options.attentions {
+                let weights = self.attention(
+                    index,
+                    &queries,
+                    cache,
+                    (first, n),
+                    layer.window,
+                    options.attentions,
+                    &mut attended,
+                )?;
+                attentions.extend(weights);
+                attended.copy_within(rows.start * width..rows.end * width, 0);
+                attended.truncate(rows.len() * width);
+            } else if !rows.is_empty() {
+                self.attention(
+                    index,
+                    &queries[rows.start * width..rows.end * width],
+                    cache,
+                    (first + rows.start, rows.len()),
+                    layer.window,
+                    false,
+                    &mut attended,
+                )?;
             }
-            add_in_place(&mut hidden, &layer.output.forward(&attended, n));
+            if rows.len() != n {
+                hidden.copy_within(rows.start * d..rows.end * d, 0);
+                hidden.truncate(rows.len() * d);
+            }
+            if rows.is_empty() {
+                break;
+            }
+            let count = rows.len();
+            add_in_place(&mut hidden, &layer.output.forward(&attended, count));
             layer.feed_forward_norm.apply_into(&hidden, &mut normed);
             add_in_place(
                 &mut hidden,
-                &layer.feed_forward.forward(&normed, n, &mut gated),
+                &layer.feed_forward.forward(&normed, count, &mut gated),
             );
         }
         cache.length = first + n;
 
-        let logit_positions = match options.logits {
-            LogitRows::None => n..n,
-            LogitRows::Last => n - 1..n,
-            LogitRows::All => 0..n,
-            LogitRows::Tail(count) => n - count.min(n)..n,
-        };
-        let normed_rows = if options.hidden_states {
-            0..n
-        } else {
-            logit_positions.clone()
-        };
-        let normed = self
-            .final_norm
-            .apply(&hidden[normed_rows.start * d..normed_rows.end * d]);
+        let normed = self.final_norm.apply(&hidden);
         let rows = logit_positions.len();
         let offset = (logit_positions.start - normed_rows.start) * d;
         let selected = &normed[offset..offset + rows * d];
