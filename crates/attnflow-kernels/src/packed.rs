@@ -19,7 +19,9 @@
 
 use std::cell::RefCell;
 
-use crate::panel::{fill_panel_at, panel_product, panel_product_new, PanelSource};
+use crate::panel::{
+    fill_panel_at, panel_product, panel_product_new, panel_products_raw, PanelSource, Product,
+};
 use crate::simd::SimdPath;
 use crate::Activation;
 use rayon::prelude::*;
@@ -368,12 +370,66 @@ impl PackedMatrix {
     /// repacked the dequantized rows on every call: 17% of a SmolLM2
     /// prefill).
     fn with_panels<R>(&self, path: SimdPath, product: impl FnOnce(PanelSource<'_>) -> R) -> R {
-        let fill = |index: usize, panel: &mut [f32]| {
+        product(PanelSource::Filled(&self.panel_fill(path)))
+    }
+
+    /// What makes panel `index` of this matrix on demand.
+    fn panel_fill(&self, path: SimdPath) -> impl Fn(usize, &mut [f32]) + Sync + '_ {
+        move |index: usize, panel: &mut [f32]| {
             fill_panel_at(index, panel, (self.rows, self.columns), |r, row| {
                 self.dequantize_row_with(path, r, row)
             })
-        };
-        product(PanelSource::Filled(&fill))
+        }
+    }
+
+    /// [`PackedMatrix::matmul_new`] of several matrices with the same `n`
+    /// input rows (a layer's query, key and value maps), in one parallel
+    /// region: the threads never wait between the products.
+    pub fn matmul_group_new(matrices: &[&PackedMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+        let columns = matrices.first().map_or(0, |matrix| matrix.columns);
+        if n <= 1
+            || columns == 0
+            || matrices
+                .iter()
+                .any(|matrix| matrix.rows == 0 || matrix.columns != columns)
+        {
+            return matrices
+                .iter()
+                .map(|matrix| matrix.matmul_new(x, n))
+                .collect();
+        }
+        assert_eq!(x.len(), n * columns, "matmul: input size");
+        let path = SimdPath::detect();
+        let fills: Vec<_> = matrices
+            .iter()
+            .map(|matrix| matrix.panel_fill(path))
+            .collect();
+        let mut outs: Vec<Vec<f32>> = matrices
+            .iter()
+            .map(|matrix| Vec::with_capacity(n * matrix.rows))
+            .collect();
+        let products: Vec<Product<'_>> = matrices
+            .iter()
+            .zip(&fills)
+            .zip(outs.iter_mut())
+            .map(|((matrix, fill), out)| Product {
+                out: out.as_mut_ptr(),
+                shape: (matrix.rows, matrix.columns),
+                source: PanelSource::Filled(fill),
+                bias: None,
+                activation: Activation::Identity,
+            })
+            .collect();
+        // SAFETY: each output has room for n × rows values, all of which
+        // the products write before the lengths are set; the outputs are
+        // distinct and alias neither `x` nor the weights.
+        unsafe {
+            panel_products_raw(x, &products, path);
+            for (out, matrix) in outs.iter_mut().zip(matrices) {
+                out.set_len(n * matrix.rows);
+            }
+        }
+        outs
     }
 }
 
@@ -979,6 +1035,40 @@ mod tests {
                         "{packing:?} {path}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_group_of_products_gives_each_product_bits() {
+        // Three maps of one input (as a layer's query, key and value), of
+        // different packings and heights (a partial panel, one panel, many).
+        let columns = 96;
+        let matrices: Vec<PackedMatrix> = [
+            (Packing::Q4_1, 200),
+            (Packing::Q8_0, 64),
+            (Packing::F16, 37),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(seed, (packing, rows))| {
+            let bytes = random_blocks(packing, columns, rows, seed as u32 + 5);
+            PackedMatrix::from_bytes(rows, columns, packing, bytes).unwrap()
+        })
+        .collect();
+        let group: Vec<&PackedMatrix> = matrices.iter().collect();
+        for n in [0, 1, 7, 300] {
+            let x: Vec<f32> = (0..n * columns).map(|i| (i as f32 * 0.23).sin()).collect();
+            let together = PackedMatrix::matmul_group_new(&group, &x, n);
+            assert_eq!(together.len(), 3);
+            for (matrix, out) in matrices.iter().zip(&together) {
+                let alone = matrix.matmul_new(&x, n);
+                assert_eq!(
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{:?} n={n}",
+                    matrix.packing
+                );
             }
         }
     }

@@ -425,20 +425,77 @@ unsafe fn panel_product_raw(
     activation: Activation,
     path: SimdPath,
 ) {
-    let tokens = x.len() / inputs;
-    if tokens == 0 || outputs == 0 {
-        return;
-    }
-    let made = matches!(source, PanelSource::Filled(_));
-    let product = if made {
-        PRODUCTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    } else {
-        0
+    let product = Product {
+        out,
+        shape: (outputs, inputs),
+        source,
+        bias,
+        activation,
     };
-    let (panels, block_rows) = tasks(tokens, outputs, inputs, made);
-    let blocks = tokens.div_ceil(block_rows);
-    let destination = Destination(out);
-    let run = |index: usize| {
+    panel_products_raw(x, std::slice::from_ref(&product), path);
+}
+
+/// One product of a group sharing its input rows.
+pub(crate) struct Product<'a> {
+    /// Where its `tokens × outputs` values go.
+    pub(crate) out: *mut f32,
+    /// `(outputs, inputs)`.
+    pub(crate) shape: (usize, usize),
+    /// Its weight's panels.
+    pub(crate) source: PanelSource<'a>,
+    /// Added to each output, if any.
+    pub(crate) bias: Option<&'a [f32]>,
+    /// Applied after the bias.
+    pub(crate) activation: Activation,
+}
+
+// SAFETY: the tasks of a group write disjoint parts of the outputs (see
+// `panel_products_raw`); everything else in a product is shared reading.
+unsafe impl Sync for Product<'_> {}
+
+/// Several products of the same input rows `x` in one parallel region
+/// (a layer's query, key and value maps): the threads never wait between
+/// them, and one product's last tasks share the cores with the next one's.
+///
+/// # Safety
+/// Each `out` valid for writes of `tokens × outputs` values (tokens =
+/// `x.len() / inputs`, the same for every product), aliasing neither `x`,
+/// the panels nor another product's output.
+pub(crate) unsafe fn panel_products_raw(x: &[f32], products: &[Product<'_>], path: SimdPath) {
+    let Some(first_product) = products.first() else {
+        return;
+    };
+    let tokens = x.len() / first_product.shape.1.max(1);
+    // Ids for the panels this call makes on demand (see PANEL_SCRATCH).
+    let ids = PRODUCTS.fetch_add(products.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let plan = |product: &Product<'_>| {
+        let (outputs, inputs) = product.shape;
+        if tokens == 0 || outputs == 0 {
+            return (0, 0, 1);
+        }
+        let made = matches!(product.source, PanelSource::Filled(_));
+        let (panels, block_rows) = tasks(tokens, outputs, inputs, made);
+        (panels, block_rows, tokens.div_ceil(block_rows))
+    };
+    let run = |mut index: usize| {
+        let mut which = 0;
+        let (panels, block_rows, blocks) = loop {
+            let (panels, block_rows, blocks) = plan(&products[which]);
+            if index < panels * blocks {
+                break (panels, block_rows, blocks);
+            }
+            index -= panels * blocks;
+            which += 1;
+        };
+        debug_assert!(index < panels * blocks);
+        let Product {
+            out,
+            shape: (outputs, inputs),
+            ref source,
+            bias,
+            activation,
+        } = products[which];
+        let destination = Destination(out);
         let task = Task {
             panel: index / blocks,
             first_row: (index % blocks) * block_rows,
@@ -452,7 +509,7 @@ unsafe fn panel_product_raw(
             // first_row..first_row + rows of `x` (tokens × inputs) exist;
             // the destination rows and columns first..first + width lie
             // inside the tokens × outputs `out`, and no other task writes
-            // them (tasks differ in panel or in rows).
+            // them (tasks differ in product, panel or rows).
             unsafe {
                 panel_rows(
                     path,
@@ -469,7 +526,7 @@ unsafe fn panel_product_raw(
                 )
             }
         };
-        match &source {
+        match source {
             PanelSource::Packed(weight) => multiply(weight.panel(task.panel)),
             PanelSource::Filled(fill) => PANEL_SCRATCH.with(|scratch| {
                 // Not zeroed: columns past `width` may hold an earlier
@@ -480,17 +537,23 @@ unsafe fn panel_product_raw(
                 // runs neighbours in turn: the panel it made for the rows
                 // before serves these too (a third of a SmolLM2 prefill's
                 // panels had been made twice).
-                if *made_for != (product, task.panel) || panel.len() < PANEL * inputs {
+                let id = (ids + which as u64, task.panel);
+                if *made_for != id || panel.len() < PANEL * inputs {
                     panel.resize(PANEL * inputs, 0.0);
                     fill(task.panel, &mut panel[..PANEL * inputs]);
-                    *made_for = (product, task.panel);
+                    *made_for = id;
                 }
                 multiply(&panel[..PANEL * inputs]);
             }),
         }
     };
-    let count = panels * blocks;
-    if count > 1 && rayon::current_num_threads() > 1 && tokens * outputs * inputs >= TASK_WORK {
+    let (mut count, mut work) = (0, 0);
+    for product in products {
+        let (panels, _, blocks) = plan(product);
+        count += panels * blocks;
+        work += tokens * product.shape.0 * product.shape.1;
+    }
+    if count > 1 && rayon::current_num_threads() > 1 && work >= TASK_WORK {
         (0..count).into_par_iter().with_max_len(1).for_each(run);
     } else {
         (0..count).for_each(run);
@@ -569,9 +632,10 @@ dispatch!(
     ) => panel_rows_body
 );
 
-/// See [`panel_rows_dispatch`].
+/// See [`panel_rows_dispatch`]; one thread, no tasks (attention's maps run
+/// it inside their own tasks).
 #[allow(clippy::too_many_arguments)]
-unsafe fn panel_rows(
+pub(crate) unsafe fn panel_rows(
     path: SimdPath,
     out: *mut f32,
     out_step: usize,

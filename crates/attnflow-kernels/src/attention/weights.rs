@@ -1,9 +1,18 @@
 //! Attention with its weights written out, for inspection.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
-use super::{matmul, AttentionProblem, HeadsLayout, Shared};
+use super::{AttentionProblem, HeadsLayout, Shared};
+use crate::activation::Activation;
+use crate::panel::{fill_panel_at, panel_rows, PANEL};
 use crate::simd;
+
+thread_local! {
+    /// A panel of keys or values for one task's products.
+    static MAP_PANEL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The attention weights `softmax(scale·QKᵀ + mask)` of every head,
 /// materialised into `weights` `(batch, heads, n, m)` contiguous, and the
@@ -116,22 +125,38 @@ unsafe fn weights_forward_raw(
             if d == 0 {
                 std::ptr::write_bytes(block_weights, 0, rows * m);
             } else {
-                matmul(
-                    (rows, keys, d),
-                    (block_weights, 1, m as isize),
-                    (
-                        q.0.as_ptr().add(q.1.at(b, h, first_row)),
-                        1,
-                        q.1.row_stride as isize,
-                    ),
-                    (
-                        k.0.as_ptr().add(k.1.at(b, kv_head, 0)),
-                        k.1.row_stride as isize,
-                        1,
-                    ),
-                    false,
-                    problem.scale,
-                );
+                // Scores on the register tiles of the linear maps: keys,
+                // 64 at a time, laid out as a panel (scaled, so the
+                // product is the score), the queries read in place. The
+                // `gemm` crate packed both sides for every one of these
+                // small products: half its speed on a SmolLM2 prefill.
+                let q_rows = q.0.as_ptr().add(q.1.at(b, h, first_row));
+                let key_row = |key: usize| {
+                    std::slice::from_raw_parts(k.0.as_ptr().add(k.1.at(b, kv_head, key)), d)
+                };
+                MAP_PANEL.with_borrow_mut(|panel| {
+                    panel.resize(PANEL * d, 0.0);
+                    for index in 0..keys.div_ceil(PANEL) {
+                        fill_panel_at(index, panel, (keys, d), |key, out| {
+                            for (out, &value) in out.iter_mut().zip(key_row(key)) {
+                                *out = value * problem.scale;
+                            }
+                        });
+                        panel_rows(
+                            path,
+                            block_weights.add(index * PANEL),
+                            m,
+                            q_rows,
+                            q.1.row_stride,
+                            rows,
+                            panel.as_ptr(),
+                            d,
+                            PANEL.min(keys - index * PANEL),
+                            None,
+                            Activation::Identity,
+                        );
+                    }
+                });
                 for row in 0..rows {
                     std::ptr::write_bytes(block_weights.add(row * m + keys), 0, m - keys);
                 }
@@ -148,23 +173,44 @@ unsafe fn weights_forward_raw(
                 simd::softmax_in_place(path, live);
             }
             // SAFETY: as above; weights past `keys` are zero, so the
-            // product over the first `keys` values is the whole one.
-            matmul(
-                (rows, dv, keys),
-                (
-                    output.pointer().add(out_layout.at(b, h, first_row)),
-                    1,
-                    out_layout.row_stride as isize,
-                ),
-                (block_weights.as_ptr(), 1, m as isize),
-                (
-                    v.0.as_ptr().add(v.1.at(b, kv_head, 0)),
-                    1,
-                    v.1.row_stride as isize,
-                ),
-                false,
-                1.0,
-            );
+            // product over the first `keys` values is the whole one. The
+            // values are a panel as they lie when a head's rows are 64
+            // contiguous values (the layout `p·64 + j` is `V[p][j]`).
+            let v_rows = v.0.as_ptr().add(v.1.at(b, kv_head, 0));
+            let out_rows = output.pointer().add(out_layout.at(b, h, first_row));
+            let contiguous = dv == PANEL && v.1.row_stride == PANEL;
+            MAP_PANEL.with_borrow_mut(|panel| {
+                for index in 0..dv.div_ceil(PANEL) {
+                    let first = index * PANEL;
+                    let width = PANEL.min(dv - first);
+                    let values = if contiguous {
+                        v_rows
+                    } else {
+                        panel.resize(PANEL * keys, 0.0);
+                        for key in 0..keys {
+                            std::ptr::copy_nonoverlapping(
+                                v_rows.add(key * v.1.row_stride + first),
+                                panel.as_mut_ptr().add(key * PANEL),
+                                width,
+                            );
+                        }
+                        panel.as_ptr()
+                    };
+                    panel_rows(
+                        path,
+                        out_rows.add(first),
+                        out_layout.row_stride,
+                        block_weights.as_ptr(),
+                        m,
+                        rows,
+                        values,
+                        keys,
+                        width,
+                        None,
+                        Activation::Identity,
+                    );
+                }
+            });
         });
 }
 

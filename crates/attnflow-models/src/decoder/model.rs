@@ -59,11 +59,21 @@ fn add_bias(x: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// Several linear maps of the same input. One input row (decoding) runs
-/// them in one parallel region, so the threads never wait between maps.
+/// Several linear maps of the same input, in one parallel region (a
+/// layer's query, key and value maps; its gate and up maps), so the
+/// threads never wait between maps.
 fn forward_all<const N: usize>(linears: [&Linear; N], x: &[f32], n: usize) -> [Vec<f32>; N] {
     if n != 1 {
-        return linears.map(|linear| linear.forward(x, n));
+        // Several rows: one parallel region for all the products too.
+        let weights = linears.map(|linear| &linear.weight);
+        let mut outputs = PackedMatrix::matmul_group_new(&weights, x, n).into_iter();
+        return linears.map(|linear| {
+            let mut out = outputs.next().expect("one output per map");
+            if let Some(bias) = &linear.bias {
+                add_bias(&mut out, bias);
+            }
+            out
+        });
     }
     let mut outputs = linears.map(|linear| vec![0f32; linear.weight.rows()]);
     {
