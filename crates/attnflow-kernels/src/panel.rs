@@ -711,18 +711,6 @@ impl Tile<'_> {
             weights = weights.add(PANEL);
             x = x.add(1);
         }
-        self.store::<V, ROWS, LANES>(&sums, column, width)
-    }
-
-    /// Stores a tile's sums from panel column `column` (`width` of them per
-    /// row), with bias and activation.
-    #[inline(always)]
-    unsafe fn store<V: Lanes, const ROWS: usize, const LANES: usize>(
-        &self,
-        sums: &[[V; LANES]; ROWS],
-        column: usize,
-        width: usize,
-    ) {
         for (row, sums) in sums.iter().enumerate() {
             let target = self.out.add(row * self.out_step + column);
             for (lane, &sum) in sums.iter().enumerate() {
