@@ -65,6 +65,13 @@ fn model_path(name: &str) -> PathBuf {
     }
 }
 
+/// A fixture's decoder and the token ids of `text`.
+fn open_with_ids(name: &str, text: &str) -> (PretrainedDecoder, Vec<u32>) {
+    let decoder = PretrainedDecoder::open(&model_path(name)).unwrap();
+    let ids = decoder.tokenizer.encode(text).unwrap().ids;
+    (decoder, ids)
+}
+
 /// Everything a fixture holds, checked for one model.
 fn check_model(name: &str) {
     let golden = golden(name);
@@ -176,12 +183,10 @@ fn gguf_with_every_tensor_type() {
 #[test]
 fn cached_decoding_equals_the_full_pass() {
     for name in ["llama", "mistral", "gpt2", "tiny-llama-gguf"] {
-        let decoder = PretrainedDecoder::open(&model_path(name)).unwrap();
-        let ids = decoder
-            .tokenizer
-            .encode("Grouped heads share keys and values; rotary positions.")
-            .unwrap()
-            .ids;
+        let (decoder, ids) = open_with_ids(
+            name,
+            "Grouped heads share keys and values; rotary positions.",
+        );
         let n = ids.len();
         let vocab = decoder.config.vocab_size;
         let everything = ForwardOptions {
@@ -239,12 +244,7 @@ fn cached_decoding_equals_the_full_pass() {
 #[test]
 fn fused_and_exact_prefill_agree() {
     for name in ["llama", "qwen2", "gpt2"] {
-        let decoder = PretrainedDecoder::open(&model_path(name)).unwrap();
-        let ids = decoder
-            .tokenizer
-            .encode("The quick brown fox jumps over the lazy dog.")
-            .unwrap()
-            .ids;
+        let (decoder, ids) = open_with_ids(name, "The quick brown fox jumps over the lazy dog.");
         let run = |attentions| {
             let mut cache = decoder.model.cache(ids.len());
             decoder
@@ -275,12 +275,10 @@ fn fused_and_exact_prefill_agree() {
 #[test]
 fn fewer_logit_rows_give_the_full_pass_rows_and_maps() {
     for name in ["llama", "mistral", "qwen2", "gpt2"] {
-        let decoder = PretrainedDecoder::open(&model_path(name)).unwrap();
-        let ids = decoder
-            .tokenizer
-            .encode("The quick brown fox jumps over the lazy dog, twice over.")
-            .unwrap()
-            .ids;
+        let (decoder, ids) = open_with_ids(
+            name,
+            "The quick brown fox jumps over the lazy dog, twice over.",
+        );
         let n = ids.len();
         let vocab = decoder.config.vocab_size;
         let run = |logits, attentions| {
