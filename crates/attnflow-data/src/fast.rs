@@ -21,7 +21,7 @@ use crate::pattern::FixedPattern;
 use crate::schema::{Bound, Field, OneOf, Schema};
 use crate::source::{record_from_line, BlockLayout, Body, Record};
 use crate::unique::FastSet;
-use crate::value::{write_json_string, write_number_text, FieldType, ValueRef};
+use crate::value::{append_json_object, write_json_string, write_number_text, FieldType, ValueRef};
 
 /// What a worker found in one block or batch, in record order.
 #[derive(Default)]
@@ -872,27 +872,20 @@ impl<'s> BlockChecker<'s> {
                     if let Some(json_keys) = &self.json_keys {
                         // Straight from the cells: a number's text is often
                         // its JSON already, and a string needs no parse.
-                        out.json.push('{');
-                        for (index, (plan, key)) in self.plans.iter().zip(json_keys).enumerate() {
-                            if index > 0 {
-                                out.json.push(',');
-                            }
-                            out.json.push_str(key);
+                        append_json_object(&mut out.json, json_keys, |index, json| {
+                            let plan = &self.plans[index];
                             match cell(plan) {
-                                None => out.json.push_str("null"),
+                                None => json.push_str("null"),
                                 Some(cell) if plan.field_type == FieldType::String => {
-                                    write_json_string(&mut out.json, cell)
+                                    write_json_string(json, cell)
                                 }
                                 Some(cell) => {
-                                    if !write_number_text(&mut out.json, plan.field_type, cell) {
-                                        plan.value(cell)
-                                            .unwrap_or(ValueRef::Null)
-                                            .write_json(&mut out.json);
+                                    if !write_number_text(json, plan.field_type, cell) {
+                                        plan.value(cell).unwrap_or(ValueRef::Null).write_json(json);
                                     }
                                 }
                             }
-                        }
-                        out.json.push('}');
+                        });
                         out.json_ends.push(out.json.len());
                     }
                 }

@@ -675,17 +675,7 @@ impl Store {
     pub fn connect(location: &Location) -> DataResult<Self> {
         let connection = Connection::open(location, SQLITE_SETUP)?;
         COMPONENT.migrate(&connection)?;
-        Ok(Self {
-            path: PathBuf::from(location.to_string()),
-            connection,
-            pending: 0,
-            queued: QueueBatch::default(),
-            copy: Vec::new(),
-            quarantined: Vec::new(),
-            inserted: 0,
-            bulk: false,
-            flusher: None,
-        })
+        Ok(Self::on(location, connection))
     }
 
     /// Opens an existing store for reading (the web app) or a re-check:
@@ -695,7 +685,12 @@ impl Store {
     pub fn open_existing(location: &Location, busy: std::time::Duration) -> DataResult<Self> {
         let connection = Connection::open_existing(location, SQLITE_SETUP, busy)?;
         COMPONENT.check_current(&connection)?;
-        Ok(Self {
+        Ok(Self::on(location, connection))
+    }
+
+    /// A store on an open connection, with nothing buffered.
+    fn on(location: &Location, connection: Connection) -> Self {
+        Self {
             path: PathBuf::from(location.to_string()),
             connection,
             pending: 0,
@@ -705,7 +700,7 @@ impl Store {
             inserted: 0,
             bulk: false,
             flusher: None,
-        })
+        }
     }
 
     /// The store's name (a file path, or a URL without password).

@@ -147,13 +147,23 @@ pub fn write_json_string(out: &mut String, text: &str) {
 
 /// Appends an accepted record as a JSON object to `out`.
 pub(crate) fn append_record_json(out: &mut String, keys: &[String], values: &[ValueRef<'_>]) {
+    append_json_object(out, keys, |index, out| values[index].write_json(out));
+}
+
+/// Appends a JSON object of `keys` (each `"name":`, see [`json_keys`]) to
+/// `out`, `value(i, out)` writing the value of key `i`.
+pub(crate) fn append_json_object(
+    out: &mut String,
+    keys: &[String],
+    mut value: impl FnMut(usize, &mut String),
+) {
     out.push('{');
-    for (index, (key, value)) in keys.iter().zip(values).enumerate() {
+    for (index, key) in keys.iter().enumerate() {
         if index > 0 {
             out.push(',');
         }
         out.push_str(key);
-        value.write_json(out);
+        value(index, out);
     }
     out.push('}');
 }

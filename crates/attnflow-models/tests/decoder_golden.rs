@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use attnflow_models::decoder::model::{ForwardOptions, LogitRows};
+use attnflow_models::decoder::model::{DecoderOutput, ForwardOptions, LogitRows};
 use attnflow_models::{generate, GenerateOptions, PretrainedDecoder};
 use candle_core::{Device, Tensor};
 
@@ -72,6 +72,23 @@ fn open_with_ids(name: &str, text: &str) -> (PretrainedDecoder, Vec<u32>) {
     (decoder, ids)
 }
 
+/// A forward pass over `ids` with an empty cache.
+fn fresh_pass(
+    decoder: &PretrainedDecoder,
+    ids: &[u32],
+    logits: LogitRows,
+    attentions: bool,
+    hidden_states: bool,
+) -> DecoderOutput {
+    let mut cache = decoder.model.cache(ids.len());
+    let options = ForwardOptions {
+        logits,
+        attentions,
+        hidden_states,
+    };
+    decoder.model.forward(ids, &mut cache, options).unwrap()
+}
+
 /// Everything a fixture holds, checked for one model.
 fn check_model(name: &str) {
     let golden = golden(name);
@@ -97,19 +114,7 @@ fn check_model(name: &str) {
         let ids = decoder.tokenizer.encode(text).unwrap().ids;
         assert_eq!(ids, expected_ids, "{name}: token ids of {text:?}");
 
-        let mut cache = decoder.model.cache(ids.len());
-        let output = decoder
-            .model
-            .forward(
-                &ids,
-                &mut cache,
-                ForwardOptions {
-                    logits: LogitRows::All,
-                    attentions: true,
-                    hidden_states: true,
-                },
-            )
-            .unwrap();
+        let output = fresh_pass(&decoder, &ids, LogitRows::All, true, true);
         let place = |what: &str| format!("{name} input {number} {what}");
         assert_close(
             &place("logits"),
@@ -245,22 +250,7 @@ fn cached_decoding_equals_the_full_pass() {
 fn fused_and_exact_prefill_agree() {
     for name in ["llama", "qwen2", "gpt2"] {
         let (decoder, ids) = open_with_ids(name, "The quick brown fox jumps over the lazy dog.");
-        let run = |attentions| {
-            let mut cache = decoder.model.cache(ids.len());
-            decoder
-                .model
-                .forward(
-                    &ids,
-                    &mut cache,
-                    ForwardOptions {
-                        logits: LogitRows::All,
-                        attentions,
-                        hidden_states: false,
-                    },
-                )
-                .unwrap()
-                .logits
-        };
+        let run = |attentions| fresh_pass(&decoder, &ids, LogitRows::All, attentions, false).logits;
         assert_close(
             &format!("{name}: fused vs exact"),
             &run(false),
@@ -281,21 +271,7 @@ fn fewer_logit_rows_give_the_full_pass_rows_and_maps() {
         );
         let n = ids.len();
         let vocab = decoder.config.vocab_size;
-        let run = |logits, attentions| {
-            let mut cache = decoder.model.cache(n);
-            decoder
-                .model
-                .forward(
-                    &ids,
-                    &mut cache,
-                    ForwardOptions {
-                        logits,
-                        attentions,
-                        hidden_states: false,
-                    },
-                )
-                .unwrap()
-        };
+        let run = |logits, attentions| fresh_pass(&decoder, &ids, logits, attentions, false);
         let full = run(LogitRows::All, true);
         for attentions in [false, true] {
             for (rows, first) in [(LogitRows::Last, n - 1), (LogitRows::Tail(3), n - 3)] {
