@@ -22,7 +22,7 @@
 //! | softmax, cross-entropy | [`softmax_rows_in_place`], [`cross_entropy_value`] | [`softmax_last_dim`], [`cross_entropy`] |
 //! | rotary embeddings (θ, linear, Llama 3 and YaRN scaling, rotate-half) | [`rotary_in_place`], [`RotaryTables::from_frequencies`], [`yarn::yarn_frequencies`] | [`rotary()`] |
 //! | embeddings, learned positions | [`embed_into`], [`add_positions_in_place`] | [`add_positions`] |
-//! | fused attention (FlashAttention-2), strided Q/K/V, causal with offset, key padding, grouped heads | [`attention_forward`], [`attention_weights_forward`] (or `_new`, into a buffer never zeroed) | [`attention_backward`] (attnflow-core wraps it as a candle op) |
+//! | fused attention (FlashAttention-2), strided Q/K/V, causal with offset, key padding, grouped heads | [`attention_forward`], [`attention_forward_packed`] (sequences back to back, no padding), [`attention_weights_forward`] (or `_new`, into a buffer never zeroed) | [`attention_backward`] (attnflow-core wraps it as a candle op) |
 //! | products with weights kept in their file's format (f16, bf16, GGUF Q8_0/Q4_0/Q4_1 blocks), read as exact `f32` | [`packed::PackedMatrix`], [`packed::matvec_group`] | |
 //! | AdamW, gradient norms | | [`adamw_update`], [`sum_of_squares`] |
 //!
@@ -60,7 +60,7 @@ pub use activation::{
     Activation,
 };
 pub use attention::{
-    attention_backward, attention_forward, attention_weights_forward,
+    attention_backward, attention_forward, attention_forward_packed, attention_weights_forward,
     attention_weights_forward_new, key_bias_from_lengths, AttentionGradients, AttentionProblem,
     HeadsLayout, Tiling,
 };

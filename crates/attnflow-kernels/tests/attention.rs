@@ -6,8 +6,8 @@
 mod common;
 
 use attnflow_kernels::{
-    attention_backward, attention_forward, attention_weights_forward, key_bias_from_lengths,
-    AttentionProblem, HeadsLayout, SimdPath, Tiling,
+    attention_backward, attention_forward, attention_forward_packed, attention_weights_forward,
+    key_bias_from_lengths, AttentionProblem, HeadsLayout, SimdPath, Tiling,
 };
 use common::{bits, on_threads, Seeded};
 
@@ -344,6 +344,113 @@ fn packed_qkv_rows_in_and_token_rows_out_give_the_same_bits() {
                     bits(&heads_out[head_row..head_row + d]),
                     "batch {b} head {h} row {i}"
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_sequences_give_each_sequence_alone_and_its_padded_batch() {
+    // Sequences back to back in (rows, 3·width) QKV rows, no padding: each
+    // gets the bits of its own batch-1 problem, and matches the padded
+    // batch of all of them (whose masked keys add exact zeros, summed in
+    // another order) to float rounding. Grouped heads, a 1-token and an
+    // empty sequence, several query blocks, tiles and `gemm` products,
+    // causal and not, every path.
+    let (heads, kv_heads, d) = (4, 2, 16);
+    let lengths = [45, 1, 0, 30, 17];
+    let n = *lengths.iter().max().unwrap();
+    let rows: usize = lengths.iter().sum();
+    let (width, kv_width) = (heads * d, kv_heads * d);
+    let row_width = width + 2 * kv_width;
+    let packed = Seeded(11).values(rows * row_width, 2.0);
+    let layouts = |rows_per_batch: usize| {
+        (
+            HeadsLayout::token_rows(rows_per_batch, row_width, d, 0),
+            HeadsLayout::token_rows(rows_per_batch, row_width, d, width),
+            HeadsLayout::token_rows(rows_per_batch, row_width, d, width + kv_width),
+            HeadsLayout::token_rows(rows_per_batch, width, d, 0),
+        )
+    };
+    // The same rows padded to (batch, n, row_width), padding rows zero.
+    let mut padded = vec![0f32; lengths.len() * n * row_width];
+    let mut first = 0;
+    for (b, &length) in lengths.iter().enumerate() {
+        padded[b * n * row_width..][..length * row_width]
+            .copy_from_slice(&packed[first * row_width..(first + length) * row_width]);
+        first += length;
+    }
+    let mut bias = Vec::new();
+    key_bias_from_lengths(&mut bias, &lengths, n);
+    let tilings = [
+        Tiling {
+            query_block: 8,
+            key_block: 16,
+        },
+        Tiling {
+            query_block: 16,
+            key_block: 24,
+        },
+        Tiling::default(),
+    ];
+    for path in SimdPath::available() {
+        for tiling in tilings {
+            for causal in [None, Some(0)] {
+                let mut problem = AttentionProblem::new(1, heads, n, d);
+                (
+                    problem.kv_heads,
+                    problem.causal,
+                    problem.tiling,
+                    problem.path,
+                ) = (kv_heads, causal, tiling, path);
+                let (q, k, v, o) = layouts(rows);
+                let mut out = vec![f32::NAN; rows * width];
+                attention_forward_packed(
+                    &problem,
+                    &lengths,
+                    (&packed, q),
+                    (&packed, k),
+                    (&packed, v),
+                    (&mut out, o),
+                );
+                let (q, k, v, o) = layouts(n);
+                let mut batch = AttentionProblem {
+                    batch: lengths.len(),
+                    key_bias: Some(&bias),
+                    ..problem
+                };
+                let mut padded_out = vec![0f32; lengths.len() * n * width];
+                attention_forward(
+                    &batch,
+                    (&padded, q),
+                    (&padded, k),
+                    (&padded, v),
+                    (&mut padded_out, o),
+                    None,
+                );
+                let mut first = 0;
+                for (b, &length) in lengths.iter().enumerate() {
+                    let rows_of = first * row_width..(first + length) * row_width;
+                    let mut alone = vec![0f32; length * width];
+                    (batch.batch, batch.n, batch.m, batch.key_bias) = (1, length, length, None);
+                    attention_forward(
+                        &batch,
+                        (&packed[rows_of.clone()], q),
+                        (&packed[rows_of.clone()], k),
+                        (&packed[rows_of], v),
+                        (&mut alone, o),
+                        None,
+                    );
+                    let got = &out[first * width..(first + length) * width];
+                    let what = format!("{path} {tiling:?} causal {causal:?} sequence {b}");
+                    assert_eq!(bits(got), bits(&alone), "{what}");
+                    let want: Vec<f64> = padded_out[b * n * width..][..length * width]
+                        .iter()
+                        .map(|&value| f64::from(value))
+                        .collect();
+                    assert_close(&what, got, &want);
+                    first += length;
+                }
             }
         }
     }

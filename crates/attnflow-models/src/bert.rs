@@ -11,9 +11,9 @@
 //! only: nothing records a backward.
 
 use attnflow_kernels::{
-    add_in_place, add_layer_norm_in_place, attention_forward, attention_weights_forward,
-    concat_rows, embed_into, layer_norm_into, linear_panels_into, scratch, threads, Activation,
-    AttentionProblem, HeadsLayout, Panels, Weight,
+    add_in_place, add_layer_norm_in_place, attention_forward, attention_forward_packed,
+    attention_weights_forward, concat_rows, embed_into, layer_norm_into, linear_panels_into,
+    scratch, threads, Activation, AttentionProblem, HeadsLayout, Panels, Weight,
 };
 use candle_core::{DType, Device, Tensor};
 
@@ -148,23 +148,27 @@ impl Embeddings {
         })
     }
 
-    /// `out = LN(E_word[id] + E_type[t] + E_pos[i])` for `(batch, n)` ids,
-    /// summed in transformers' order; `spare` is scratch of the same size.
+    /// `out = LN(E_word[id] + E_type[t] + E_pos[i])` for the ids of the
+    /// sequences `rows` lays out (position `i` counted from each one's
+    /// start), summed in transformers' order; `spare` is scratch of the
+    /// same size.
     fn forward_into(
         &self,
         out: &mut [f32],
         spare: &mut [f32],
         ids: &[u32],
         type_ids: &[u32],
-        n: usize,
+        rows: &Rows<'_>,
     ) -> Result<()> {
         let d = self.width;
         embed_into(spare, &self.word.0, d, ids)?;
         embed_into(out, &self.token_type.0, d, type_ids)?;
         add_in_place(spare, out);
-        let positions = &self.position.0[..n * d];
-        for sequence in spare.chunks_exact_mut(n * d) {
-            add_in_place(sequence, positions);
+        let mut rest = &mut spare[..];
+        for length in rows.lengths() {
+            let (sequence, after) = rest.split_at_mut(length * d);
+            add_in_place(sequence, &self.position.0[..length * d]);
+            rest = after;
         }
         layer_norm_into(
             out,
@@ -291,6 +295,49 @@ pub struct TokenBatch<'a> {
     pub batch: usize,
     /// Positions per row.
     pub n: usize,
+}
+
+/// Sequences of different lengths back to back, with no padding: `ids`
+/// and `type_ids` hold `lengths[0]` tokens of the first sequence, then the
+/// second's, and so on.
+#[derive(Clone, Copy, Debug)]
+pub struct PackedTokens<'a> {
+    /// Token ids.
+    pub ids: &'a [u32],
+    /// Segment ids.
+    pub type_ids: &'a [u32],
+    /// Tokens per sequence.
+    pub lengths: &'a [usize],
+}
+
+/// How a pass's sequences lie in its token rows.
+enum Rows<'a> {
+    /// `batch` sequences of `n` rows each, padding masked by a key bias.
+    Padded {
+        batch: usize,
+        n: usize,
+        key_bias: &'a [f32],
+    },
+    /// Sequences back to back: every row is a real token.
+    Packed { lengths: &'a [usize] },
+}
+
+impl Rows<'_> {
+    fn count(&self) -> usize {
+        match *self {
+            Rows::Padded { batch, n, .. } => batch * n,
+            Rows::Packed { lengths } => lengths.iter().sum(),
+        }
+    }
+
+    /// Rows per sequence, in order.
+    fn lengths(&self) -> impl Iterator<Item = usize> + '_ {
+        let (padded, packed): (_, &[usize]) = match *self {
+            Rows::Padded { batch, n, .. } => (Some(std::iter::repeat_n(n, batch)), &[]),
+            Rows::Packed { lengths } => (None, lengths),
+        };
+        padded.into_iter().flatten().chain(packed.iter().copied())
+    }
 }
 
 /// What a forward pass reports as it goes, when asked.
@@ -482,8 +529,58 @@ impl BertModel {
         observe: &mut (dyn FnMut(Observed<'_>) + Send),
     ) -> Result<&'w [f32]> {
         self.check(tokens)?;
-        threads::install(|| self.encode_on_pool(tokens, workspace, options, observe))?;
-        Ok(&workspace.hidden[..tokens.batch * tokens.n * self.config.hidden_size])
+        let rows = Rows::Padded {
+            batch: tokens.batch,
+            n: tokens.n,
+            key_bias: tokens.key_bias,
+        };
+        threads::install(|| {
+            self.encode_on_pool(
+                tokens.ids,
+                tokens.type_ids,
+                &rows,
+                workspace,
+                options,
+                observe,
+            )
+        })?;
+        Ok(&workspace.hidden[..rows.count() * self.config.hidden_size])
+    }
+
+    /// Runs the encoder on sequences packed back to back in `workspace`
+    /// and returns their last hidden states `(Σ lengths, d)`, in the same
+    /// order: each sequence's as [`Self::encode`] gives it on its own, with
+    /// no padding rows to compute (a padded batch of mixed lengths spends
+    /// the products of every layer on its padding too).
+    pub fn encode_packed<'w>(
+        &self,
+        tokens: &PackedTokens<'_>,
+        workspace: &'w mut Workspace,
+    ) -> Result<&'w [f32]> {
+        let rows = Rows::Packed {
+            lengths: tokens.lengths,
+        };
+        let count = rows.count();
+        if count == 0 {
+            return Err(ModelError::input("input_ids", "is empty"));
+        }
+        if let Some(&longest) = tokens.lengths.iter().max() {
+            self.check_length(longest)?;
+        }
+        self.check_ids(tokens.ids, tokens.type_ids, count, || {
+            format!("{:?} sequence lengths", tokens.lengths)
+        })?;
+        threads::install(|| {
+            self.encode_on_pool(
+                tokens.ids,
+                tokens.type_ids,
+                &rows,
+                workspace,
+                ForwardOptions::default(),
+                &mut |_| {},
+            )
+        })?;
+        Ok(&workspace.hidden[..count * self.config.hidden_size])
     }
 
     fn check(&self, tokens: &TokenBatch<'_>) -> Result<()> {
@@ -491,6 +588,20 @@ impl BertModel {
         if n == 0 || batch == 0 {
             return Err(ModelError::input("input_ids", "is empty"));
         }
+        self.check_length(n)?;
+        if tokens.key_bias.len() != batch * n {
+            return Err(ModelError::input(
+                "attention_mask",
+                format!("{} entries for ({batch}, {n})", tokens.key_bias.len()),
+            ));
+        }
+        self.check_ids(tokens.ids, tokens.type_ids, batch * n, || {
+            format!("({batch}, {n})")
+        })
+    }
+
+    /// Refuses a sequence longer than the position embeddings.
+    fn check_length(&self, n: usize) -> Result<()> {
         if n > self.config.max_position_embeddings {
             return Err(ModelError::input(
                 "input_ids",
@@ -500,43 +611,53 @@ impl BertModel {
                 ),
             ));
         }
-        let sizes = [
-            tokens.ids.len(),
-            tokens.type_ids.len(),
-            tokens.key_bias.len(),
-        ];
-        if sizes.iter().any(|&size| size != batch * n) {
+        Ok(())
+    }
+
+    /// Refuses ids and segment ids that are not `count` each, or that lie
+    /// outside the vocabularies; `shape` names the expected shape.
+    fn check_ids(
+        &self,
+        ids: &[u32],
+        type_ids: &[u32],
+        count: usize,
+        shape: impl Fn() -> String,
+    ) -> Result<()> {
+        if ids.len() != count || type_ids.len() != count {
             return Err(ModelError::input(
                 "input_ids",
-                format!("{sizes:?} ids, segment ids and mask entries for ({batch}, {n})"),
+                format!(
+                    "{} ids and {} segment ids for {}",
+                    ids.len(),
+                    type_ids.len(),
+                    shape()
+                ),
             ));
         }
+        check_below(ids, self.config.vocab_size, "input_ids", "vocab_size")?;
         check_below(
-            tokens.ids,
-            self.config.vocab_size,
-            "input_ids",
-            "vocab_size",
-        )?;
-        check_below(
-            tokens.type_ids,
+            type_ids,
             self.config.type_vocab_size,
             "token_type_ids",
             "type_vocab_size",
         )
     }
 
+    /// The layers over `rows`; captures (`options`) need padded rows, the
+    /// layout they are reported in.
     fn encode_on_pool(
         &self,
-        tokens: &TokenBatch<'_>,
+        ids: &[u32],
+        type_ids: &[u32],
+        layout: &Rows<'_>,
         workspace: &mut Workspace,
         options: ForwardOptions,
         observe: &mut (dyn FnMut(Observed<'_>) + Send),
     ) -> Result<()> {
-        let TokenBatch { batch, n, .. } = *tokens;
         let d = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
         let head_dim = d / heads;
-        let rows = batch * n;
+        let rows = layout.count();
         let Workspace {
             hidden,
             spare,
@@ -548,22 +669,38 @@ impl BertModel {
         let mut hidden = scratch(hidden, rows * d);
         let mut spare = scratch(spare, rows * d);
         self.embeddings
-            .forward_into(hidden, spare, tokens.ids, tokens.type_ids, n)?;
+            .forward_into(hidden, spare, ids, type_ids, layout)?;
         if options.hidden_states {
             observe(Observed::Hidden(hidden));
         }
         let qkv = scratch(qkv, rows * 3 * d);
         let context = scratch(context, rows * d);
         let intermediate = scratch(intermediate, rows * self.config.intermediate_size);
+        let (batch, n) = match *layout {
+            Rows::Padded { batch, n, .. } => (batch, n),
+            Rows::Packed { .. } => (1, rows),
+        };
         let mut problem = AttentionProblem::new(batch, heads, n, head_dim);
-        problem.key_bias = Some(tokens.key_bias);
+        if let Rows::Padded { key_bias, .. } = *layout {
+            problem.key_bias = Some(key_bias);
+        }
         let q = HeadsLayout::token_rows(n, 3 * d, head_dim, 0);
         let k = HeadsLayout::token_rows(n, 3 * d, head_dim, d);
         let v = HeadsLayout::token_rows(n, 3 * d, head_dim, 2 * d);
         let out = HeadsLayout::token_rows(n, d, head_dim, 0);
         for layer in &self.layers {
             layer.qkv.forward_into(qkv, hidden, Activation::Identity);
-            if options.attentions {
+            if let Rows::Packed { lengths } = *layout {
+                // §3.2 per sequence, every row a real token.
+                attention_forward_packed(
+                    &problem,
+                    lengths,
+                    (qkv, q),
+                    (qkv, k),
+                    (qkv, v),
+                    (context, out),
+                );
+            } else if options.attentions {
                 // §3.2 with the weights written out, for inspection.
                 let weights = scratch(weights, batch * heads * n * n);
                 attention_weights_forward(

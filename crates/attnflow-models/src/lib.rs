@@ -41,7 +41,9 @@ mod sentence;
 mod tokenizer;
 mod weights;
 
-pub use bert::{BertModel, BertOutput, ForwardOptions, Observed, TokenBatch, Workspace};
+pub use bert::{
+    BertModel, BertOutput, ForwardOptions, Observed, PackedTokens, TokenBatch, Workspace,
+};
 pub use blueprint::{
     blueprint_of_directory, blueprint_of_model, blueprint_spec_of_directory, blueprint_text,
 };

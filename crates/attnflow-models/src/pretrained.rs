@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-use attnflow_kernels::key_bias_from_lengths;
-
-use crate::bert::{BertModel, BertOutput, ForwardOptions, TokenBatch, Workspace, PROBE_TENSOR};
+use crate::bert::{BertModel, BertOutput, ForwardOptions, PackedTokens, Workspace, PROBE_TENSOR};
 use crate::config::BertConfig;
 use crate::error::{read_json, ModelError, Result};
 use crate::sentence::{normalize_row, pool_sequence, SentenceConfig};
@@ -145,14 +143,13 @@ impl PretrainedBert {
     /// [`PretrainedBert::sentence`]. `progress` is called with the number
     /// of texts done after each batch.
     ///
-    /// As sentence-transformers does: texts are batched longest first (by
-    /// characters) so that little compute goes to padding, each batch is
-    /// padded to its longest text, and the result is in the order given.
-    /// Padding never changes a text's embedding beyond float rounding,
-    /// since padded keys get zero attention and are left out of the
-    /// pooling. A second thread tokenizes the next batches while the
-    /// encoder runs, and the encoder's buffers are reused from batch to
-    /// batch.
+    /// Texts are batched longest first (by characters), as
+    /// sentence-transformers does, and the result is in the order given.
+    /// A batch is not padded: its texts run back to back
+    /// ([`BertModel::encode_packed`]), so no product is spent on padding
+    /// rows, and a text's embedding is the one it gets alone. A second
+    /// thread tokenizes the next batches while the encoder runs, and the
+    /// encoder's buffers are reused from batch to batch.
     pub fn embed(
         &self,
         texts: &[&str],
@@ -231,32 +228,25 @@ impl PretrainedBert {
         embedded: &mut EmbeddedTexts,
     ) -> Result<()> {
         let d = self.config.hidden_size;
-        let n = encodings.iter().map(|e| e.ids.len()).max().unwrap_or(0);
-        let lengths: Vec<usize> = encodings.iter().map(|e| e.ids.len()).collect();
+        buffers.lengths.clear();
+        buffers
+            .lengths
+            .extend(encodings.iter().map(|encoding| encoding.ids.len()));
+        // Back to back, no padding: a batch's products run on its real
+        // tokens only.
         self.tokenizer
-            .pad_into(encodings, n, &mut buffers.ids, &mut buffers.type_ids);
-        key_bias_from_lengths(&mut buffers.key_bias, &lengths, n);
-        let tokens = TokenBatch {
+            .pad_into(encodings, 0, &mut buffers.ids, &mut buffers.type_ids);
+        let tokens = PackedTokens {
             ids: &buffers.ids,
             type_ids: &buffers.type_ids,
-            key_bias: &buffers.key_bias,
-            batch: encodings.len(),
-            n,
+            lengths: &buffers.lengths,
         };
-        let last = self.model.encode(
-            &tokens,
-            &mut buffers.workspace,
-            ForwardOptions::default(),
-            &mut |_| {},
-        )?;
-        for ((&index, encoding), sequence) in
-            chunk.iter().zip(encodings).zip(last.chunks_exact(n * d))
-        {
-            let length = encoding.ids.len();
+        let mut rows = self.model.encode_packed(&tokens, &mut buffers.workspace)?;
+        for ((&index, encoding), &length) in chunk.iter().zip(encodings).zip(&buffers.lengths) {
+            let (sequence, rest) = rows.split_at(length * d);
+            rows = rest;
             buffers.real.clear();
-            buffers
-                .real
-                .extend((0..n).map(|position| position < length));
+            buffers.real.resize(length, true);
             let row = &mut embedded.values[index * d..(index + 1) * d];
             pool_sequence(row, sequence, &buffers.real, self.sentence.pooling);
             if self.sentence.normalize {
@@ -282,7 +272,7 @@ struct EmbeddedTexts {
 struct BatchBuffers {
     ids: Vec<u32>,
     type_ids: Vec<u32>,
-    key_bias: Vec<f32>,
+    lengths: Vec<usize>,
     real: Vec<bool>,
     workspace: Workspace,
 }

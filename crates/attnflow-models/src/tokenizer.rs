@@ -163,8 +163,9 @@ impl BertTokenizer {
     }
 
     /// Token and segment ids of `encodings`, each padded on the right to
-    /// `n` (at least the longest) with the pad id and segment 0, into
-    /// buffers the caller reuses.
+    /// `n` with the pad id and segment 0 (none is padded past its own
+    /// length: `n = 0` lays them back to back), into buffers the caller
+    /// reuses.
     pub fn pad_into(
         &self,
         encodings: &[Encoding],

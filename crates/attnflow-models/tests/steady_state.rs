@@ -11,7 +11,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use attnflow_kernels::key_bias_from_lengths;
-use attnflow_models::{ForwardOptions, PretrainedBert, TokenBatch, Workspace};
+use attnflow_models::{ForwardOptions, PackedTokens, PretrainedBert, TokenBatch, Workspace};
 use candle_core::Device;
 use common::Tiny;
 
@@ -128,4 +128,37 @@ fn a_second_batch_of_the_same_size_allocates_nothing() {
         "allocations: {cold} cold, {steady} steady"
     );
     assert_eq!(fresh.reserved_bytes(), reserved);
+
+    // The same texts packed back to back (as `embed` runs them) allocate
+    // nothing beyond what the padded batch does, and give the same bits
+    // every time.
+    let (mut packed_ids, mut packed_types) = (Vec::new(), Vec::new());
+    model
+        .tokenizer
+        .pad_into(&encodings, 0, &mut packed_ids, &mut packed_types);
+    let packed = PackedTokens {
+        ids: &packed_ids,
+        type_ids: &packed_types,
+        lengths: &lengths,
+    };
+    let mut workspace = Workspace::default();
+    let first = model
+        .model
+        .encode_packed(&packed, &mut workspace)
+        .unwrap()
+        .to_vec();
+    for _ in 0..8 {
+        model.model.encode_packed(&packed, &mut workspace).unwrap();
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mut same = true;
+    for _ in 0..4 {
+        same &= model.model.encode_packed(&packed, &mut workspace).unwrap() == first.as_slice();
+    }
+    let packed_steady = (ALLOCATIONS.load(Ordering::Relaxed) - before) / 4;
+    assert!(same, "the same packed texts give the same bits every time");
+    assert!(
+        packed_steady <= steady,
+        "allocations: {packed_steady} packed, {steady} padded"
+    );
 }

@@ -7,7 +7,9 @@ mod common;
 use std::path::Path;
 
 use attnflow_blueprint::{account, CostOptions};
-use attnflow_models::{blueprint_of_directory, ForwardOptions, ModelError, PretrainedBert};
+use attnflow_models::{
+    blueprint_of_directory, ForwardOptions, ModelError, PackedTokens, PretrainedBert, Workspace,
+};
 use candle_core::{Device, Tensor, D};
 use common::{max_abs_diff, values, Tiny};
 
@@ -100,6 +102,88 @@ fn forward_keeps_every_layer_and_masks_padding() {
         .unwrap();
     let diff = max_abs_diff(&in_batch, &alone.last_hidden_state.get(0).unwrap());
     assert!(diff < 1e-5, "padding changed real tokens by {diff}");
+}
+
+#[test]
+fn packed_sequences_give_the_real_rows_of_the_padded_batch() {
+    let tiny = Tiny::default();
+    let dir = tiny_dir(&tiny);
+    let model = open(dir.path()).unwrap();
+    let texts = [
+        "the cat sat on the mat .",
+        "a dog",
+        "blue",
+        "the red dog ran",
+    ];
+    let encodings = model.tokenizer.encode(&texts, 1).unwrap();
+    let batch = model.tokenizer.batch(&encodings, &Device::Cpu).unwrap();
+    let padded = values(
+        &model
+            .model
+            .forward(
+                &batch.input_ids,
+                &batch.token_type_ids,
+                &batch.attention_mask,
+                ForwardOptions::default(),
+            )
+            .unwrap()
+            .last_hidden_state,
+    );
+    let (mut ids, mut type_ids) = (Vec::new(), Vec::new());
+    model
+        .tokenizer
+        .pad_into(&encodings, 0, &mut ids, &mut type_ids);
+    let tokens = PackedTokens {
+        ids: &ids,
+        type_ids: &type_ids,
+        lengths: &batch.lengths,
+    };
+    let mut workspace = Workspace::default();
+    let packed = model.model.encode_packed(&tokens, &mut workspace).unwrap();
+    let (d, n) = (tiny.hidden, batch.lengths.iter().max().copied().unwrap());
+    assert_eq!(packed.len(), batch.lengths.iter().sum::<usize>() * d);
+    let mut rows = packed.chunks_exact(d);
+    for (b, &length) in batch.lengths.iter().enumerate() {
+        for i in 0..length {
+            let row = rows.next().unwrap();
+            let want = &padded[(b * n + i) * d..][..d];
+            for (got, want) in row.iter().zip(want) {
+                assert!(
+                    (got - want).abs() < 1e-5,
+                    "text {b} token {i}: {got} packed, {want} padded"
+                );
+            }
+        }
+    }
+    // Refused: ids that do not add up to the lengths, a sequence past the
+    // position embeddings, nothing at all.
+    let short = PackedTokens {
+        ids: &ids[1..],
+        ..tokens
+    };
+    let error = model
+        .model
+        .encode_packed(&short, &mut workspace)
+        .unwrap_err();
+    assert!(error.to_string().contains("input_ids"), "{error}");
+    let long = vec![5u32; tiny.max_positions + 1];
+    let lengths = [long.len()];
+    let too_long = PackedTokens {
+        ids: &long,
+        type_ids: &long,
+        lengths: &lengths,
+    };
+    let error = model
+        .model
+        .encode_packed(&too_long, &mut workspace)
+        .unwrap_err();
+    assert!(error.to_string().contains("position embeddings"), "{error}");
+    let empty = PackedTokens {
+        ids: &[],
+        type_ids: &[],
+        lengths: &[0],
+    };
+    assert!(model.model.encode_packed(&empty, &mut workspace).is_err());
 }
 
 #[test]

@@ -139,6 +139,148 @@ pub fn attention_forward(
     PACKED_KEYS.set(buffer);
 }
 
+/// Fused forward over sequences of different lengths packed back to back,
+/// with no padding rows: sequence `s` is the `lengths[s]` rows after the
+/// sequences before it, in `q`, `k`, `v` and `out` alike (self-attention,
+/// so queries and keys share rows; each layout's batch stride is not
+/// read). Each sequence attends to its own keys only, as
+/// [`attention_forward`] with `batch = 1` and `n = m = lengths[s]` would,
+/// and gives those bits; all sequences' tasks share one parallel region.
+/// `problem` gives the heads, widths, scale, causality, tiling and path;
+/// its `batch`, `n` and `m` are not read, and it has no key bias (there is
+/// no padding to mask).
+pub fn attention_forward_packed(
+    problem: &AttentionProblem<'_>,
+    lengths: &[usize],
+    q: (&[f32], HeadsLayout),
+    k: (&[f32], HeadsLayout),
+    v: (&[f32], HeadsLayout),
+    out: (&mut [f32], HeadsLayout),
+) {
+    assert!(
+        problem.key_bias.is_none(),
+        "attention: packed sequences have no padding to mask"
+    );
+    let AttentionProblem {
+        heads, kv_heads, d, ..
+    } = *problem;
+    let block = problem.tiling.query_block.max(1);
+    let use_tiles =
+        tiles::has_value_tiles(problem.dv) && problem.tiling.key_block.is_multiple_of(PANEL);
+    let packed_head = |length: usize| {
+        if use_tiles {
+            tiles::packed_len(length, d)
+        } else {
+            0
+        }
+    };
+    // Sequence s as a problem of its own: its rows found by shifting each
+    // layout's offset to its first row, its packed keys after those of the
+    // sequences before it. Walking the lengths finds the sequence of a
+    // task (a batch has tens of them), so nothing is allocated.
+    let sequence = |s: usize| AttentionProblem {
+        batch: 1,
+        n: lengths[s],
+        m: lengths[s],
+        ..*problem
+    };
+    let shift = |layout: HeadsLayout, start: usize| HeadsLayout {
+        offset: layout.offset + start * layout.row_stride,
+        ..layout
+    };
+    // (sequence, its first row, where its packed keys start, index within
+    // it) of item `index` when each sequence has `per(length)` items.
+    let locate = |mut index: usize, per: &dyn Fn(usize) -> usize| {
+        let (mut start, mut keys) = (0, 0);
+        for (s, &length) in lengths.iter().enumerate() {
+            let items = per(length);
+            if index < items {
+                return (s, start, keys, index);
+            }
+            index -= items;
+            start += length;
+            keys += kv_heads * packed_head(length);
+        }
+        unreachable!("attention: item past the last sequence")
+    };
+    let mut start = 0;
+    for (s, &length) in lengths.iter().enumerate() {
+        sequence(s).check([
+            (q.0.len(), shift(q.1, start)),
+            (k.0.len(), shift(k.1, start)),
+            (v.0.len(), shift(v.1, start)),
+            (out.0.len(), shift(out.1, start)),
+        ]);
+        start += length;
+    }
+    if problem.dv == 0 || heads == 0 {
+        return;
+    }
+    let mut buffer = PACKED_KEYS.take();
+    if use_tiles {
+        let total = lengths.iter().map(|&l| kv_heads * packed_head(l)).sum();
+        buffer.resize(total, 0.0);
+        let target = Shared(buffer.as_mut_ptr());
+        (0..lengths.len() * kv_heads)
+            .into_par_iter()
+            .for_each(|index| {
+                let (s, start, keys, h) = locate(index, &|_| kv_heads);
+                let length = lengths[s];
+                // SAFETY: `check` keeps the head's rows inside k; each
+                // (sequence, head) packs into its own part of the buffer,
+                // which holds them all.
+                unsafe {
+                    let packed = std::slice::from_raw_parts_mut(
+                        target.pointer().add(keys + h * packed_head(length)),
+                        packed_head(length),
+                    );
+                    tiles::pack_keys(
+                        k.0.as_ptr().add(shift(k.1, start).at(0, h, 0)),
+                        k.1.row_stride,
+                        length,
+                        d,
+                        packed,
+                    )
+                };
+            });
+    }
+    let tasks_of = |length: usize| heads * length.div_ceil(block);
+    let count: usize = lengths.iter().map(|&l| tasks_of(l)).sum();
+    let output = Shared(out.0.as_mut_ptr());
+    let packed_keys = &buffer;
+    (0..count).into_par_iter().with_max_len(1).for_each(|task| {
+        let (s, start, keys, index) = locate(task, &tasks_of);
+        let sequence = sequence(s);
+        let blocks = sequence.n.div_ceil(block);
+        let (h, first) = (index / blocks, (index % blocks) * block);
+        let keys = if use_tiles {
+            let per_head = packed_head(sequence.m);
+            let at = keys + problem.kv_head(h) * per_head;
+            Keys::Packed(&packed_keys[at..at + per_head])
+        } else {
+            Keys::Rows((k.0, shift(k.1, start)))
+        };
+        // SAFETY: this task alone writes rows first.. of head h of
+        // sequence s of the output; `check` keeps every index inside
+        // the buffers.
+        unsafe {
+            forward_block(
+                &sequence,
+                0,
+                h,
+                first,
+                block.min(sequence.n - first),
+                (q.0, shift(q.1, start)),
+                keys,
+                (v.0, shift(v.1, start)),
+                (output.pointer(), shift(out.1, start)),
+                None,
+            );
+        }
+    });
+    PACKED_KEYS.set(buffer);
+}
+
 /// Where a task reads its keys from.
 #[derive(Clone, Copy)]
 enum Keys<'a> {

@@ -34,7 +34,7 @@ mod tiles;
 mod weights;
 
 pub use backward::{attention_backward, AttentionGradients};
-pub use forward::attention_forward;
+pub use forward::{attention_forward, attention_forward_packed};
 pub use weights::{attention_weights_forward, attention_weights_forward_new};
 
 use crate::simd::SimdPath;
