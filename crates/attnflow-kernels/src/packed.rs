@@ -14,13 +14,23 @@
 //! * [`PackedMatrix::matvec`]: one input row (decoding); rows of the matrix
 //!   are dequantized into a small buffer and dotted with the input.
 //! * [`PackedMatrix::matmul`]: many input rows (prefill); each task
-//!   dequantizes 64 rows into a panel and multiplies every input row by it
-//!   ([`crate::panel`]).
+//!   multiplies every input row by a panel of 64 rows ([`crate::panel`]).
+//!   A matrix's first such product dequantizes each panel on demand, in
+//!   the task that needs it. From its second on (a run of prefills,
+//!   perplexity windows, a server's requests) the matrix keeps all its
+//!   panels in `f32`, while the panels kept by every matrix stay within a
+//!   limit ([`set_kept_panel_limit`], 1 GiB unless set): dequantizing and
+//!   transposing the same panels on every call had been 7% of a
+//!   SmolLM2-135M prefill. A single prefill (`generate`, an inspection)
+//!   keeps nothing.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use crate::panel::{
-    fill_panel_at, panel_product, panel_product_new, panel_products_raw, PanelSource, Product,
+    fill_panel_at, panel_product, panel_product_new, panel_products_raw, PanelSource, Panels,
+    Product,
 };
 use crate::simd::SimdPath;
 use crate::Activation;
@@ -90,6 +100,69 @@ pub struct PackedMatrix {
     columns: usize,
     packing: Packing,
     storage: Storage,
+    kept: KeptPanels,
+}
+
+/// Most bytes of `f32` panels all matrices together keep.
+static KEPT_LIMIT: AtomicUsize = AtomicUsize::new(1 << 30);
+/// Bytes of `f32` panels kept now.
+static KEPT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the most bytes of `f32` panels that [`PackedMatrix`] products keep,
+/// all matrices together (1 GiB unless set; 0 keeps none). Matrices that
+/// keep panels already keep them, and one refused by the limit makes its
+/// panels on demand from then on; the limit applies to the next ones.
+pub fn set_kept_panel_limit(bytes: usize) {
+    KEPT_LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// Bytes of `f32` panels kept now, by every matrix.
+pub fn kept_panel_bytes() -> usize {
+    KEPT_BYTES.load(Ordering::Relaxed)
+}
+
+/// A matrix's `f32` panels, made by its second product with several input
+/// rows when the limit allows; a clone makes its own.
+#[derive(Default)]
+struct KeptPanels {
+    panels: OnceLock<Option<Panels>>,
+    /// Whether a product has run (and made its panels on demand).
+    used: std::sync::atomic::AtomicBool,
+}
+
+impl KeptPanels {
+    /// The panels: none on the first call; made by `make` on the second
+    /// if `bytes` more stay within the limit.
+    fn get(&self, bytes: usize, make: impl FnOnce() -> Panels) -> Option<&Panels> {
+        if self.panels.get().is_none() && !self.used.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        self.panels
+            .get_or_init(|| {
+                let limit = KEPT_LIMIT.load(Ordering::Relaxed);
+                KEPT_BYTES
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |kept| {
+                        (kept + bytes <= limit).then_some(kept + bytes)
+                    })
+                    .ok()
+                    .map(|_| make())
+            })
+            .as_ref()
+    }
+}
+
+impl Clone for KeptPanels {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl Drop for KeptPanels {
+    fn drop(&mut self) {
+        if let Some(Some(panels)) = self.panels.get() {
+            KEPT_BYTES.fetch_sub(panels.bytes(), Ordering::Relaxed);
+        }
+    }
 }
 
 impl std::fmt::Debug for PackedMatrix {
@@ -126,6 +199,7 @@ impl PackedMatrix {
             columns,
             packing: Packing::F32,
             storage: Storage::F32(values),
+            kept: KeptPanels::default(),
         })
     }
 
@@ -162,6 +236,7 @@ impl PackedMatrix {
             columns,
             packing,
             storage: Storage::Bytes(bytes),
+            kept: KeptPanels::default(),
         })
     }
 
@@ -364,13 +439,35 @@ impl PackedMatrix {
         self.with_panels(path, |source| panel_product_new(x, shape, source, path))
     }
 
-    /// Runs `product` with this matrix as panels made per task: each task
-    /// writes the 64 rows of its panel once (dequantized, or copied when
-    /// they are floats) and multiplies every input row by them (`gemm`
-    /// repacked the dequantized rows on every call: 17% of a SmolLM2
-    /// prefill).
+    /// Runs `product` with this matrix as panels: the kept ones, else
+    /// made per task, each task writing the 64 rows of its panel
+    /// (dequantized, or copied when they are floats) and multiplying every
+    /// input row by them (`gemm` repacked the dequantized rows on every
+    /// call: 17% of a SmolLM2 prefill).
     fn with_panels<R>(&self, path: SimdPath, product: impl FnOnce(PanelSource<'_>) -> R) -> R {
-        product(PanelSource::Filled(&self.panel_fill(path)))
+        let fill = self.panel_fill(path);
+        product(self.source(&fill))
+    }
+
+    /// The kept panels if the limit allows them (made now if this is the
+    /// first product), else `fill`.
+    fn source<'a>(&'a self, fill: &'a (dyn Fn(usize, &mut [f32]) + Sync)) -> PanelSource<'a> {
+        let bytes = self.rows.div_ceil(crate::panel::PANEL)
+            * crate::panel::PANEL
+            * self.columns
+            * std::mem::size_of::<f32>();
+        match self
+            .kept
+            .get(bytes, || Panels::made(self.rows, self.columns, fill))
+        {
+            Some(panels) => PanelSource::Packed(panels),
+            None => PanelSource::Filled(fill),
+        }
+    }
+
+    /// Whether this matrix keeps `f32` panels.
+    pub fn keeps_panels(&self) -> bool {
+        matches!(self.kept.panels.get(), Some(Some(_)))
     }
 
     /// What makes panel `index` of this matrix on demand.
@@ -415,7 +512,7 @@ impl PackedMatrix {
             .map(|((matrix, fill), out)| Product {
                 out: out.as_mut_ptr(),
                 shape: (matrix.rows, matrix.columns),
-                source: PanelSource::Filled(fill),
+                source: matrix.source(fill),
                 bias: None,
                 activation: Activation::Identity,
             })

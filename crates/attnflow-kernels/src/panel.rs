@@ -94,6 +94,33 @@ impl Panels {
         }
     }
 
+    /// Panels made by `fill(index, panel)`, which writes the weights of
+    /// panel `index` (as [`PanelSource::Filled`]'s), the panels in
+    /// parallel.
+    pub(crate) fn made(
+        outputs: usize,
+        inputs: usize,
+        fill: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) -> Self {
+        let mut values = vec![0f32; outputs.div_ceil(PANEL) * PANEL * inputs];
+        if inputs > 0 {
+            values
+                .par_chunks_mut(PANEL * inputs)
+                .enumerate()
+                .for_each(|(index, panel)| fill(index, panel));
+        }
+        Self {
+            values,
+            outputs,
+            inputs,
+        }
+    }
+
+    /// Bytes the panels hold.
+    pub fn bytes(&self) -> usize {
+        self.values.len() * std::mem::size_of::<f32>()
+    }
+
     /// Output features.
     pub fn outputs(&self) -> usize {
         self.outputs

@@ -3,7 +3,7 @@
 //! or tensor.
 //!
 //! Tensors of the types [`Packing`] knows (F32, F16, BF16, Q8_0, Q4_0,
-//! Q4_1) stay in their blocks ([`crate::packed`]); other types candle can
+//! Q4_1) stay in their blocks ([`attnflow_kernels::packed`]); other types candle can
 //! dequantize (Q5_0, Q5_1, the K-quants) are dequantized to `f32` on load.
 
 use std::collections::HashMap;
