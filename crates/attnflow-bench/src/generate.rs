@@ -24,6 +24,8 @@ use attnflow_models::decoder::generate::argmax;
 use attnflow_models::decoder::model::{ForwardOptions, LogitRows};
 use attnflow_models::{ModelError, PretrainedDecoder, Result};
 
+use crate::protocol::{Machine, Spread};
+
 /// The transformers side, embedded so the binary needs no source tree.
 pub const PEER_SCRIPT: &str = include_str!("../peers/generate_transformers.py");
 
@@ -46,21 +48,6 @@ pub struct GenerateBenchConfig {
     pub threads: usize,
 }
 
-/// The machine the figures come from.
-#[derive(Clone, Debug, Serialize)]
-pub struct Machine {
-    /// CPU model name.
-    pub cpu: String,
-    /// Logical cores available.
-    pub cores: usize,
-    /// The SIMD path attnflow's kernels take.
-    pub simd: String,
-    /// One-minute load average before the runs.
-    pub load_before: f64,
-    /// One-minute load average after the runs.
-    pub load_after: f64,
-}
-
 /// One case: per-round figures of both sides and their ratio.
 #[derive(Clone, Debug, Serialize)]
 pub struct CaseReport {
@@ -79,17 +66,6 @@ pub struct CaseReport {
     pub ratio: Option<Spread>,
     /// Whether the sides agreed on what they computed.
     pub agreement: Option<String>,
-}
-
-/// A median with its range.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct Spread {
-    /// The median.
-    pub median: f64,
-    /// The smallest value.
-    pub min: f64,
-    /// The largest value.
-    pub max: f64,
 }
 
 /// The result of [`bench_generate`].
@@ -113,18 +89,7 @@ impl GenerateBenchReport {
     pub fn to_text(&self) -> String {
         use std::fmt::Write as _;
         let mut out = String::new();
-        let machine = &self.machine;
-        let _ = writeln!(
-            out,
-            "machine: {}, {} cores, {} · load average {:.2} before, {:.2} after",
-            machine.cpu, machine.cores, machine.simd, machine.load_before, machine.load_after
-        );
-        if machine.load_before.max(machine.load_after) > 0.25 * machine.cores as f64 {
-            let _ = writeln!(
-                out,
-                "\x1b[1mwarning: the machine is busy (load above 0.25 per core); ratios measured now flatter whichever side suffers less from sharing\x1b[0m"
-            );
-        }
+        out.push_str(&self.machine.to_text());
         let _ = writeln!(
             out,
             "model: {} · prefill {} tokens with every attention map kept · decode {} greedy tokens after {}",
@@ -160,7 +125,7 @@ impl GenerateBenchReport {
             if !case.peer.is_empty() {
                 let _ = writeln!(out, "  transformers  {}", list(&case.peer));
             }
-            if let Some(ratio) = case.ratio {
+            if let Some(ratio) = &case.ratio {
                 let _ = writeln!(
                     out,
                     "  attnflow ahead by {:.2}× (median; {:.2}–{:.2})",
@@ -177,30 +142,6 @@ impl GenerateBenchReport {
         }
         out
     }
-}
-
-/// The median of `values` with its range (`None` when empty).
-pub fn spread(values: &[f64]) -> Option<Spread> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let middle = sorted.len() / 2;
-    let median = if sorted.len() % 2 == 1 {
-        sorted[middle]
-    } else {
-        (sorted[middle - 1] + sorted[middle]) / 2.0
-    };
-    Some(Spread {
-        median,
-        min: sorted[0],
-        max: sorted[sorted.len() - 1],
-    })
-}
-
-fn load_average() -> f64 {
-    crate::protocol::load_average().unwrap_or(f64::NAN)
 }
 
 /// The transformers process, driven one JSON line at a time.
@@ -312,7 +253,8 @@ pub fn bench_generate(
             "must be at least 1",
         ));
     }
-    let load_before = load_average();
+    progress("measuring the matmul ceilings");
+    let mut machine = Machine::measure(config.python.as_deref());
     progress("loading the model");
     let decoder = PretrainedDecoder::open(&config.model)?;
     let text = crate::embed::bench_texts(400, 7).join(" ");
@@ -425,31 +367,14 @@ pub fn bench_generate(
             "greedy tokens differ".to_string()
         });
     }
-    prefill.ratio = spread(&prefill.ratios);
-    decode.ratio = spread(&decode.ratios);
+    prefill.ratio = Spread::of(&prefill.ratios);
+    decode.ratio = Spread::of(&decode.ratios);
+    machine.finish();
     Ok(GenerateBenchReport {
         config: config.clone(),
-        machine: Machine {
-            cpu: crate::protocol::cpu_model(),
-            cores: std::thread::available_parallelism().map_or(1, usize::from),
-            simd: attnflow_kernels::SimdPath::detect().to_string(),
-            load_before,
-            load_after: load_average(),
-        },
+        machine,
         peer: peer_info,
         attnflow_peak_bytes: None,
         cases: vec![prefill, decode],
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians_and_ranges() {
-        let spread = spread(&[3.0, 1.0, 2.0, 10.0]).unwrap();
-        assert_eq!((spread.median, spread.min, spread.max), (2.5, 1.0, 10.0));
-        assert!(super::spread(&[]).is_none());
-    }
 }

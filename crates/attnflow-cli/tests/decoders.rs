@@ -422,3 +422,49 @@ fn decoder_misuse_exits_2() {
         .code(2)
         .stderr(predicate::str::contains("empty.txt"));
 }
+
+#[test]
+fn bench_generate_reports_the_machine_and_both_cases() {
+    let output = attnflow()
+        .args([
+            "bench",
+            "generate",
+            "--no-python",
+            "--json",
+            "--rounds",
+            "2",
+            "--prompt-tokens",
+            "12",
+            "--decode-prompt-tokens",
+            "4",
+            "--decode-tokens",
+            "3",
+            "--model",
+        ])
+        .arg(tiny_gguf())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    // The machine as every bench prints it: cores, SIMD path, attnflow's
+    // matmul ceiling and the load average on both sides of the rounds.
+    let machine = &report["machine"];
+    assert!(machine["cores"].as_u64().unwrap() >= 1, "{machine}");
+    assert!(machine["attnflow_matmul_gflops"].as_f64().unwrap() > 0.0);
+    assert!(machine["load_before"].is_number() && machine["load_after"].is_number());
+    let cases = report["cases"].as_array().unwrap();
+    let names: Vec<&str> = cases.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["prefill", "decode"]);
+    for case in cases {
+        let figures = case["attnflow"].as_array().unwrap();
+        assert_eq!(figures.len(), 2, "{case}");
+        assert!(figures.iter().all(|f| f.as_f64().unwrap() > 0.0), "{case}");
+        assert!(case["peer"].as_array().unwrap().is_empty());
+        assert!(case["ratio"].is_null());
+    }
+    assert_eq!(report["peer"]["status"], "skipped", "{report}");
+}
