@@ -30,6 +30,16 @@ fn tiny_directory(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The JSON a successful command printed (its stderr shown if it failed).
+fn json_stdout(output: std::process::Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
 fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -122,12 +132,7 @@ fn inspects_smollm2_with_kv_groups_and_saves_the_weights() {
         .arg(out.path())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let summary = json_stdout(output);
     assert_eq!(
         (summary["layers"].as_u64(), summary["heads"].as_u64()),
         (Some(30), Some(9))
@@ -189,12 +194,7 @@ fn generate_writes_the_report_over_prompt_and_new_tokens() {
         .arg(out.path())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let value = json_stdout(output);
     let total = value["prompt_ids"].as_array().unwrap().len()
         + value["generated_ids"].as_array().unwrap().len();
     let statistics = json_file(&out.path().join("statistics.json"));
@@ -227,12 +227,7 @@ fn eval_lm_scores_a_text_with_a_sliding_window() {
         .arg(&text)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let value = json_stdout(output);
     let report = &value["report"];
     let tokens = report["tokens"].as_u64().unwrap();
     assert_eq!(report["scored"].as_u64().unwrap(), tokens - 1);
@@ -257,12 +252,7 @@ fn blueprint_cost_of_a_gguf_file() {
         .arg(&model)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let value = json_stdout(output);
     assert_eq!(value["total"]["params"], 134_515_008u64);
     // 2 · 30 layers · 3 KV heads · 64 · 4 bytes.
     assert_eq!(value["inference"]["kv_cache_bytes_per_token"], 46_080u64);
@@ -444,12 +434,7 @@ fn bench_generate_reports_the_machine_and_both_cases() {
         .arg(tiny_gguf())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let report = json_stdout(output);
     // The machine as every bench prints it: cores, SIMD path, attnflow's
     // matmul ceiling and the load average on both sides of the rounds.
     let machine = &report["machine"];

@@ -534,17 +534,14 @@ impl BertModel {
             n: tokens.n,
             key_bias: tokens.key_bias,
         };
-        threads::install(|| {
-            self.encode_on_pool(
-                tokens.ids,
-                tokens.type_ids,
-                &rows,
-                workspace,
-                options,
-                observe,
-            )
-        })?;
-        Ok(&workspace.hidden[..rows.count() * self.config.hidden_size])
+        self.encode_rows(
+            tokens.ids,
+            tokens.type_ids,
+            &rows,
+            workspace,
+            options,
+            observe,
+        )
     }
 
     /// Runs the encoder on sequences packed back to back in `workspace`
@@ -570,17 +567,29 @@ impl BertModel {
         self.check_ids(tokens.ids, tokens.type_ids, count, || {
             format!("{:?} sequence lengths", tokens.lengths)
         })?;
-        threads::install(|| {
-            self.encode_on_pool(
-                tokens.ids,
-                tokens.type_ids,
-                &rows,
-                workspace,
-                ForwardOptions::default(),
-                &mut |_| {},
-            )
-        })?;
-        Ok(&workspace.hidden[..count * self.config.hidden_size])
+        self.encode_rows(
+            tokens.ids,
+            tokens.type_ids,
+            &rows,
+            workspace,
+            ForwardOptions::default(),
+            &mut |_| {},
+        )
+    }
+
+    /// The layers over `rows` on attnflow's pool; the last hidden state,
+    /// a view into `workspace`.
+    fn encode_rows<'w>(
+        &self,
+        ids: &[u32],
+        type_ids: &[u32],
+        rows: &Rows<'_>,
+        workspace: &'w mut Workspace,
+        options: ForwardOptions,
+        observe: &mut (dyn FnMut(Observed<'_>) + Send),
+    ) -> Result<&'w [f32]> {
+        threads::install(|| self.encode_on_pool(ids, type_ids, rows, workspace, options, observe))?;
+        Ok(&workspace.hidden[..rows.count() * self.config.hidden_size])
     }
 
     fn check(&self, tokens: &TokenBatch<'_>) -> Result<()> {
