@@ -82,6 +82,9 @@ fn main() -> ExitCode {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }));
     let cli = Cli::parse();
+    if let Err(error) = panel_memory_from_environment() {
+        return error.report_and_exit_code();
+    }
     // Commands that train keep candle's element-wise ops off a second
     // spinning thread pool; set here, while this is the only thread, since
     // it writes the environment (Trainer::new repeats it for library use).
@@ -114,4 +117,24 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => error.report_and_exit_code(),
     }
+}
+
+/// The variable that bounds the memory decoder weights keep as `f32`
+/// panels between prefills.
+const PANEL_MEMORY: &str = "ATTNFLOW_PANEL_MEMORY_MIB";
+
+/// Applies `ATTNFLOW_PANEL_MEMORY_MIB` (MiB of kept panels, all matrices
+/// together; 0 keeps none; 1024 when unset).
+fn panel_memory_from_environment() -> Result<(), error::CliError> {
+    let Some(value) = std::env::var_os(PANEL_MEMORY) else {
+        return Ok(());
+    };
+    let text = value.to_string_lossy();
+    let mebibytes: usize = text.trim().parse().map_err(|_| {
+        error::CliError::bad_input(miette::miette!(
+            "{PANEL_MEMORY}: expected a whole number of MiB (0 keeps no panels), got `{text}`"
+        ))
+    })?;
+    attnflow_models::decoder::set_kept_panel_limit(mebibytes.saturating_mul(1 << 20));
+    Ok(())
 }

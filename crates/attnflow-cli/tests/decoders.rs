@@ -453,3 +453,29 @@ fn bench_generate_reports_the_machine_and_both_cases() {
     }
     assert_eq!(report["peer"]["status"], "skipped", "{report}");
 }
+
+#[test]
+fn panel_memory_comes_from_the_environment_and_bad_values_are_refused() {
+    // 0 keeps no panels: perplexity over several windows still runs (its
+    // products then dequantize each panel on demand every window).
+    let text = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(text.path(), "the cat sat on the mat. ".repeat(20)).unwrap();
+    attnflow()
+        .env("ATTNFLOW_PANEL_MEMORY_MIB", "0")
+        .args(["eval-lm", "--context", "16", "--json", "--model"])
+        .arg(tiny_gguf())
+        .arg("--text")
+        .arg(text.path())
+        .assert()
+        .success();
+    attnflow()
+        .env("ATTNFLOW_PANEL_MEMORY_MIB", "lots")
+        .args(["generate", "--prompt", "hi", "--max-tokens", "1", "--model"])
+        .arg(tiny_gguf())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "ATTNFLOW_PANEL_MEMORY_MIB: expected a whole number of MiB",
+        ))
+        .stderr(predicate::str::contains("`lots`"));
+}

@@ -15,6 +15,10 @@ pub mod perplexity;
 pub mod rope;
 pub mod tokenizer;
 
+/// Most bytes of `f32` panels a decoder's weights keep between prefills,
+/// all matrices together (see `attnflow_kernels::packed`).
+pub use attnflow_kernels::packed::set_kept_panel_limit;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
