@@ -449,13 +449,10 @@ impl PackedMatrix {
         product(self.source(&fill))
     }
 
-    /// The kept panels if the limit allows them (made now if this is the
-    /// first product), else `fill`.
+    /// The kept panels (made now if this is the second product and the
+    /// limit allows them), else `fill`.
     fn source<'a>(&'a self, fill: &'a (dyn Fn(usize, &mut [f32]) + Sync)) -> PanelSource<'a> {
-        let bytes = self.rows.div_ceil(crate::panel::PANEL)
-            * crate::panel::PANEL
-            * self.columns
-            * std::mem::size_of::<f32>();
+        let bytes = Panels::len_of(self.rows, self.columns) * std::mem::size_of::<f32>();
         match self
             .kept
             .get(bytes, || Panels::made(self.rows, self.columns, fill))

@@ -59,8 +59,7 @@ impl Panels {
             outputs * inputs,
             "panels: weight of {outputs} × {inputs}"
         );
-        let count = outputs.div_ceil(PANEL);
-        let mut packed = vec![0f32; count * PANEL * inputs];
+        let mut packed = vec![0f32; Self::len_of(outputs, inputs)];
         for (index, panel) in packed.chunks_exact_mut(PANEL * inputs).enumerate() {
             let first = index * PANEL;
             let width = PANEL.min(outputs - first);
@@ -102,7 +101,7 @@ impl Panels {
         inputs: usize,
         fill: &(dyn Fn(usize, &mut [f32]) + Sync),
     ) -> Self {
-        let mut values = vec![0f32; outputs.div_ceil(PANEL) * PANEL * inputs];
+        let mut values = vec![0f32; Self::len_of(outputs, inputs)];
         if inputs > 0 {
             values
                 .par_chunks_mut(PANEL * inputs)
@@ -114,6 +113,12 @@ impl Panels {
             outputs,
             inputs,
         }
+    }
+
+    /// Values the panels of an `outputs × inputs` weight hold (whole
+    /// panels: the last one padded to [`PANEL`] outputs).
+    pub(crate) fn len_of(outputs: usize, inputs: usize) -> usize {
+        outputs.div_ceil(PANEL) * PANEL * inputs
     }
 
     /// Bytes the panels hold.

@@ -245,10 +245,9 @@ impl PretrainedBert {
         for ((&index, encoding), &length) in chunk.iter().zip(encodings).zip(&buffers.lengths) {
             let (sequence, rest) = rows.split_at(length * d);
             rows = rest;
-            buffers.real.clear();
-            buffers.real.resize(length, true);
             let row = &mut embedded.values[index * d..(index + 1) * d];
-            pool_sequence(row, sequence, &buffers.real, self.sentence.pooling);
+            // Every row is a real token: nothing to mask.
+            pool_sequence(row, sequence, None, self.sentence.pooling);
             if self.sentence.normalize {
                 normalize_row(row);
             }
@@ -273,7 +272,6 @@ struct BatchBuffers {
     ids: Vec<u32>,
     type_ids: Vec<u32>,
     lengths: Vec<usize>,
-    real: Vec<bool>,
     workspace: Workspace,
 }
 

@@ -179,26 +179,33 @@ pub fn pool(hidden: &Tensor, attention_mask: &Tensor, pooling: Pooling) -> Resul
         .zip(values.chunks_exact((n * d).max(1)))
         .zip(real.chunks_exact(n.max(1)))
     {
-        pool_sequence(out, sequence, real, pooling);
+        pool_sequence(out, sequence, Some(real), pooling);
     }
     Ok(Tensor::from_vec(pooled, (batch, d), hidden.device())?.to_dtype(hidden.dtype())?)
 }
 
 /// Pools one sequence's `(n, d)` hidden rows into `out` (`d` values):
-/// `real[i]` says whether token `i` is real (not padding).
+/// `real[i]` says whether token `i` is real (not padding); `None` when
+/// every row is.
 ///
 /// Mean: the sum over real tokens divided by their count (at least 1e-9);
 /// max: the maximum over tokens with padding lowered by 1e9; CLS: the first
 /// row. These are sentence-transformers' formulas.
-pub(crate) fn pool_sequence(out: &mut [f32], hidden: &[f32], real: &[bool], pooling: Pooling) {
+pub(crate) fn pool_sequence(
+    out: &mut [f32],
+    hidden: &[f32],
+    real: Option<&[bool]>,
+    pooling: Pooling,
+) {
     let d = out.len();
+    let is_real = |row: usize| real.is_none_or(|real| real[row]);
     match pooling {
         Pooling::Cls => out.copy_from_slice(&hidden[..d]),
         Pooling::Mean => {
             out.fill(0.0);
             let mut count = 0f32;
-            for (row, &real) in hidden.chunks_exact(d).zip(real) {
-                if real {
+            for (index, row) in hidden.chunks_exact(d).enumerate() {
+                if is_real(index) {
                     count += 1.0;
                     for (sum, value) in out.iter_mut().zip(row) {
                         *sum += value;
@@ -212,8 +219,8 @@ pub(crate) fn pool_sequence(out: &mut [f32], hidden: &[f32], real: &[bool], pool
         }
         Pooling::Max => {
             out.fill(f32::NEG_INFINITY);
-            for (row, &real) in hidden.chunks_exact(d).zip(real) {
-                let offset = if real { 0.0 } else { -1e9 };
+            for (index, row) in hidden.chunks_exact(d).enumerate() {
+                let offset = if is_real(index) { 0.0 } else { -1e9 };
                 for (best, value) in out.iter_mut().zip(row) {
                     *best = best.max(value + offset);
                 }

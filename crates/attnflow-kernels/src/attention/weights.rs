@@ -164,8 +164,10 @@ unsafe fn weights_forward_raw(
             let block_weights = std::slice::from_raw_parts_mut(block_weights, rows * m);
             let bias = problem.bias(b, 0, m);
             for (i, row) in block_weights.chunks_exact_mut(m).enumerate() {
+                // Columns past `keys` are zero already; a row sees a prefix
+                // of the block's keys.
                 let visible = problem.visible(first_row + i, 0, m);
-                let (live, hidden) = row.split_at_mut(visible);
+                let (live, hidden) = row[..keys].split_at_mut(visible);
                 hidden.fill(0.0);
                 if let Some(bias) = bias {
                     simd::add(path, live, &bias[..visible]);

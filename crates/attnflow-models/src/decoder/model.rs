@@ -554,7 +554,8 @@ impl DecoderModel {
             } else {
                 0..n
             };
-            if rows.len() == n || options.attentions {
+            let every_row = rows.len() == n;
+            if every_row || options.attentions {
                 let weights = self.attention(
                     index,
                     &queries,
@@ -565,8 +566,10 @@ impl DecoderModel {
                     &mut attended,
                 )?;
                 attentions.extend(weights);
-                attended.copy_within(rows.start * width..rows.end * width, 0);
-                attended.truncate(rows.len() * width);
+                if !every_row {
+                    attended.copy_within(rows.start * width..rows.end * width, 0);
+                    attended.truncate(rows.len() * width);
+                }
             } else if !rows.is_empty() {
                 self.attention(
                     index,
@@ -578,7 +581,7 @@ impl DecoderModel {
                     &mut attended,
                 )?;
             }
-            if rows.len() != n {
+            if !every_row {
                 hidden.copy_within(rows.start * d..rows.end * d, 0);
                 hidden.truncate(rows.len() * d);
             }
